@@ -1,0 +1,123 @@
+//! The partial-acceptance rule every strata receiver shares (cascade and central).
+//!
+//! Remote-write 1.0 says a receiver answers 400 for a request that can never succeed, and the
+//! sender must not retry it. A request where only some series are invalid must not lose the
+//! valid ones: they are accepted and made durable, and the 400 names each invalid series and the
+//! label that is wrong. Invalid series are never partly written.
+
+use crate::labels::{LabelError, LabelSet};
+use crate::prompb::WriteRequest;
+
+/// At most this many rejected series are described in a response body.
+const MAX_REASONS: usize = 10;
+
+/// The result of validating a write request.
+#[derive(Debug, Default)]
+pub struct Validated {
+    /// The valid series, labels sorted, plus all metadata.
+    pub accepted: WriteRequest,
+    /// One entry per invalid series: its index in the request and what is wrong.
+    pub rejected: Vec<(usize, LabelError)>,
+    /// Samples, histograms and exemplars of the rejected series.
+    pub rejected_samples: usize,
+}
+
+impl Validated {
+    /// Splits `req` into valid and invalid series.
+    pub fn split(req: WriteRequest) -> Self {
+        let mut out = Validated {
+            accepted: WriteRequest {
+                timeseries: Vec::with_capacity(req.timeseries.len()),
+                metadata: req.metadata,
+            },
+            ..Default::default()
+        };
+        for (i, mut ts) in req.timeseries.into_iter().enumerate() {
+            match LabelSet::new(std::mem::take(&mut ts.labels)) {
+                Ok(set) => {
+                    ts.labels = set.into_labels();
+                    out.accepted.timeseries.push(ts);
+                }
+                Err(e) => {
+                    out.rejected_samples +=
+                        ts.samples.len() + ts.histograms.len() + ts.exemplars.len();
+                    out.rejected.push((i, e));
+                }
+            }
+        }
+        out
+    }
+
+    /// The human-readable 400 body: how many series were refused, and why for the first few.
+    pub fn rejection_message(&self) -> Option<String> {
+        if self.rejected.is_empty() {
+            return None;
+        }
+        let mut msg = format!(
+            "{} of {} series rejected ({} samples); the valid series were accepted:",
+            self.rejected.len(),
+            self.rejected.len() + self.accepted.timeseries.len(),
+            self.rejected_samples
+        );
+        for (i, e) in self.rejected.iter().take(MAX_REASONS) {
+            msg.push_str(&format!("\n  timeseries[{i}]: {e}"));
+        }
+        if self.rejected.len() > MAX_REASONS {
+            msg.push_str(&format!(
+                "\n  ... and {} more",
+                self.rejected.len() - MAX_REASONS
+            ));
+        }
+        Some(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompb::{Label, Sample, TimeSeries};
+
+    fn series(labels: &[(&str, &str)], n: usize) -> TimeSeries {
+        TimeSeries {
+            labels: labels.iter().map(|(k, v)| Label::new(*k, *v)).collect(),
+            samples: (0..n)
+                .map(|i| Sample {
+                    value: 1.0,
+                    timestamp: i as i64,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_series_survive_invalid_neighbours() {
+        let req = WriteRequest {
+            timeseries: vec![
+                series(&[("job", "a"), ("__name__", "up")], 2),
+                series(&[("__name__", "up"), ("bad-label", "x")], 3),
+                series(&[("__name__", "down")], 1),
+            ],
+            metadata: vec![],
+        };
+        let v = Validated::split(req);
+        assert_eq!(v.accepted.timeseries.len(), 2);
+        assert_eq!(v.accepted.timeseries[0].labels[0].name, "__name__");
+        assert_eq!(v.rejected.len(), 1);
+        assert_eq!(v.rejected[0].0, 1);
+        assert_eq!(v.rejected_samples, 3);
+        let msg = v.rejection_message().unwrap();
+        assert!(msg.contains("1 of 3 series rejected"), "{msg}");
+        assert!(msg.contains("timeseries[1]"), "{msg}");
+        assert!(msg.contains("\"bad-label\""), "{msg}");
+    }
+
+    #[test]
+    fn all_valid_has_no_message() {
+        let v = Validated::split(WriteRequest {
+            timeseries: vec![series(&[("__name__", "up")], 1)],
+            metadata: vec![],
+        });
+        assert!(v.rejection_message().is_none());
+    }
+}
