@@ -1,1 +1,162 @@
-fn main() {}
+//! The `strata` binary: parses the command line, validates it into a configuration and hands it
+//! to the crate that does the work. No logic lives here beyond that.
+
+mod bench;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Hierarchical metrics pipeline and capacity planner for Kubernetes fleets",
+    after_help = "Examples:\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Store-and-forward hop: receive remote-write, queue it durably on disk, forward it.
+    #[command(
+        after_help = "Example:\n  strata relay --listen 127.0.0.1:9201 --queue-dir ./strata-data/relay \\\n    --remote-write-url http://127.0.0.1:9090/api/v1/write\n\nSenders then use http://127.0.0.1:9201/api/v1/write; /metrics, /-/ready and /-/healthy are served on the same address."
+    )]
+    Relay(RelayArgs),
+    /// Load generators for benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Print the version and the protocols this build speaks.
+    Version,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Overflow {
+    Block,
+    DropOldest,
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// Address to accept remote-write on.
+    #[arg(long, default_value = "127.0.0.1:9201")]
+    listen: SocketAddr,
+    /// Directory of the durable queue; created if missing, resumed if present.
+    #[arg(long, default_value = "./strata-data/relay")]
+    queue_dir: PathBuf,
+    /// Where to forward to (any Prometheus remote-write receiver).
+    #[arg(long, default_value = "http://127.0.0.1:9090/api/v1/write")]
+    remote_write_url: String,
+    /// Upper bound of undelivered data on disk.
+    #[arg(long, default_value_t = QueueConfig::default().max_queue_bytes)]
+    max_queue_bytes: u64,
+    /// What a full queue does: refuse new data with 429 (block) or delete the oldest.
+    #[arg(long, value_enum, default_value_t = Overflow::Block)]
+    overflow: Overflow,
+    /// Concurrent senders (series keep their order within a shard).
+    #[arg(long, default_value_t = SenderConfig::default().shards)]
+    shards: usize,
+    /// Samples per outgoing request.
+    #[arg(long, default_value_t = SenderConfig::default().max_samples_per_send)]
+    max_samples_per_send: usize,
+    /// Send a partial batch after this many seconds.
+    #[arg(long, default_value_t = SenderConfig::default().batch_send_deadline_seconds)]
+    batch_send_deadline_seconds: f64,
+    /// Drop samples older than this many seconds instead of sending them (0: never).
+    #[arg(long, default_value_t = 0)]
+    sample_age_limit_seconds: u64,
+}
+
+impl RelayArgs {
+    fn into_config(self) -> anyhow::Result<RelayConfig> {
+        let queue = QueueConfig {
+            max_queue_bytes: self.max_queue_bytes,
+            overflow: match self.overflow {
+                Overflow::Block => OverflowPolicy::Block,
+                Overflow::DropOldest => OverflowPolicy::DropOldest,
+            },
+            ..Default::default()
+        };
+        queue.validate()?;
+        let remote_write = SenderConfig {
+            url: self.remote_write_url,
+            shards: self.shards,
+            max_samples_per_send: self.max_samples_per_send,
+            batch_send_deadline_seconds: self.batch_send_deadline_seconds,
+            sample_age_limit_seconds: self.sample_age_limit_seconds,
+            ..Default::default()
+        };
+        remote_write.validate()?;
+        Ok(RelayConfig {
+            listen: self.listen,
+            queue_dir: self.queue_dir,
+            queue,
+            remote_write,
+            max_request_bytes: RelayConfig::DEFAULT_MAX_REQUEST_BYTES,
+            max_decoded_bytes: RelayConfig::DEFAULT_MAX_DECODED_BYTES,
+        })
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+fn try_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Relay(args) => {
+            let config = args.into_config()?;
+            let dir = config.queue_dir.clone();
+            runtime
+                .block_on(strata_relay::server::run(config, shutdown_signal()))
+                .with_context(|| format!("relay stopped with an error (queue {})", dir.display()))
+        }
+        Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
+        Command::Version => {
+            println!("strata {}", env!("CARGO_PKG_VERSION"));
+            println!("remote-write: 1.0 (send, receive), 2.0 (receive)");
+            println!("remote-read: 1.0 SAMPLES");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -35,6 +35,20 @@ pub enum ErrorType {
 }
 
 impl ErrorType {
+    /// The `errorType` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Timeout => "timeout",
+            ErrorType::Canceled => "canceled",
+            ErrorType::Execution => "execution",
+            ErrorType::BadData => "bad_data",
+            ErrorType::Internal => "internal",
+            ErrorType::Unavailable => "unavailable",
+            ErrorType::NotFound => "not_found",
+            ErrorType::NotAcceptable => "not_acceptable",
+        }
+    }
+
     /// The status code Prometheus's API (`web/api/v1/api.go`, `respondError`) uses.
     pub fn http_status(self) -> u16 {
         match self {
@@ -336,6 +350,10 @@ mod tests {
             r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#
         );
         assert_eq!(ErrorType::BadData.http_status(), 400);
+        assert_eq!(
+            serde_json::to_string(&ErrorType::NotAcceptable).unwrap(),
+            format!("\"{}\"", ErrorType::NotAcceptable.as_str())
+        );
         assert_eq!(ErrorType::Execution.http_status(), 422);
     }
 

@@ -1,0 +1,233 @@
+//! Helpers for end-to-end tests: the real `strata` binary and real peers from Debian's
+//! packages, each on a free loopback port, each killed (by PID) when dropped.
+
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+    pub name: &'static str,
+}
+
+impl Proc {
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Path of a peer binary, with a message saying how to install it when missing.
+pub fn peer_binary(name: &str, package: &str) -> String {
+    let path = format!("/usr/bin/{name}");
+    assert!(
+        Path::new(&path).exists(),
+        "{path} not found: install it with `apt-get install -y {package}` (.ci/run does)"
+    );
+    path
+}
+
+pub async fn wait_ready(url: &str, child: &mut Child, what: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before becoming ready");
+        }
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} not ready at {url} after 60 s");
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+}
+
+/// Starts `strata relay` forwarding to `upstream`, with its queue in `dir/queue`.
+pub async fn start_relay(dir: &Path, port: u16, upstream: &str, extra: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "relay",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--remote-write-url",
+            upstream,
+        ])
+        .arg("--queue-dir")
+        .arg(dir.join("queue"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "relay"))
+        .spawn()
+        .expect("start strata relay");
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/-/ready"),
+        &mut child,
+        "strata relay",
+    )
+    .await;
+    Proc {
+        child,
+        port,
+        name: "strata relay",
+    }
+}
+
+/// Starts Debian's Prometheus with the remote-write receiver enabled.
+pub async fn start_prometheus(dir: &Path) -> Proc {
+    let bin = peer_binary("prometheus", "prometheus");
+    let port = free_port();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
+    let mut child = Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prometheus-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "prometheus"))
+        .spawn()
+        .expect("start prometheus");
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/-/ready"),
+        &mut child,
+        "prometheus",
+    )
+    .await;
+    Proc {
+        child,
+        port,
+        name: "prometheus",
+    }
+}
+
+/// Starts Debian's VictoriaMetrics single-node.
+pub async fn start_victoria_metrics(dir: &Path) -> Proc {
+    let bin = peer_binary("victoria-metrics", "victoria-metrics");
+    let port = free_port();
+    let mut child = Command::new(bin)
+        .arg(format!(
+            "-storageDataPath={}",
+            dir.join("vm-data").display()
+        ))
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg("-search.latencyOffset=0s")
+        .arg("-search.disableCache")
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "victoria-metrics"))
+        .spawn()
+        .expect("start victoria-metrics");
+    wait_ready(
+        &format!("http://127.0.0.1:{port}/health"),
+        &mut child,
+        "victoria-metrics",
+    )
+    .await;
+    Proc {
+        child,
+        port,
+        name: "victoria-metrics",
+    }
+}
+
+/// Runs `strata bench write` against `url`.
+pub fn bench_write(url: &str, series: usize, intervals: usize, protocol: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "bench",
+            "write",
+            "--url",
+            url,
+            "--batch",
+            "500",
+            "--concurrency",
+            "2",
+            "--protocol",
+            protocol,
+        ])
+        .args([
+            "--series",
+            &series.to_string(),
+            "--intervals",
+            &intervals.to_string(),
+        ])
+        .output()
+        .expect("run strata bench write");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench write failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("failed requests: 0"), "{stdout}");
+}
+
+/// Counts raw samples of all series with a `job` label in the last `range` via the
+/// Prometheus API (an instant query of a range selector returns raw samples).
+pub async fn count_samples_promql(base: &str, range: &str) -> usize {
+    let body = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", format!("{{job=~\".+\"}}[{range}]"))])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let resp: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(resp["status"], "success", "{resp}");
+    resp["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["values"].as_array().unwrap().len())
+        .sum()
+}
+
+/// Polls `count` until it returns `want` (or 60 s pass); returns the last count.
+pub async fn eventually<F, Fut>(want: usize, mut count: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = usize>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count().await;
+        if n == want || Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
