@@ -1,6 +1,8 @@
 //! Interop: `strata bench write` → `strata relay` (durable queue + sender) → a real receiver
 //! from Debian's packages; every sample is queried back, exact count.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 mod support;
 
 use support::*;
@@ -8,14 +10,12 @@ use support::*;
 const SERIES: usize = 2000;
 const INTERVALS: usize = 6;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_delivers_every_sample_to_prometheus() {
-    let dir = tempfile::tempdir().unwrap();
-    let prom = start_prometheus(dir.path()).await;
+/// Writes SERIES x INTERVALS samples into a relay forwarding to `peer`, then counts them there.
+async fn relay_round_trip(dir: &std::path::Path, peer: &Proc, protocol: &str) {
     let relay = start_relay(
-        dir.path(),
+        dir,
         free_port(),
-        &format!("{}/api/v1/write", prom.base()),
+        &format!("{}/api/v1/write", peer.base()),
         &["--batch-send-deadline-seconds", "0.2"],
     )
     .await;
@@ -23,34 +23,26 @@ async fn relay_delivers_every_sample_to_prometheus() {
         &format!("{}/api/v1/write", relay.base()),
         SERIES,
         INTERVALS,
-        "1",
+        protocol,
     );
-    let base = prom.base();
+    let base = peer.base();
     let got = eventually(SERIES * INTERVALS, || count_samples_promql(&base, "1h")).await;
-    assert_eq!(got, SERIES * INTERVALS, "samples in Prometheus");
+    assert_eq!(got, SERIES * INTERVALS, "samples in {}", peer.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_delivers_every_sample_to_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus(dir.path()).await;
+    relay_round_trip(dir.path(), &prom, "1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_delivers_every_sample_to_victoria_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let vm = start_victoria_metrics(dir.path()).await;
-    let relay = start_relay(
-        dir.path(),
-        free_port(),
-        &format!("{}/api/v1/write", vm.base()),
-        &["--batch-send-deadline-seconds", "0.2"],
-    )
-    .await;
     // Remote-write 2.0 into the relay; the relay forwards 1.0.
-    bench_write(
-        &format!("{}/api/v1/write", relay.base()),
-        SERIES,
-        INTERVALS,
-        "2",
-    );
-    let base = vm.base();
-    let got = eventually(SERIES * INTERVALS, || count_samples_promql(&base, "1h")).await;
-    assert_eq!(got, SERIES * INTERVALS, "samples in VictoriaMetrics");
+    relay_round_trip(dir.path(), &vm, "2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

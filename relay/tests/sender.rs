@@ -1,5 +1,7 @@
 //! The sender and the relay's receive path against an in-process axum receiver.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

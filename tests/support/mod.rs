@@ -2,6 +2,7 @@
 //! packages, each on a free loopback port, each killed (by PID) when dropped.
 
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
+#![allow(clippy::unwrap_used)] // a failing helper should fail the test that called it
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -58,10 +59,10 @@ pub async fn wait_ready(url: &str, child: &mut Child, what: &str) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited with {status} before becoming ready");
         }
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -51,14 +51,14 @@ pub fn write_version(content_type: Option<&str>) -> crate::Result<WriteVersion> 
     }
     let mut version = WriteVersion::V1;
     for param in parts {
-        if let Some((k, v)) = param.split_once('=') {
-            if k.trim().eq_ignore_ascii_case("proto") {
-                version = match v.trim().trim_matches('"') {
-                    PROTO_V1 => WriteVersion::V1,
-                    PROTO_V2 => WriteVersion::V2,
-                    _ => return Err(crate::Error::UnsupportedContentType(ct.to_string())),
-                };
-            }
+        if let Some((k, v)) = param.split_once('=')
+            && k.trim().eq_ignore_ascii_case("proto")
+        {
+            version = match v.trim().trim_matches('"') {
+                PROTO_V1 => WriteVersion::V1,
+                PROTO_V2 => WriteVersion::V2,
+                _ => return Err(crate::Error::UnsupportedContentType(ct.to_string())),
+            };
         }
     }
     Ok(version)

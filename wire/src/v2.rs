@@ -10,7 +10,7 @@
 //! be the empty string; a reference outside the table or an odd number of label references
 //! makes the request invalid (a 400 for the sender).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::prompb::{self, Histogram, MetricMetadata, MetricType, Sample, WriteRequest};
 use crate::{Error, Result, protocol::METRIC_NAME, snappy};
@@ -86,7 +86,7 @@ impl Request {
     }
 
     fn labels(&self, series: usize, refs: &[u32]) -> Result<Vec<prompb::Label>> {
-        if refs.len() % 2 != 0 {
+        if !refs.len().is_multiple_of(2) {
             return Err(Error::InvalidV2(format!(
                 "series {series}: odd number ({}) of label references",
                 refs.len()
@@ -113,7 +113,7 @@ impl Request {
             timeseries: Vec::with_capacity(self.timeseries.len()),
             metadata: Vec::new(),
         };
-        let mut families: HashMap<String, usize> = HashMap::new();
+        let mut families: HashSet<String> = HashSet::new();
         for (i, ts) in self.timeseries.iter().enumerate() {
             let labels = self.labels(i, &ts.labels_refs)?;
             let exemplars = ts
@@ -130,20 +130,17 @@ impl Request {
             if let Some(md) = ts
                 .metadata
                 .filter(|m| m.r#type != 0 || m.help_ref != 0 || m.unit_ref != 0)
+                && let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME)
             {
-                if let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME) {
-                    let metric_type =
-                        MetricType::try_from(md.r#type).unwrap_or(MetricType::Unknown);
-                    let family = family_name(&name.value, metric_type).to_string();
-                    if !families.contains_key(&family) {
-                        families.insert(family.clone(), out.metadata.len());
-                        out.metadata.push(MetricMetadata {
-                            r#type: md.r#type,
-                            metric_family_name: family,
-                            help: self.symbol(i, md.help_ref)?.to_string(),
-                            unit: self.symbol(i, md.unit_ref)?.to_string(),
-                        });
-                    }
+                let metric_type = MetricType::try_from(md.r#type).unwrap_or(MetricType::Unknown);
+                let family = family_name(&name.value, metric_type).to_string();
+                if families.insert(family.clone()) {
+                    out.metadata.push(MetricMetadata {
+                        r#type: md.r#type,
+                        metric_family_name: family,
+                        help: self.symbol(i, md.help_ref)?.to_string(),
+                        unit: self.symbol(i, md.unit_ref)?.to_string(),
+                    });
                 }
             }
             out.timeseries.push(prompb::TimeSeries {

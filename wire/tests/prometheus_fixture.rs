@@ -1,6 +1,8 @@
 //! Decodes remote-write bodies captured from a real Prometheus 2.42 (Debian's package); see
 //! tests/fixtures/README.md for how they were made and where the expected numbers come from.
 
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
 use prost::Message;
 use strata_wire::prompb::MetricType;
 use strata_wire::{Label, LabelSet, WriteRequest, v2, validate::Validated};
