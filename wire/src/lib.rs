@@ -6,6 +6,28 @@
 //! Prometheus HTTP API ([`api`]). Series identity is a validated, sorted [`LabelSet`] with a
 //! stable fingerprint ([`labels`]); [`validate`] implements the partial-acceptance rule every
 //! receiver shares. This crate does no I/O and never panics on bytes from the network.
+//!
+//! ```
+//! use strata_wire::{Label, LabelSet, Sample, TimeSeries, WriteRequest, validate::Validated};
+//!
+//! let req = WriteRequest {
+//!     timeseries: vec![TimeSeries {
+//!         labels: vec![Label::new("job", "node"), Label::new("__name__", "up")],
+//!         samples: vec![Sample { value: 1.0, timestamp: 1_700_000_000_000 }],
+//!         ..Default::default()
+//!     }],
+//!     metadata: vec![],
+//! };
+//! // A remote-write 1.0 body: protobuf, snappy block compressed.
+//! let body = req.encode_snappy()?;
+//! // Receivers bound the decoded size to refuse decompression bombs.
+//! let decoded = WriteRequest::decode_snappy(&body, 32 << 20)?;
+//! let checked = Validated::split(decoded);
+//! assert!(checked.rejected.is_empty());
+//! let series = LabelSet::new(checked.accepted.timeseries[0].labels.clone())?;
+//! assert_eq!(series.to_string(), r#"up{job="node"}"#);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod api;
 pub mod error;
