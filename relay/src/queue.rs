@@ -25,6 +25,11 @@
 //!   segment (a crash mid-write) is truncated; a corrupt record in an older segment is reported
 //!   and the rest of that segment skipped. Nothing panics on bad bytes. Writing continues in a
 //!   new segment, never after recovered bytes.
+//! - An fsync error is fail-stop: Linux reports it once and may drop the dirty pages, so a
+//!   retry could claim durability that is not there. The waiting appenders get an error (the
+//!   receiver answers 503), later appends are refused, and a restart re-verifies every record.
+//! - Segment ids never repeat, even after everything was delivered and deleted, so a stale
+//!   checkpoint can never point past live data.
 //! - At most `max_queue_bytes` are pending. When full, `block` refuses new records
 //!   ([`Error::QueueFull`]) and `drop_oldest` deletes the oldest segments, counting their
 //!   samples as dropped (`queue_full`).
@@ -35,7 +40,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strata_wire::WriteRequest;
 use tokio::sync::{Notify, watch};
@@ -87,6 +92,16 @@ struct State {
     synced_seq: u64,
     checkpoint_dirty: bool,
     closed: bool,
+    /// Set when an fsync failed; see the module docs.
+    failed: bool,
+}
+
+/// What appenders wait on: the highest fsynced seq, and whether waiting is over regardless
+/// (closed or failed).
+#[derive(Debug, Clone, Copy)]
+struct Durable {
+    synced: u64,
+    stopped: bool,
 }
 
 #[derive(Debug)]
@@ -99,7 +114,7 @@ struct Inner {
     /// Wakes the sync thread.
     work: Condvar,
     /// Highest fsynced seq, for appenders waiting on durability.
-    synced: watch::Sender<u64>,
+    synced: watch::Sender<Durable>,
     /// Wakes the reader when a record arrives.
     readable: Notify,
 }
@@ -131,7 +146,7 @@ impl Queue {
         let segment_bytes = config.validate()?;
         fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let recovered = recover(&dir, &metrics)?;
-        let next_id = recovered.segments.last().map_or(1, |id| id + 1);
+        let next_id = recovered.max_id + 1;
         let path = segment_path(&dir, next_id);
         let writer = OpenOptions::new()
             .create_new(true)
@@ -147,7 +162,10 @@ impl Queue {
         let next_seq = records.len() as u64;
         metrics.pending_bytes.set(pending_bytes as i64);
         metrics.pending_samples.set(pending_samples as i64);
-        let (synced, _) = watch::channel(next_seq);
+        let (synced, _) = watch::channel(Durable {
+            synced: next_seq,
+            stopped: false,
+        });
         let inner = Arc::new(Inner {
             dir,
             config,
@@ -166,6 +184,7 @@ impl Queue {
                 synced_seq: next_seq,
                 checkpoint_dirty: true,
                 closed: false,
+                failed: false,
             }),
             work: Condvar::new(),
             synced,
@@ -194,28 +213,41 @@ impl Queue {
             (request.sample_count() + request.histogram_count() + request.exemplar_count()) as u64;
         let seq = self.append_encoded(&payload, samples)?;
         let mut rx = self.inner.synced.subscribe();
-        rx.wait_for(|&synced| synced >= seq)
+        let durable = *rx
+            .wait_for(|d| d.synced >= seq || d.stopped)
             .await
             .map_err(|_| Error::QueueClosed)?;
-        if self.lock().closed && *rx.borrow() < seq {
-            return Err(Error::QueueClosed);
+        if durable.synced >= seq {
+            Ok(())
+        } else if self.lock().failed {
+            Err(Error::QueueIo {
+                path: self.inner.dir.clone(),
+                source: std::io::Error::other("fsync failed; the batch may not be durable"),
+            })
+        } else {
+            Err(Error::QueueClosed)
         }
-        Ok(())
     }
 
     /// Writes one record; returns the seq the caller must see synced (1-based count).
     fn append_encoded(&self, payload: &[u8], samples: u64) -> Result<u64> {
         let len = HEADER_LEN + payload.len() as u64;
         let max = self.inner.config.max_queue_bytes;
-        if len > max {
+        if len > max || payload.len() as u64 > MAX_RECORD_BYTES {
             return Err(Error::RecordTooLarge {
                 bytes: len,
-                max_bytes: max,
+                max_bytes: max.min(MAX_RECORD_BYTES),
             });
         }
         let mut st = self.lock();
         if st.closed {
             return Err(Error::QueueClosed);
+        }
+        if st.failed {
+            return Err(Error::QueueIo {
+                path: self.inner.dir.clone(),
+                source: std::io::Error::other("an earlier fsync failed; restart to recover"),
+            });
         }
         if st.pending_bytes + len > max {
             match self.inner.config.overflow {
@@ -303,7 +335,8 @@ impl Queue {
                 if let Some(r) = st.records.pop_front() {
                     st.pending_bytes -= r.len;
                     st.pending_samples -= r.samples;
-                    if !r.acked {
+                    // Records already handed to the sender are counted as sent or rejected there.
+                    if !r.acked && r.seq >= st.read_seq {
                         dropped += r.samples;
                     }
                 }
@@ -354,10 +387,28 @@ impl Queue {
             match found {
                 Some(meta) => match self.read(meta) {
                     Ok(record) => return Some(record),
-                    Err(e) => {
-                        // Deleted by drop_oldest while we read, or unreadable: skip it.
-                        tracing::warn!(seq = meta.seq, error = %e, "skipping unreadable queue record");
+                    Err(Error::Wire(e)) => {
+                        // The checksum matched but the payload does not decode: nothing will
+                        // ever send it, so count it and move on.
+                        tracing::error!(seq = meta.seq, error = %e, "undecodable queue record; dropping it");
+                        self.inner.metrics.corrupt_bytes.inc_by(meta.len);
                         self.ack(meta.seq);
+                    }
+                    Err(e) => {
+                        let still_queued = {
+                            let mut st = self.lock();
+                            let queued = st.records.front().is_some_and(|f| f.seq <= meta.seq);
+                            if queued {
+                                st.read_seq = st.read_seq.min(meta.seq);
+                            }
+                            queued
+                        };
+                        if still_queued {
+                            // A transient I/O error (e.g. out of file descriptors): keep the
+                            // record and read it again shortly.
+                            tracing::warn!(seq = meta.seq, error = %e, "cannot read queue record; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
                 },
                 None => notified.await,
@@ -437,10 +488,13 @@ impl Queue {
             return;
         }
         st.closed = true;
-        if st.writer.sync_data().is_ok() {
+        if !st.failed && st.writer.sync_data().is_ok() {
             st.synced_seq = st.written_seq;
         }
-        self.inner.synced.send_replace(st.synced_seq);
+        self.inner.synced.send_replace(Durable {
+            synced: st.synced_seq,
+            stopped: true,
+        });
         if let Err(e) = write_checkpoint(&self.inner.dir, &st) {
             tracing::warn!(error = %e, "cannot write queue checkpoint on close");
         }
@@ -454,10 +508,19 @@ impl Queue {
 /// appenders, and checkpoints the read position periodically.
 fn sync_loop(inner: &Inner) {
     let interval = Duration::from_millis(inner.config.checkpoint_interval_ms.max(10));
+    let mut last_checkpoint = Instant::now();
     let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if st.closed {
+        if st.closed || st.failed {
             return;
+        }
+        // Checkpoint on schedule even under constant appends, so re-delivery stays bounded.
+        if st.checkpoint_dirty && last_checkpoint.elapsed() >= interval {
+            last_checkpoint = Instant::now();
+            match write_checkpoint(&inner.dir, &st) {
+                Ok(()) => st.checkpoint_dirty = false,
+                Err(e) => tracing::warn!(error = %e, "cannot write queue checkpoint; will retry"),
+            }
         }
         if st.written_seq > st.synced_seq {
             let target = st.written_seq;
@@ -466,24 +529,18 @@ fn sync_loop(inner: &Inner) {
             let synced = file.and_then(|f| f.sync_data());
             st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             match synced {
-                Ok(()) => {
-                    st.synced_seq = st.synced_seq.max(target);
-                    inner.synced.send_replace(st.synced_seq);
-                }
+                Ok(()) => st.synced_seq = st.synced_seq.max(target),
                 Err(e) => {
-                    tracing::error!(error = %e, dir = %inner.dir.display(), "queue fsync failed; retrying");
-                    drop(st);
-                    std::thread::sleep(Duration::from_millis(100));
-                    st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+                    tracing::error!(error = %e, dir = %inner.dir.display(),
+                        "queue fsync failed: refusing further writes until restart");
+                    st.failed = true;
                 }
             }
+            inner.synced.send_replace(Durable {
+                synced: st.synced_seq,
+                stopped: st.failed,
+            });
             continue;
-        }
-        if st.checkpoint_dirty {
-            st.checkpoint_dirty = false;
-            if let Err(e) = write_checkpoint(&inner.dir, &st) {
-                tracing::warn!(error = %e, "cannot write queue checkpoint");
-            }
         }
         st = inner
             .work
@@ -508,7 +565,7 @@ fn write_checkpoint(dir: &Path, st: &State) -> Result<()> {
         .and_then(|()| f.sync_data())
         .map_err(Error::io(&tmp))?;
     fs::rename(&tmp, dir.join(CHECKPOINT)).map_err(Error::io(dir))?;
-    Ok(())
+    sync_dir(dir)
 }
 
 fn read_checkpoint(dir: &Path) -> Option<(u64, u64)> {
@@ -531,6 +588,8 @@ fn read_checkpoint(dir: &Path) -> Option<(u64, u64)> {
 
 struct Recovered {
     segments: Vec<u64>,
+    /// Highest segment id seen on disk or in the checkpoint; new ids start above it.
+    max_id: u64,
     records: Vec<RecordMeta>,
 }
 
@@ -547,6 +606,7 @@ fn recover(dir: &Path, metrics: &RelayMetrics) -> Result<Recovered> {
     ids.sort_unstable();
     let (cp_segment, cp_offset) = read_checkpoint(dir).unwrap_or((0, 0));
     let mut out = Recovered {
+        max_id: ids.last().copied().unwrap_or(0).max(cp_segment),
         segments: Vec::new(),
         records: Vec::new(),
     };
@@ -757,6 +817,31 @@ mod tests {
         }
         q.append(&request(9, 1)).await.unwrap();
         assert_eq!(label_i(&q.next().await.unwrap()), "9");
+        q.close();
+    }
+
+    #[tokio::test]
+    async fn segment_ids_never_repeat_so_a_stale_checkpoint_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), config(), metrics()).unwrap();
+        for i in 0..20 {
+            q.append(&request(i, 50)).await.unwrap();
+            let r = q.next().await.unwrap();
+            q.ack(r.seq);
+        }
+        q.close();
+        let old_checkpoint = fs::read(dir.path().join(CHECKPOINT)).unwrap();
+        let q = Queue::open(dir.path(), config(), metrics()).unwrap();
+        for i in 0..5 {
+            q.append(&request(100 + i, 1)).await.unwrap();
+        }
+        q.close();
+        // A crash that lost the newer checkpoint: the old one names a higher segment id than
+        // a restarted id sequence would use, but ids continue upwards, so nothing is deleted.
+        fs::write(dir.path().join(CHECKPOINT), old_checkpoint).unwrap();
+        let q = Queue::open(dir.path(), config(), metrics()).unwrap();
+        assert_eq!(q.pending().1, 5);
+        assert_eq!(label_i(&q.next().await.unwrap()), "100");
         q.close();
     }
 

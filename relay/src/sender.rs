@@ -146,7 +146,10 @@ impl Shard {
             while batch.items < max {
                 let part = match carry.take() {
                     Some(p) => p,
-                    None if batch.items == 0 && batch.request.metadata.is_empty() => {
+                    None if batch.items == 0
+                        && batch.request.metadata.is_empty()
+                        && batch.completes.is_empty() =>
+                    {
                         match rx.recv().await {
                             Some(p) => p,
                             None => return,
