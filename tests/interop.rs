@@ -50,19 +50,22 @@ async fn bench_query_reads_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let prom = start_prometheus(dir.path()).await;
     bench_write(&format!("{}/api/v1/write", prom.base()), 200, 2, "1");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "bench",
-            "query",
-            "--url",
-            &prom.base(),
-            "--expr",
-            "count(node_load1)",
-            "--repeat",
-            "3",
-        ])
-        .output()
-        .unwrap();
+    let bench_query = |expr: &str, repeat: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args([
+                "bench",
+                "query",
+                "--url",
+                &prom.base(),
+                "--expr",
+                expr,
+                "--repeat",
+                repeat,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = bench_query("count(node_load1)", "3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -73,19 +76,7 @@ async fn bench_query_reads_prometheus() {
         stdout.contains("3 runs") && stdout.contains("latency min"),
         "{stdout}"
     );
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "bench",
-            "query",
-            "--url",
-            &prom.base(),
-            "--expr",
-            "sum(",
-            "--repeat",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let bad = bench_query("sum(", "1");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad_data"));
 }

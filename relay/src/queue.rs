@@ -82,13 +82,14 @@ struct State {
     writer_len: u64,
     /// Unacknowledged records, oldest first, with contiguous `seq`.
     records: VecDeque<RecordMeta>,
+    /// Seq of the next record appended; also the count of records written (the target of
+    /// the next fsync).
     next_seq: u64,
     /// Next record to hand to the reader.
     read_seq: u64,
     pending_bytes: u64,
     pending_samples: u64,
-    /// Highest `seq` written, and highest known fsynced.
-    written_seq: u64,
+    /// Count of records known to be fsynced.
     synced_seq: u64,
     checkpoint_dirty: bool,
     closed: bool,
@@ -129,6 +130,18 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
 
+/// Creates segment `id` for appending and makes its directory entry durable.
+fn create_segment(dir: &Path, id: u64) -> Result<File> {
+    let path = segment_path(dir, id);
+    let file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(Error::io(&path))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -147,13 +160,7 @@ impl Queue {
         fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let recovered = recover(&dir, &metrics)?;
         let next_id = recovered.max_id + 1;
-        let path = segment_path(&dir, next_id);
-        let writer = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io(&path))?;
-        sync_dir(&dir)?;
+        let writer = create_segment(&dir, next_id)?;
         let mut segments: VecDeque<u64> = recovered.segments.into();
         segments.push_back(next_id);
         let records: VecDeque<RecordMeta> = recovered.records.into();
@@ -180,7 +187,6 @@ impl Queue {
                 read_seq: 0,
                 pending_bytes,
                 pending_samples,
-                written_seq: next_seq,
                 synced_seq: next_seq,
                 checkpoint_dirty: true,
                 closed: false,
@@ -195,9 +201,8 @@ impl Queue {
             .name("queue-sync".into())
             .spawn(move || sync_loop(&sync_inner))
             .map_err(Error::io(&inner.dir))?;
-        let queue = Queue { inner };
-        queue.delete_acked_segments(&mut queue.lock());
-        Ok(queue)
+        // Recovery kept only segments with undelivered records, so nothing is left to delete.
+        Ok(Queue { inner })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -209,8 +214,7 @@ impl Queue {
     /// Appends `request` and waits until it is durable on disk.
     pub async fn append(&self, request: &WriteRequest) -> Result<()> {
         let payload = request.encode_snappy()?;
-        let samples =
-            (request.sample_count() + request.histogram_count() + request.exemplar_count()) as u64;
+        let samples = request.item_count() as u64;
         let seq = self.append_encoded(&payload, samples)?;
         let mut rx = self.inner.synced.subscribe();
         let durable = *rx
@@ -291,7 +295,6 @@ impl Queue {
         });
         st.pending_bytes += len;
         st.pending_samples += samples;
-        st.written_seq = seq + 1;
         self.publish(&st);
         self.inner.metrics.samples_enqueued.inc_by(samples);
         drop(st);
@@ -308,13 +311,7 @@ impl Queue {
             .sync_data()
             .map_err(Error::io(segment_path(dir, current)))?;
         let id = current + 1;
-        let path = segment_path(dir, id);
-        st.writer = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io(&path))?;
-        sync_dir(dir)?;
+        st.writer = create_segment(dir, id)?;
         st.segments.push_back(id);
         st.writer_len = 0;
         Ok(())
@@ -489,7 +486,7 @@ impl Queue {
         }
         st.closed = true;
         if !st.failed && st.writer.sync_data().is_ok() {
-            st.synced_seq = st.written_seq;
+            st.synced_seq = st.next_seq;
         }
         self.inner.synced.send_replace(Durable {
             synced: st.synced_seq,
@@ -522,8 +519,8 @@ fn sync_loop(inner: &Inner) {
                 Err(e) => tracing::warn!(error = %e, "cannot write queue checkpoint; will retry"),
             }
         }
-        if st.written_seq > st.synced_seq {
-            let target = st.written_seq;
+        if st.next_seq > st.synced_seq {
+            let target = st.next_seq;
             let file = st.writer.try_clone();
             drop(st);
             let synced = file.and_then(|f| f.sync_data());

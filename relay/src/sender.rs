@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::Rng;
 use reqwest::StatusCode;
 use strata_wire::labels::fingerprint;
-use strata_wire::protocol::{CONTENT_ENCODING_SNAPPY, CONTENT_TYPE_V1, HEADER_VERSION, VERSION_V1};
+use strata_wire::protocol::{WriteVersion, request_headers};
 use strata_wire::{MetricMetadata, TimeSeries, WriteRequest};
 use tokio::sync::mpsc;
 
@@ -41,10 +41,6 @@ struct Part {
     ack: Arc<RecordAck>,
     series: Vec<TimeSeries>,
     metadata: Vec<MetricMetadata>,
-}
-
-fn item_count(ts: &TimeSeries) -> usize {
-    ts.samples.len() + ts.histograms.len() + ts.exemplars.len()
 }
 
 /// Runs the sender until `shutdown` resolves. Unacknowledged records stay in the queue.
@@ -191,12 +187,10 @@ impl Shard {
                 }
             };
             let start = Instant::now();
-            let mut req = self
-                .client
-                .post(&self.config.url)
-                .header("Content-Encoding", CONTENT_ENCODING_SNAPPY)
-                .header("Content-Type", CONTENT_TYPE_V1)
-                .header(HEADER_VERSION, VERSION_V1);
+            let mut req = self.client.post(&self.config.url);
+            for (k, v) in request_headers(WriteVersion::V1) {
+                req = req.header(k, v);
+            }
             for (k, v) in &self.config.headers {
                 req = req.header(k, v);
             }
@@ -273,13 +267,13 @@ impl Shard {
         let oldest_ok = now_ms - (limit as i64) * 1000;
         let mut dropped = 0;
         for ts in &mut batch.request.timeseries {
-            let before = item_count(ts);
+            let before = ts.item_count();
             ts.samples.retain(|s| s.timestamp >= oldest_ok);
             ts.histograms.retain(|h| h.timestamp >= oldest_ok);
             ts.exemplars.retain(|e| e.timestamp >= oldest_ok);
-            dropped += before - item_count(ts);
+            dropped += before - ts.item_count();
         }
-        batch.request.timeseries.retain(|ts| item_count(ts) > 0);
+        batch.request.timeseries.retain(|ts| ts.item_count() > 0);
         if dropped > 0 {
             batch.items -= dropped;
             self.metrics.dropped(DropReason::TooOld, dropped as u64);
@@ -296,7 +290,7 @@ fn fill(batch: &mut Batch, mut part: Part, max: usize) -> Option<Part> {
         if room == 0 {
             break;
         }
-        let n = item_count(ts);
+        let n = ts.item_count();
         if n <= room {
             batch.items += n;
             batch.request.timeseries.push(std::mem::take(ts));

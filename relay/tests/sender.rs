@@ -128,6 +128,22 @@ fn start_sender(config: SenderConfig) -> Harness {
     }
 }
 
+/// A receiver answering `script` first, and a one-shard sender (so request order is known).
+async fn scripted_single_shard(
+    script: Vec<(StatusCode, Option<&'static str>)>,
+) -> (Arc<Mutex<Receiver>>, Harness) {
+    let rx = Arc::new(Mutex::new(Receiver {
+        script,
+        ..Default::default()
+    }));
+    let url = start_receiver(rx.clone()).await;
+    let h = start_sender(SenderConfig {
+        shards: 1,
+        ..sender_config(url)
+    });
+    (rx, h)
+}
+
 #[tokio::test]
 async fn delivers_everything_in_per_series_order() {
     let rx = Arc::new(Mutex::new(Receiver::default()));
@@ -150,19 +166,12 @@ async fn delivers_everything_in_per_series_order() {
 
 #[tokio::test]
 async fn retries_5xx_and_429_without_dropping() {
-    let rx = Arc::new(Mutex::new(Receiver {
-        script: vec![
-            (StatusCode::INTERNAL_SERVER_ERROR, None),
-            (StatusCode::SERVICE_UNAVAILABLE, None),
-            (StatusCode::TOO_MANY_REQUESTS, Some("1")),
-        ],
-        ..Default::default()
-    }));
-    let url = start_receiver(rx.clone()).await;
-    let h = start_sender(SenderConfig {
-        shards: 1,
-        ..sender_config(url)
-    });
+    let (rx, h) = scripted_single_shard(vec![
+        (StatusCode::INTERNAL_SERVER_ERROR, None),
+        (StatusCode::SERVICE_UNAVAILABLE, None),
+        (StatusCode::TOO_MANY_REQUESTS, Some("1")),
+    ])
+    .await;
     h.queue.append(&batch(10, 1)).await.unwrap();
     let started = std::time::Instant::now();
     wait_until(|| h.queue.pending() == (0, 0)).await;
@@ -182,15 +191,7 @@ async fn retries_5xx_and_429_without_dropping() {
 
 #[tokio::test]
 async fn other_4xx_is_final_and_counted() {
-    let rx = Arc::new(Mutex::new(Receiver {
-        script: vec![(StatusCode::BAD_REQUEST, None)],
-        ..Default::default()
-    }));
-    let url = start_receiver(rx.clone()).await;
-    let h = start_sender(SenderConfig {
-        shards: 1,
-        ..sender_config(url)
-    });
+    let (rx, h) = scripted_single_shard(vec![(StatusCode::BAD_REQUEST, None)]).await;
     h.queue.append(&batch(10, 1)).await.unwrap();
     wait_until(|| h.queue.pending() == (0, 0)).await;
     h.queue.append(&batch(10, 2)).await.unwrap();

@@ -10,10 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use strata_wire::protocol::{
-    CONTENT_ENCODING_SNAPPY, CONTENT_TYPE_V1, CONTENT_TYPE_V2, HEADER_VERSION, VERSION_V1,
-    VERSION_V2,
-};
+use strata_wire::protocol::{WriteVersion, request_headers};
 use strata_wire::{WriteRequest, v2};
 use tokio::sync::Mutex;
 
@@ -206,20 +203,17 @@ async fn send(
     max_retries: u32,
     tally: &Tally,
 ) {
-    let (content_type, version) = match protocol {
-        Protocol::V1 => (CONTENT_TYPE_V1, VERSION_V1),
-        Protocol::V2 => (CONTENT_TYPE_V2, VERSION_V2),
+    let version = match protocol {
+        Protocol::V1 => WriteVersion::V1,
+        Protocol::V2 => WriteVersion::V2,
     };
     let mut backoff = Duration::from_millis(50);
     for attempt in 0..=max_retries {
-        let resp = client
-            .post(url)
-            .header("Content-Type", content_type)
-            .header("Content-Encoding", CONTENT_ENCODING_SNAPPY)
-            .header(HEADER_VERSION, version)
-            .body(body.clone())
-            .send()
-            .await;
+        let mut req = client.post(url);
+        for (k, v) in request_headers(version) {
+            req = req.header(k, v);
+        }
+        let resp = req.body(body.clone()).send().await;
         let (label, retryable) = match &resp {
             Ok(r) => (
                 r.status().as_u16().to_string(),

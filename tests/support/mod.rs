@@ -69,98 +69,72 @@ pub async fn wait_ready(url: &str, child: &mut Child, what: &str) {
     panic!("{what} not ready at {url} after 60 s");
 }
 
-fn log_file(dir: &Path, name: &str) -> Stdio {
-    Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+/// Spawns `command` (its stderr to `dir/<name>.log`) and waits until `ready_path` on `port`
+/// answers 2xx.
+async fn spawn_ready(
+    dir: &Path,
+    name: &'static str,
+    mut command: Command,
+    port: u16,
+    ready_path: &str,
+) -> Proc {
+    let log = std::fs::File::create(dir.join(format!("{}.log", name.replace(' ', "-")))).unwrap();
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    wait_ready(
+        &format!("http://127.0.0.1:{port}{ready_path}"),
+        &mut child,
+        name,
+    )
+    .await;
+    Proc { child, port, name }
 }
 
 /// Starts `strata relay` forwarding to `upstream`, with its queue in `dir/queue`.
 pub async fn start_relay(dir: &Path, port: u16, upstream: &str, extra: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "relay",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--remote-write-url",
-            upstream,
-        ])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(["relay", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--remote-write-url", upstream])
         .arg("--queue-dir")
         .arg(dir.join("queue"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log_file(dir, "relay"))
-        .spawn()
-        .expect("start strata relay");
-    wait_ready(
-        &format!("http://127.0.0.1:{port}/-/ready"),
-        &mut child,
-        "strata relay",
-    )
-    .await;
-    Proc {
-        child,
-        port,
-        name: "strata relay",
-    }
+        .args(extra);
+    spawn_ready(dir, "strata relay", command, port, "/-/ready").await
 }
 
 /// Starts Debian's Prometheus with the remote-write receiver enabled.
 pub async fn start_prometheus(dir: &Path) -> Proc {
-    let bin = peer_binary("prometheus", "prometheus");
     let port = free_port();
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
-    let mut child = Command::new(bin)
+    let mut command = Command::new(peer_binary("prometheus", "prometheus"));
+    command
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("prometheus-data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(log_file(dir, "prometheus"))
-        .spawn()
-        .expect("start prometheus");
-    wait_ready(
-        &format!("http://127.0.0.1:{port}/-/ready"),
-        &mut child,
-        "prometheus",
-    )
-    .await;
-    Proc {
-        child,
-        port,
-        name: "prometheus",
-    }
+        .arg("--web.enable-remote-write-receiver");
+    spawn_ready(dir, "prometheus", command, port, "/-/ready").await
 }
 
 /// Starts Debian's VictoriaMetrics single-node.
 pub async fn start_victoria_metrics(dir: &Path) -> Proc {
-    let bin = peer_binary("victoria-metrics", "victoria-metrics");
     let port = free_port();
-    let mut child = Command::new(bin)
+    let mut command = Command::new(peer_binary("victoria-metrics", "victoria-metrics"));
+    command
         .arg(format!(
             "-storageDataPath={}",
             dir.join("vm-data").display()
         ))
         .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
         .arg("-search.latencyOffset=0s")
-        .arg("-search.disableCache")
-        .stdout(Stdio::null())
-        .stderr(log_file(dir, "victoria-metrics"))
-        .spawn()
-        .expect("start victoria-metrics");
-    wait_ready(
-        &format!("http://127.0.0.1:{port}/health"),
-        &mut child,
-        "victoria-metrics",
-    )
-    .await;
-    Proc {
-        child,
-        port,
-        name: "victoria-metrics",
-    }
+        .arg("-search.disableCache");
+    spawn_ready(dir, "victoria-metrics", command, port, "/health").await
 }
 
 /// Runs `strata bench write` against `url`.

@@ -323,7 +323,19 @@ pub enum ChunkEncoding {
     FloatHistogram = 3,
 }
 
+impl TimeSeries {
+    /// Samples, histograms and exemplars together: what batch limits and drop counters count.
+    pub fn item_count(&self) -> usize {
+        self.samples.len() + self.histograms.len() + self.exemplars.len()
+    }
+}
+
 impl WriteRequest {
+    /// Samples, histograms and exemplars of all series together.
+    pub fn item_count(&self) -> usize {
+        self.timeseries.iter().map(TimeSeries::item_count).sum()
+    }
+
     /// Number of float samples in the request.
     pub fn sample_count(&self) -> usize {
         self.timeseries.iter().map(|s| s.samples.len()).sum()

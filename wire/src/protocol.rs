@@ -37,6 +37,19 @@ pub enum WriteVersion {
     V2,
 }
 
+/// The headers a remote-write request carries besides its body (spec 1.0 and 2.0, "Protocol").
+pub fn request_headers(version: WriteVersion) -> [(&'static str, &'static str); 3] {
+    let (content_type, version) = match version {
+        WriteVersion::V1 => (CONTENT_TYPE_V1, VERSION_V1),
+        WriteVersion::V2 => (CONTENT_TYPE_V2, VERSION_V2),
+    };
+    [
+        ("Content-Type", content_type),
+        ("Content-Encoding", CONTENT_ENCODING_SNAPPY),
+        (HEADER_VERSION, version),
+    ]
+}
+
 /// Picks the message type from a `Content-Type` header, as the 2.0 spec requires of receivers:
 /// a missing header or a plain `application/x-protobuf` means 1.0; `proto=` selects explicitly.
 /// Anything else is an error the receiver answers with 415 Unsupported Media Type.

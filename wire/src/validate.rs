@@ -39,8 +39,7 @@ impl Validated {
                     out.accepted.timeseries.push(ts);
                 }
                 Err(e) => {
-                    out.rejected_samples +=
-                        ts.samples.len() + ts.histograms.len() + ts.exemplars.len();
+                    out.rejected_samples += ts.item_count();
                     out.rejected.push((i, e));
                 }
             }
