@@ -1,0 +1,13 @@
+//! `strata-central`: the store of one availability zone.
+//!
+//! Remote-write goes through the [`wal`] into the [`head`] (compressed [`chunk`]s and the
+//! postings [`index`]); the head is cut into Parquet [`block`]s on a time boundary; [`db`]
+//! merges head and blocks for queries and remote-read.
+
+pub mod chunk;
+pub mod error;
+pub mod head;
+pub mod index;
+pub mod wal;
+
+pub use error::{Error, Result};
