@@ -50,6 +50,8 @@ struct MemSeries {
     open_max_t: i64,
     open_last: u64,
     ooo: Option<Box<OutOfOrder>>,
+    /// Leading frozen chunks being written into a block by a cut in progress.
+    cutting_chunks: u32,
 }
 
 /// Why a sample was refused.
@@ -96,6 +98,7 @@ impl MemSeries {
             open_max_t: i64::MIN,
             open_last: 0,
             ooo: None,
+            cutting_chunks: 0,
         }
     }
 
@@ -249,6 +252,17 @@ impl MemSeries {
                 size_of::<OutOfOrder>() + (o.pending.capacity() + o.cutting.capacity()) * 16
             })
     }
+}
+
+/// Orders label sets as Prometheus does: label by label, name then value.
+pub fn label_order(a: &[Label], b: &[Label]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let o = x.name.cmp(&y.name).then_with(|| x.value.cmp(&y.value));
+        if o.is_ne() {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Keeps the first sample of each timestamp in `out[start..]` (already sorted by time).
@@ -565,57 +579,72 @@ impl Head {
         self.stats().min_t
     }
 
-    /// Takes a copy of every sample older than `boundary` for a block, and marks it so that
-    /// [`Head::finish_cut`] drops exactly what was copied. Open chunks that end before the
-    /// boundary are frozen first. Samples stay queryable until `finish_cut`.
-    pub fn start_cut(&self, boundary: i64) -> Vec<SeriesData> {
-        let mut out = Vec::new();
+    /// Starts cutting everything older than `boundary` into blocks: freezes open chunks that
+    /// end before it, marks the frozen chunks and out-of-order samples to cut, and returns the
+    /// series that have any, sorted by labels. Marked samples stay queryable until
+    /// [`Head::finish_cut`]; [`Head::cut_samples`] reads them.
+    pub fn start_cut(&self, boundary: i64) -> Vec<(Vec<Label>, u32)> {
+        let mut ids = Vec::new();
         for stripe in self.stripes.iter() {
             let mut stripe = lock(stripe);
-            for s in stripe.series.values_mut() {
+            for (&id, s) in stripe.series.iter_mut() {
                 if !s.open.is_empty() && s.open_max_t < boundary {
                     s.freeze_open();
                 }
-                let mut samples = Vec::new();
-                for c in s.frozen.iter().take_while(|c| c.max_t < boundary) {
-                    if let Ok(it) = XorIter::new(&c.data) {
-                        samples.extend(it.map_while(|r| r.ok()));
-                    }
-                }
+                s.cutting_chunks = s.frozen.partition_point(|c| c.max_t < boundary) as u32;
+                let mut any = s.cutting_chunks > 0;
                 if let Some(o) = &mut s.ooo {
                     let split = o.pending.partition_point(|x| x.0 < boundary);
                     let old: Vec<(i64, f64)> = o.pending.drain(..split).collect();
                     o.cutting.extend(old);
                     o.cutting.sort_by_key(|x| x.0);
-                    if !o.cutting.is_empty() {
-                        samples.extend_from_slice(&o.cutting);
-                        samples.sort_by_key(|x| x.0);
-                        dedup_by_time(&mut samples, 0);
-                    }
+                    any |= !o.cutting.is_empty();
                 }
-                if !samples.is_empty() {
-                    out.push((s.labels.clone(), samples));
+                if any {
+                    ids.push((id, s.labels.clone()));
                 }
             }
         }
-        out.into_iter()
-            .map(|(syms, samples)| SeriesData {
-                labels: self.resolve(&syms),
-                samples,
-            })
-            .collect()
+        let mut out: Vec<(Vec<Label>, u32)> = ids
+            .into_iter()
+            .map(|(id, syms)| (self.resolve(&syms), id))
+            .collect();
+        out.sort_unstable_by(|a, b| label_order(&a.0, &b.0));
+        out
     }
 
-    /// Drops what [`Head::start_cut`] copied (now in a block) and removes series left empty.
+    /// The samples of series `id` marked by [`Head::start_cut`], sorted, one per timestamp.
+    pub fn cut_samples(&self, id: u32) -> Vec<(i64, f64)> {
+        let stripe = lock(&self.stripes[Self::stripe_of(id)]);
+        let Some(s) = stripe.series.get(&id) else {
+            return Vec::new();
+        };
+        let mut samples = Vec::new();
+        for c in &s.frozen[..s.cutting_chunks as usize] {
+            if let Ok(it) = XorIter::new(&c.data) {
+                samples.extend(it.map_while(|r| r.ok()));
+            }
+        }
+        if let Some(o) = &s.ooo
+            && !o.cutting.is_empty()
+        {
+            samples.extend_from_slice(&o.cutting);
+            samples.sort_by_key(|x| x.0);
+            dedup_by_time(&mut samples, 0);
+        }
+        samples
+    }
+
+    /// Drops what [`Head::start_cut`] marked (now in blocks) and removes series left empty.
     /// Returns the number of series removed.
-    pub fn finish_cut(&self, boundary: i64) -> usize {
+    pub fn finish_cut(&self) -> usize {
         let mut removed = Vec::new();
         for stripe in self.stripes.iter() {
             let mut stripe = lock(stripe);
             let mut empty = Vec::new();
             for (&id, s) in stripe.series.iter_mut() {
-                let keep_from = s.frozen.partition_point(|c| c.max_t < boundary);
-                s.frozen.drain(..keep_from);
+                s.frozen.drain(..s.cutting_chunks as usize);
+                s.cutting_chunks = 0;
                 if let Some(o) = &mut s.ooo {
                     o.cutting.clear();
                     if o.pending.is_empty() {
@@ -854,12 +883,13 @@ mod tests {
             .unwrap();
         let cut = head.start_cut(2 * HOUR);
         assert_eq!(cut.len(), 1);
-        assert_eq!(cut[0].samples.len(), 120);
-        assert_eq!(cut[0].samples.last().unwrap().0, 2 * HOUR - 60_000);
+        let samples = head.cut_samples(cut[0].1);
+        assert_eq!(samples.len(), 120);
+        assert_eq!(samples.last().unwrap().0, 2 * HOUR - 60_000);
         // Still served until the block is written.
         let all = head.select(&[], 0, i64::MAX);
         assert_eq!(all[0].samples.len(), 180);
-        assert_eq!(head.finish_cut(2 * HOUR), 0);
+        assert_eq!(head.finish_cut(), 0);
         let rest = head.select(&[], 0, i64::MAX);
         assert_eq!(rest[0].samples.len(), 60);
         assert_eq!(rest[0].samples[0].0, 2 * HOUR);
@@ -886,7 +916,7 @@ mod tests {
         )
         .unwrap();
         head.start_cut(2 * HOUR);
-        assert_eq!(head.finish_cut(2 * HOUR), 1);
+        assert_eq!(head.finish_cut(), 1);
         let m = [Matcher::new(MatchOp::Equal, "job", "x").unwrap()];
         assert_eq!(head.series_labels(&m), vec![labels("b", "x")]);
         assert_eq!(head.series_records().len(), 1);

@@ -4,7 +4,9 @@
 //! postings [`index`]); the head is cut into Parquet [`block`]s on a time boundary; [`db`]
 //! merges head and blocks for queries and remote-read.
 
+pub mod block;
 pub mod chunk;
+pub mod db;
 pub mod error;
 pub mod head;
 pub mod index;

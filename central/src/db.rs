@@ -1,0 +1,812 @@
+//! The store: WAL, head and blocks together, and the maintenance that moves data between them.
+//!
+//! - Writes go to the head and the WAL; [`Db::write`] returns once the WAL is fsynced.
+//! - When the head's newest sample is half a block past the first block boundary after its
+//!   oldest, everything before that boundary is cut into blocks (one per aligned block range
+//!   the samples fall in, so old out-of-order or backfilled samples land in their own range),
+//!   then `head.json` records the cut and the WAL is checkpointed and truncated.
+//! - Blocks that overlap, and blocks that fit together in an aligned window of 3 and then 12
+//!   block ranges, are compacted into one; blocks past the retention are deleted.
+//! - Queries merge blocks and head by series, one sample per timestamp.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_wire::{Label, WriteRequest};
+
+use crate::block::{self, Block, BlockMeta, BlockWriter};
+use crate::head::{self, AppendMode, Head, HeadStats, Refusal, SeriesData};
+use crate::index::Matcher;
+use crate::wal::{self, Record, ReplayReport, SegmentInfo, Wal};
+use crate::{Error, Result};
+
+/// Storage options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub block_duration: Duration,
+    pub retention: Duration,
+    pub out_of_order_window: Duration,
+    pub wal_segment_bytes: u64,
+}
+
+impl Options {
+    fn block_ms(&self) -> i64 {
+        self.block_duration.as_millis() as i64
+    }
+}
+
+/// Where the last cut ended: samples older than `boundary` in WAL segments before `segment`
+/// are in blocks.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct CutMarker {
+    segment: u64,
+    boundary: i64,
+}
+
+/// The result of one write.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    pub appended: usize,
+    pub duplicates: usize,
+    /// Per refused sample: the series and why (the first few are reported to the sender).
+    pub refused: Vec<(String, Refusal)>,
+    pub refused_count: usize,
+    pub histograms_refused: usize,
+}
+
+impl WriteOutcome {
+    /// A 400 body when some samples were refused.
+    pub fn refusal_message(&self) -> Option<String> {
+        if self.refused_count == 0 && self.histograms_refused == 0 {
+            return None;
+        }
+        let mut msg = String::new();
+        if self.refused_count > 0 {
+            msg.push_str(&format!(
+                "{} samples refused; the other {} were accepted:",
+                self.refused_count, self.appended
+            ));
+            for (series, why) in &self.refused {
+                msg.push_str(&format!("\n  {series}: {why}"));
+            }
+            if self.refused_count > self.refused.len() {
+                msg.push_str(&format!(
+                    "\n  ... and {} more",
+                    self.refused_count - self.refused.len()
+                ));
+            }
+        }
+        if self.histograms_refused > 0 {
+            if !msg.is_empty() {
+                msg.push('\n');
+            }
+            msg.push_str(&format!(
+                "{} native histogram samples refused: strata central stores float samples only; \
+                 convert them to classic histograms before sending",
+                self.histograms_refused
+            ));
+        }
+        Some(msg)
+    }
+}
+
+/// Counters the server exports.
+#[derive(Debug, Default)]
+pub struct DbCounters {
+    pub samples_appended: AtomicU64,
+    pub samples_duplicate: AtomicU64,
+    pub samples_refused: AtomicU64,
+    pub samples_backfilled: AtomicU64,
+    pub blocks_cut: AtomicU64,
+    pub compactions: AtomicU64,
+    pub blocks_deleted: AtomicU64,
+    pub maintenance_failures: AtomicU64,
+}
+
+/// One open store.
+#[derive(Debug)]
+pub struct Db {
+    opts: Options,
+    head: Head,
+    wal: Wal,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    /// Serialises cuts, compactions, retention and deletions.
+    maintenance: Mutex<()>,
+    /// What start-up found damaged, for the log and `/api/v1/status/tsdb`.
+    problems: Vec<String>,
+    replay: ReplayReport,
+    pub counters: DbCounters,
+}
+
+const MAX_REPORTED_REFUSALS: usize = 10;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_marker(path: &Path) -> Result<CutMarker> {
+    match fs::read(path) {
+        Ok(raw) => serde_json::from_slice(&raw).map_err(|e| Error::Block {
+            path: path.to_path_buf(),
+            reason: format!("cannot parse the cut marker: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CutMarker::default()),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn write_marker(path: &Path, m: CutMarker) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec(&m).map_err(|_| Error::Internal("cut marker serialises"))?;
+    {
+        let f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        std::io::Write::write_all(&mut &f, &json).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// Merges per-source series into one list sorted by labels, one sample per timestamp.
+pub fn merge_series(parts: impl IntoIterator<Item = SeriesData>) -> Vec<SeriesData> {
+    let mut by_labels: BTreeMap<Vec<(String, String)>, SeriesData> = BTreeMap::new();
+    for s in parts {
+        let key: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        match by_labels.get_mut(&key) {
+            Some(existing) => existing.samples.extend(s.samples),
+            None => {
+                by_labels.insert(key, s);
+            }
+        }
+    }
+    by_labels
+        .into_values()
+        .map(|mut s| {
+            if !s.samples.is_sorted_by_key(|x| x.0) {
+                s.samples.sort_by_key(|x| x.0);
+            }
+            head::dedup_by_time(&mut s.samples, 0);
+            s
+        })
+        .collect()
+}
+
+impl Db {
+    /// Opens (or creates) the store in `opts.data_dir`: loads blocks, replays the WAL.
+    pub fn open(opts: Options) -> Result<Self> {
+        let blocks_dir = opts.data_dir.join("blocks");
+        let wal_dir = opts.data_dir.join("wal");
+        fs::create_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
+        block::remove_partial(&blocks_dir)?;
+        let mut problems = Vec::new();
+        let mut blocks = Vec::new();
+        for entry in fs::read_dir(&blocks_dir).map_err(io_err(&blocks_dir))? {
+            let entry = entry.map_err(io_err(&blocks_dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.path().is_dir() || name.ends_with(".corrupt") {
+                continue;
+            }
+            match Block::open(&entry.path()) {
+                Ok(b) => blocks.push(Arc::new(b)),
+                Err(e) => {
+                    let aside = blocks_dir.join(format!("{name}.corrupt"));
+                    let msg = format!(
+                        "block {name} is unreadable and was moved to {}: {e}; its time range is \
+                         missing until peer backfill refills it",
+                        aside.display()
+                    );
+                    tracing::error!("{msg}");
+                    let _ = fs::rename(entry.path(), &aside);
+                    problems.push(msg);
+                }
+            }
+        }
+        blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
+        let marker = read_marker(&opts.data_dir.join("head.json"))?;
+        let head = Head::new(opts.out_of_order_window.as_millis() as i64, opts.block_ms());
+        let mut segments: HashMap<u64, Option<i64>> = HashMap::new();
+        let mut unknown = 0usize;
+        let replay = wal::replay(&wal_dir, |seg, rec| match rec {
+            Record::Series { id, labels } => head.replay_series(id, &labels),
+            Record::Samples(samples) => {
+                if seg > 0 {
+                    let max = samples.iter().map(|s| s.1).max();
+                    let e = segments.entry(seg).or_default();
+                    *e = max.max(*e);
+                }
+                let persisted = |t: i64| seg < marker.segment && t < marker.boundary;
+                unknown += head.replay_samples(&samples, persisted);
+            }
+            Record::Delete {
+                matchers,
+                mint,
+                maxt,
+            } => {
+                head.delete(&matchers, mint, maxt);
+            }
+        })?;
+        problems.extend(replay.problems.iter().cloned());
+        if unknown > 0 {
+            let msg = format!(
+                "{unknown} WAL samples refer to series whose definition was in a damaged part \
+                 of the WAL; they are lost"
+            );
+            tracing::error!("{msg}");
+            problems.push(msg);
+        }
+        let mut known: Vec<SegmentInfo> = segments
+            .into_iter()
+            .map(|(id, max_t)| SegmentInfo { id, max_t })
+            .collect();
+        known.sort_by_key(|s| s.id);
+        let wal = Wal::open(&wal_dir, opts.wal_segment_bytes, known)?;
+        let stats = head.stats();
+        tracing::info!(
+            blocks = blocks.len(),
+            head_series = stats.series,
+            wal_records = replay.records,
+            "store opened"
+        );
+        Ok(Self {
+            opts,
+            head,
+            wal,
+            blocks: RwLock::new(blocks),
+            maintenance: Mutex::new(()),
+            problems,
+            replay,
+            counters: DbCounters::default(),
+        })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// What recovery found damaged at start-up.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    pub fn replay_report(&self) -> &ReplayReport {
+        &self.replay
+    }
+
+    /// Why writes are refused, if they are (a failed WAL).
+    pub fn write_failure(&self) -> Option<String> {
+        self.wal.failure()
+    }
+
+    /// Appends validated series; returns once what was accepted is fsynced.
+    pub async fn write(&self, req: &WriteRequest, mode: AppendMode) -> Result<WriteOutcome> {
+        let mut log = Vec::new();
+        let mut out = WriteOutcome::default();
+        for ts in &req.timeseries {
+            out.histograms_refused += ts.histograms.len();
+            if ts.samples.is_empty() {
+                continue;
+            }
+            let o = self.head.append(
+                &ts.labels,
+                ts.samples.iter().map(|s| (s.timestamp, s.value)),
+                mode,
+                &self.wal,
+                &mut log,
+            )?;
+            out.appended += o.appended;
+            out.duplicates += o.duplicates;
+            out.refused_count += o.refused.len();
+            for r in o.refused {
+                if out.refused.len() < MAX_REPORTED_REFUSALS {
+                    out.refused
+                        .push((strata_wire::labels::render(&ts.labels), r));
+                }
+            }
+        }
+        if !log.is_empty() {
+            self.wal.log(&[Record::Samples(log)]).await?;
+        }
+        let c = &self.counters;
+        c.samples_appended
+            .fetch_add(out.appended as u64, Ordering::Relaxed);
+        c.samples_duplicate
+            .fetch_add(out.duplicates as u64, Ordering::Relaxed);
+        c.samples_refused.fetch_add(
+            (out.refused_count + out.histograms_refused) as u64,
+            Ordering::Relaxed,
+        );
+        if mode == AppendMode::Backfill {
+            c.samples_backfilled
+                .fetch_add(out.appended as u64, Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+
+    fn blocks(&self) -> Vec<Arc<Block>> {
+        self.blocks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Series matching `matchers` with samples in `[mint, maxt]`, from blocks and head,
+    /// sorted by labels, one sample per timestamp.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>> {
+        let mut parts = Vec::new();
+        for b in self.blocks() {
+            if b.overlaps(mint, maxt) {
+                parts.extend(b.select(matchers, mint, maxt)?);
+            }
+        }
+        parts.extend(self.head.select(matchers, mint, maxt));
+        Ok(merge_series(parts))
+    }
+
+    /// Label sets of series matching `matchers` with data overlapping `[mint, maxt]`.
+    pub fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Vec<Label>>> {
+        Ok(self
+            .select(matchers, mint, maxt)?
+            .into_iter()
+            .map(|s| s.labels)
+            .collect())
+    }
+
+    /// Oldest and newest sample timestamps in the store.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let blocks = self.blocks();
+        let st = self.head.stats();
+        let lo = blocks.iter().map(|b| b.meta.min_t).chain(st.min_t).min()?;
+        let hi = blocks.iter().map(|b| b.meta.max_t).chain(st.max_t).max()?;
+        Some((lo, hi))
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    pub fn head_stats(&self) -> HeadStats {
+        self.head.stats()
+    }
+
+    /// Metadata of the loaded blocks, oldest first.
+    pub fn block_metas(&self) -> Vec<BlockMeta> {
+        self.blocks().iter().map(|b| b.meta.clone()).collect()
+    }
+
+    /// Bytes of all blocks on disk.
+    pub fn block_bytes(&self) -> u64 {
+        self.blocks().iter().map(|b| b.bytes()).sum()
+    }
+
+    /// WAL bytes written and fsyncs since start.
+    pub fn wal_stats(&self) -> (u64, u64) {
+        self.wal.stats()
+    }
+
+    fn blocks_dir(&self) -> PathBuf {
+        self.opts.data_dir.join("blocks")
+    }
+
+    /// The next boundary to cut at, if the head is ready for a cut.
+    fn cut_boundary(&self) -> Option<i64> {
+        let block_ms = self.opts.block_ms();
+        let st = self.head.stats();
+        let (lo, hi) = (st.min_t?, st.max_t?);
+        let boundary = (lo.div_euclid(block_ms) + 1) * block_ms;
+        (hi - boundary >= block_ms / 2).then_some(boundary)
+    }
+
+    /// Cuts the head into blocks while it spans enough; returns the blocks written.
+    pub fn cut(&self) -> Result<Vec<BlockMeta>> {
+        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = Vec::new();
+        while let Some(boundary) = self.cut_boundary() {
+            written.extend(self.cut_at(boundary)?);
+        }
+        Ok(written)
+    }
+
+    /// Cuts everything older than `boundary` into blocks (with the maintenance lock held).
+    fn cut_at(&self, boundary: i64) -> Result<Vec<BlockMeta>> {
+        let block_ms = self.opts.block_ms();
+        let segment = self.wal.rotate()?;
+        let series = self.head.start_cut(boundary);
+        let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
+        let blocks_dir = self.blocks_dir();
+        for (labels, id) in series {
+            let samples = self.head.cut_samples(id);
+            let mut start = 0;
+            while start < samples.len() {
+                let range = samples[start].0.div_euclid(block_ms);
+                let end =
+                    start + samples[start..].partition_point(|s| s.0.div_euclid(block_ms) == range);
+                let w =
+                    match writers.entry(range) {
+                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                            BlockWriter::create(&blocks_dir, range * block_ms, 1, Vec::new())?,
+                        ),
+                    };
+                w.add(labels.clone(), &samples[start..end])?;
+                start = end;
+            }
+        }
+        let mut metas = Vec::new();
+        for (_, w) in writers {
+            if let Some(meta) = w.finish()? {
+                let block = Block::open(&blocks_dir.join(&meta.id))?;
+                self.add_block(block);
+                metas.push(meta);
+            }
+        }
+        write_marker(
+            &self.opts.data_dir.join("head.json"),
+            CutMarker { segment, boundary },
+        )?;
+        let removed = self.head.finish_cut();
+        let deleted =
+            self.wal
+                .checkpoint(segment, self.head.series_records().into_iter(), |s| {
+                    s.max_t.is_none_or(|t| t < boundary)
+                })?;
+        self.counters
+            .blocks_cut
+            .fetch_add(metas.len() as u64, Ordering::Relaxed);
+        tracing::info!(
+            boundary,
+            blocks = metas.len(),
+            series_removed = removed,
+            wal_segments_deleted = deleted,
+            "head cut into blocks"
+        );
+        Ok(metas)
+    }
+
+    fn add_block(&self, block: Block) {
+        let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+        blocks.push(Arc::new(block));
+        blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
+    }
+
+    /// Groups of blocks to compact: overlapping blocks first, then blocks sharing an aligned
+    /// window of 3 and then 12 block ranges that ends before the head starts.
+    fn plan_compaction(&self) -> Option<Vec<Arc<Block>>> {
+        let blocks = self.blocks();
+        for (i, a) in blocks.iter().enumerate() {
+            let group: Vec<Arc<Block>> = blocks[i..]
+                .iter()
+                .filter(|b| b.meta.min_t <= a.meta.max_t && b.meta.max_t >= a.meta.min_t)
+                .cloned()
+                .collect();
+            if group.len() > 1 {
+                return Some(group);
+            }
+        }
+        let block_ms = self.opts.block_ms();
+        let head_min = self.head.stats().min_t.unwrap_or(i64::MAX);
+        for factor in [3, 12] {
+            let window = block_ms * factor;
+            let mut by_window: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+            for b in &blocks {
+                let w = b.meta.min_t.div_euclid(window);
+                if b.meta.max_t.div_euclid(window) == w && (w + 1) * window <= head_min {
+                    by_window.entry(w).or_default().push(b.clone());
+                }
+            }
+            if let Some(group) = by_window.into_values().find(|g| g.len() > 1) {
+                return Some(group);
+            }
+        }
+        None
+    }
+
+    /// Compacts until nothing is left to compact; returns the number of compactions.
+    pub fn compact(&self) -> Result<usize> {
+        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        while let Some(group) = self.plan_compaction() {
+            self.merge_blocks(&group)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes one block holding the union of `group` and removes the sources.
+    fn merge_blocks(&self, group: &[Arc<Block>]) -> Result<()> {
+        let min_t = group.iter().map(|b| b.meta.min_t).min().unwrap_or(0);
+        let level = group.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
+        let sources: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
+        let mut writer = BlockWriter::create(&self.blocks_dir(), min_t, level, sources.clone())?;
+        // Each source yields its series in label order; merge them as sorted runs.
+        let mut cursors: Vec<std::vec::IntoIter<SeriesData>> = Vec::new();
+        for b in group {
+            let mut all = Vec::new();
+            b.for_each_series(|s| {
+                all.push(s);
+                Ok(())
+            })?;
+            cursors.push(all.into_iter());
+        }
+        let mut heads: Vec<Option<SeriesData>> = cursors.iter_mut().map(Iterator::next).collect();
+        while let Some(min_labels) = heads
+            .iter()
+            .flatten()
+            .map(|s| &s.labels)
+            .min_by(|a, b| head::label_order(a, b))
+            .cloned()
+        {
+            let mut parts = Vec::new();
+            for (h, c) in heads.iter_mut().zip(cursors.iter_mut()) {
+                if h.as_ref().is_some_and(|s| s.labels == min_labels) {
+                    parts.push(std::mem::replace(h, c.next()).ok_or(Error::Internal("cursor"))?);
+                }
+            }
+            for s in merge_series(parts) {
+                writer.add(s.labels, &s.samples)?;
+            }
+        }
+        let meta = writer.finish()?;
+        let new_block = match &meta {
+            Some(m) => Some(Arc::new(Block::open(&self.blocks_dir().join(&m.id))?)),
+            None => None,
+        };
+        {
+            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            blocks.retain(|b| !sources.contains(&b.meta.id));
+            blocks.extend(new_block);
+            blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
+        }
+        for b in group {
+            if let Err(e) = fs::remove_dir_all(&b.dir) {
+                tracing::warn!(block = %b.dir.display(), error = %e, "cannot remove a compacted block");
+            }
+        }
+        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(sources = ?sources, into = ?meta.map(|m| m.id), "blocks compacted");
+        Ok(())
+    }
+
+    /// Deletes blocks whose newest sample is older than `now_ms - retention`.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let cutoff = now_ms - self.opts.retention.as_millis() as i64;
+        let expired: Vec<Arc<Block>> = self
+            .blocks()
+            .into_iter()
+            .filter(|b| b.meta.max_t < cutoff)
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            blocks.retain(|b| b.meta.max_t >= cutoff);
+        }
+        for b in &expired {
+            fs::remove_dir_all(&b.dir).map_err(io_err(&b.dir))?;
+            tracing::info!(block = %b.meta.id, max_t = b.meta.max_t, "block past retention deleted");
+        }
+        self.counters
+            .blocks_deleted
+            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        Ok(expired.len())
+    }
+
+    /// Cut, compact, apply retention; logs and counts failures.
+    pub fn maintain(&self, now_ms: i64) {
+        let results = [
+            self.cut().map(|_| ()),
+            self.compact().map(|_| ()),
+            self.apply_retention(now_ms).map(|_| ()),
+        ];
+        for r in results {
+            if let Err(e) = r {
+                self.counters
+                    .maintenance_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "store maintenance failed; it is retried on the next round");
+            }
+        }
+    }
+
+    /// Deletes the samples of matching series in `[mint, maxt]` from head and blocks. The
+    /// deletion is logged first, so it survives a crash.
+    pub async fn delete_series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<usize> {
+        self.wal
+            .log(&[Record::Delete {
+                matchers: matchers.to_vec(),
+                mint,
+                maxt,
+            }])
+            .await?;
+        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let mut removed = self.head.delete(matchers, mint, maxt);
+        for b in self.blocks() {
+            if !b.overlaps(mint, maxt) || b.series_labels(matchers).is_empty() {
+                continue;
+            }
+            removed += self.rewrite_block_without(&b, matchers, mint, maxt)?;
+        }
+        Ok(removed)
+    }
+
+    fn rewrite_block_without(
+        &self,
+        b: &Arc<Block>,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<usize> {
+        let mut writer = BlockWriter::create(
+            &self.blocks_dir(),
+            b.meta.min_t,
+            b.meta.level,
+            b.meta.sources.clone(),
+        )?;
+        let mut removed = 0;
+        b.for_each_series(|mut s| {
+            let hit = matchers.iter().all(|m| {
+                m.matches_labels(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+            });
+            if hit {
+                let before = s.samples.len();
+                s.samples.retain(|x| x.0 < mint || x.0 > maxt);
+                removed += before - s.samples.len();
+            }
+            writer.add(s.labels, &s.samples)
+        })?;
+        let meta = writer.finish()?;
+        let replacement = match &meta {
+            Some(m) => Some(Arc::new(Block::open(&self.blocks_dir().join(&m.id))?)),
+            None => None,
+        };
+        {
+            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            blocks.retain(|x| x.meta.id != b.meta.id);
+            blocks.extend(replacement);
+            blocks.sort_by_key(|x| (x.meta.min_t, x.meta.id.clone()));
+        }
+        fs::remove_dir_all(&b.dir).map_err(io_err(&b.dir))?;
+        Ok(removed)
+    }
+
+    /// Flushes and closes the WAL.
+    pub fn close(&self) {
+        self.wal.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::MatchOp;
+    use strata_wire::{Sample, TimeSeries};
+
+    const HOUR: i64 = 3_600_000;
+
+    fn opts(dir: &Path) -> Options {
+        Options {
+            data_dir: dir.to_path_buf(),
+            block_duration: Duration::from_secs(2 * 3600),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            out_of_order_window: Duration::from_secs(600),
+            wal_segment_bytes: 1 << 20,
+        }
+    }
+
+    fn req(series: usize, from: i64, to: i64, step: i64) -> WriteRequest {
+        WriteRequest {
+            timeseries: (0..series)
+                .map(|i| TimeSeries {
+                    labels: vec![
+                        Label::new("__name__", "cpu"),
+                        Label::new("cell", format!("c{i:03}")),
+                    ],
+                    samples: (from..to)
+                        .step_by(step as usize)
+                        .map(|t| Sample {
+                            value: (t / step) as f64 + i as f64,
+                            timestamp: t,
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            metadata: vec![],
+        }
+    }
+
+    fn all(db: &Db) -> Vec<SeriesData> {
+        let m = Matcher::new(MatchOp::Equal, "__name__", "cpu").unwrap();
+        db.select(&[m], i64::MIN, i64::MAX).unwrap()
+    }
+
+    fn total(data: &[SeriesData]) -> usize {
+        data.iter().map(|s| s.samples.len()).sum()
+    }
+
+    #[tokio::test]
+    async fn survives_restart_through_wal_and_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(opts(dir.path())).unwrap();
+        // 6 hours at 60s for 20 series: cuts at 2h and 4h leave the last 2 hours in the head.
+        db.write(&req(20, 0, 6 * HOUR, 60_000), AppendMode::Live)
+            .await
+            .unwrap();
+        let before = all(&db);
+        assert_eq!(total(&before), 20 * 360);
+        let cut = db.cut().unwrap();
+        assert_eq!(cut.len(), 2, "{cut:?}");
+        assert_eq!(all(&db), before, "a cut changes nothing a query sees");
+        db.close();
+        drop(db);
+        let db = Db::open(opts(dir.path())).unwrap();
+        assert!(db.problems().is_empty(), "{:?}", db.problems());
+        assert_eq!(db.block_metas().len(), 2);
+        assert_eq!(all(&db), before, "same data after restart, no duplicates");
+        // More data, a late out-of-order batch for an old range through backfill, compaction.
+        db.write(&req(20, 6 * HOUR, 9 * HOUR, 60_000), AppendMode::Live)
+            .await
+            .unwrap();
+        db.write(&req(20, 30_000, HOUR, 60_000), AppendMode::Backfill)
+            .await
+            .unwrap();
+        db.cut().unwrap();
+        let n = db.compact().unwrap();
+        assert!(n >= 1);
+        let blocks = db.block_metas();
+        for w in blocks.windows(2) {
+            assert!(
+                w[0].max_t < w[1].min_t,
+                "no overlapping blocks left: {blocks:?}"
+            );
+        }
+        let data = all(&db);
+        assert_eq!(total(&data), 20 * (540 + 60));
+        db.close();
+        drop(db);
+        let db = Db::open(opts(dir.path())).unwrap();
+        assert_eq!(all(&db), data);
+    }
+
+    #[tokio::test]
+    async fn retention_and_delete_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(opts(dir.path())).unwrap();
+        db.write(&req(3, 0, 6 * HOUR, 60_000), AppendMode::Live)
+            .await
+            .unwrap();
+        assert_eq!(db.cut().unwrap().len(), 2);
+        let m = Matcher::new(MatchOp::Equal, "cell", "c001").unwrap();
+        let removed = db
+            .delete_series(std::slice::from_ref(&m), HOUR, 3 * HOUR)
+            .await
+            .unwrap();
+        assert_eq!(removed, 121);
+        let left = db.select(&[m], i64::MIN, i64::MAX).unwrap();
+        assert_eq!(total(&left), 360 - 121);
+        assert_eq!(db.apply_retention(2 * HOUR + 30 * 24 * HOUR).unwrap(), 1);
+        assert_eq!(db.block_metas().len(), 1);
+    }
+}
