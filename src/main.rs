@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use strata_central::backfill::BackfillConfig;
+use strata_central::db::Options as StorageOptions;
+use strata_central::server::CentralConfig;
 use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
 
 #[derive(Parser)]
@@ -17,7 +20,7 @@ use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
     name = "strata",
     version,
     about = "Hierarchical metrics pipeline and capacity planner for Kubernetes fleets",
-    after_help = "Examples:\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
+    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +34,12 @@ enum Command {
         after_help = "Example:\n  strata relay --listen 127.0.0.1:9201 --queue-dir ./strata-data/relay \\\n    --remote-write-url http://127.0.0.1:9090/api/v1/write\n\nSenders then use http://127.0.0.1:9201/api/v1/write; /metrics, /-/ready and /-/healthy are served on the same address."
     )]
     Relay(RelayArgs),
+    /// The store of one availability zone: remote-write in, WAL, compressed head, Parquet
+    /// blocks, remote-read, peer backfill.
+    #[command(
+        after_help = "Example (two AZs on one machine):\n  strata central --listen 127.0.0.1:9301 --az az-a --data-dir ./strata-data/central-a \\\n    --peer-url http://127.0.0.1:9302\n  strata central --listen 127.0.0.1:9302 --az az-b --data-dir ./strata-data/central-b \\\n    --peer-url http://127.0.0.1:9301\n\nWriters use http://127.0.0.1:9301/api/v1/write; Prometheus can remote_read http://127.0.0.1:9301/api/v1/read.\n/api/v1/status/tsdb shows head statistics and the top series counts by metric name and label."
+    )]
+    Central(CentralArgs),
     /// Load generators for benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -106,6 +115,94 @@ impl RelayArgs {
     }
 }
 
+#[derive(Args)]
+struct CentralArgs {
+    /// Address to serve remote-write, remote-read and the status API on.
+    #[arg(long, default_value = "127.0.0.1:9301")]
+    listen: SocketAddr,
+    /// Directory of the WAL and blocks; created if missing, recovered if present.
+    #[arg(long, default_value = "./strata-data/central")]
+    data_dir: PathBuf,
+    /// This central's availability zone (added to its own /metrics).
+    #[arg(long, default_value = "az-a")]
+    az: String,
+    /// The other AZ's central, e.g. http://10.0.2.15:9301; enables peer backfill.
+    #[arg(long)]
+    peer_url: Option<String>,
+    /// How often to compare recent data with the peer.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    backfill_interval: std::time::Duration,
+    /// How far back peer backfill compares (on start, and once per this period).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    backfill_lookback: std::time::Duration,
+    /// Samples newer than this are left out of peer comparison (still in flight upstream).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    backfill_settle: std::time::Duration,
+    /// How often the head is cut into blocks, blocks compacted and retention applied.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    maintenance_interval: std::time::Duration,
+    /// Time range of a block cut from the head.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    block_duration: std::time::Duration,
+    /// Blocks whose newest sample is older than this are deleted.
+    #[arg(long, default_value = "15d", value_parser = humantime::parse_duration)]
+    retention: std::time::Duration,
+    /// Samples up to this much older than the newest are accepted out of order.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    out_of_order_window: std::time::Duration,
+    /// The most samples one remote-read request may return.
+    #[arg(long, default_value_t = 50_000_000)]
+    read_sample_limit: usize,
+}
+
+impl CentralArgs {
+    fn into_config(self) -> anyhow::Result<CentralConfig> {
+        if self.block_duration < std::time::Duration::from_secs(60) {
+            anyhow::bail!("--block-duration must be at least 1m (default 2h)");
+        }
+        if self.out_of_order_window * 2 > self.block_duration {
+            anyhow::bail!(
+                "--out-of-order-window ({}) must be at most half of --block-duration ({})",
+                humantime::format_duration(self.out_of_order_window),
+                humantime::format_duration(self.block_duration)
+            );
+        }
+        if self.retention < self.block_duration {
+            anyhow::bail!("--retention must be at least --block-duration");
+        }
+        let backfill = match self.peer_url {
+            Some(url) => {
+                reqwest::Url::parse(&url).with_context(|| {
+                    format!("--peer-url {url:?} is not a URL; use e.g. http://10.0.2.15:9301")
+                })?;
+                Some(BackfillConfig {
+                    peer_url: url,
+                    interval: self.backfill_interval,
+                    lookback: self.backfill_lookback,
+                    settle: self.backfill_settle,
+                })
+            }
+            None => None,
+        };
+        Ok(CentralConfig {
+            listen: self.listen,
+            storage: StorageOptions {
+                data_dir: self.data_dir,
+                block_duration: self.block_duration,
+                retention: self.retention,
+                out_of_order_window: self.out_of_order_window,
+                wal_segment_bytes: 128 << 20,
+            },
+            az: self.az,
+            backfill,
+            max_request_bytes: RelayConfig::DEFAULT_MAX_REQUEST_BYTES,
+            max_decoded_bytes: RelayConfig::DEFAULT_MAX_DECODED_BYTES,
+            read_sample_limit: self.read_sample_limit,
+            maintenance_interval: self.maintenance_interval,
+        })
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -141,11 +238,18 @@ fn try_main() -> anyhow::Result<()> {
                 .block_on(strata_relay::server::run(config, shutdown_signal()))
                 .with_context(|| format!("relay stopped with an error (queue {})", dir.display()))
         }
+        Command::Central(args) => {
+            let config = args.into_config()?;
+            let dir = config.storage.data_dir.clone();
+            runtime
+                .block_on(strata_central::server::run(config, shutdown_signal()))
+                .with_context(|| format!("central stopped with an error (data {})", dir.display()))
+        }
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
             println!("remote-write: 1.0 (send, receive), 2.0 (receive)");
-            println!("remote-read: 1.0 SAMPLES");
+            println!("remote-read: SAMPLES (serve as central, fetch for peer backfill)");
             Ok(())
         }
     }

@@ -12,10 +12,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use strata_wire::{Label, WriteRequest};
 
@@ -96,17 +97,23 @@ impl WriteOutcome {
     }
 }
 
-/// Counters the server exports.
+/// Counters the server exports on `/metrics`.
 #[derive(Debug, Default)]
 pub struct DbCounters {
-    pub samples_appended: AtomicU64,
-    pub samples_duplicate: AtomicU64,
-    pub samples_refused: AtomicU64,
-    pub samples_backfilled: AtomicU64,
-    pub blocks_cut: AtomicU64,
-    pub compactions: AtomicU64,
-    pub blocks_deleted: AtomicU64,
-    pub maintenance_failures: AtomicU64,
+    pub samples_appended: Counter,
+    pub samples_duplicate: Counter,
+    pub samples_refused: Counter,
+    pub samples_backfilled: Counter,
+    pub blocks_cut: Counter,
+    pub compactions: Counter,
+    pub blocks_deleted: Counter,
+    pub maintenance_failures: Counter,
+    pub backfill_compared: Counter,
+    pub backfill_fetched: Counter,
+    pub backfill_rounds: Counter,
+    pub backfill_failures: Counter,
+    /// Unix seconds of the last successful backfill round.
+    pub backfill_last_success: AtomicI64,
 }
 
 /// One open store.
@@ -328,17 +335,12 @@ impl Db {
             self.wal.log(&[Record::Samples(log)]).await?;
         }
         let c = &self.counters;
-        c.samples_appended
-            .fetch_add(out.appended as u64, Ordering::Relaxed);
-        c.samples_duplicate
-            .fetch_add(out.duplicates as u64, Ordering::Relaxed);
-        c.samples_refused.fetch_add(
-            (out.refused_count + out.histograms_refused) as u64,
-            Ordering::Relaxed,
-        );
+        c.samples_appended.inc_by(out.appended as u64);
+        c.samples_duplicate.inc_by(out.duplicates as u64);
+        c.samples_refused
+            .inc_by((out.refused_count + out.histograms_refused) as u64);
         if mode == AppendMode::Backfill {
-            c.samples_backfilled
-                .fetch_add(out.appended as u64, Ordering::Relaxed);
+            c.samples_backfilled.inc_by(out.appended as u64);
         }
         Ok(out)
     }
@@ -470,9 +472,7 @@ impl Db {
                 .checkpoint(segment, self.head.series_records().into_iter(), |s| {
                     s.max_t.is_none_or(|t| t < boundary)
                 })?;
-        self.counters
-            .blocks_cut
-            .fetch_add(metas.len() as u64, Ordering::Relaxed);
+        self.counters.blocks_cut.inc_by(metas.len() as u64);
         tracing::info!(
             boundary,
             blocks = metas.len(),
@@ -582,7 +582,7 @@ impl Db {
                 tracing::warn!(block = %b.dir.display(), error = %e, "cannot remove a compacted block");
             }
         }
-        self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters.compactions.inc();
         tracing::info!(sources = ?sources, into = ?meta.map(|m| m.id), "blocks compacted");
         Ok(())
     }
@@ -607,9 +607,7 @@ impl Db {
             fs::remove_dir_all(&b.dir).map_err(io_err(&b.dir))?;
             tracing::info!(block = %b.meta.id, max_t = b.meta.max_t, "block past retention deleted");
         }
-        self.counters
-            .blocks_deleted
-            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        self.counters.blocks_deleted.inc_by(expired.len() as u64);
         Ok(expired.len())
     }
 
@@ -622,9 +620,7 @@ impl Db {
         ];
         for r in results {
             if let Err(e) = r {
-                self.counters
-                    .maintenance_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.maintenance_failures.inc();
                 tracing::error!(error = %e, "store maintenance failed; it is retried on the next round");
             }
         }

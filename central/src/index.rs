@@ -163,6 +163,102 @@ impl Matcher {
     }
 }
 
+/// Parses a series selector as the HTTP API's `match[]` takes it: `metric{label="value", ...}`
+/// with `=`, `!=`, `=~`, `!~` and Go-style quoted strings. At least one matcher must not match
+/// the empty string, as Prometheus requires.
+pub fn parse_selector(input: &str) -> Result<Vec<Matcher>, String> {
+    let bad = |why: &str| format!("invalid series selector {input:?}: {why}");
+    let s = input.trim();
+    let ident_end = |s: &str| {
+        s.char_indices()
+            .find(|&(i, c)| {
+                !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || (i > 0 && c == '.'))
+            })
+            .map_or(s.len(), |(i, _)| i)
+    };
+    let mut matchers = Vec::new();
+    let name_len = ident_end(s);
+    let name = &s[..name_len];
+    if !name.is_empty() {
+        matchers.push(Matcher::new(MatchOp::Equal, "__name__", name).map_err(|e| e.to_string())?);
+    }
+    let mut rest = s[name_len..].trim_start();
+    if let Some(body) = rest.strip_prefix('{') {
+        rest = body;
+        loop {
+            rest = rest.trim_start();
+            if let Some(after) = rest.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let n = ident_end(rest);
+            if n == 0 {
+                return Err(bad("expected a label name"));
+            }
+            let label = &rest[..n];
+            rest = rest[n..].trim_start();
+            let (op, len) = if rest.starts_with("=~") {
+                (MatchOp::Regex, 2)
+            } else if rest.starts_with("!~") {
+                (MatchOp::NotRegex, 2)
+            } else if rest.starts_with("!=") {
+                (MatchOp::NotEqual, 2)
+            } else if rest.starts_with('=') {
+                (MatchOp::Equal, 1)
+            } else {
+                return Err(bad("expected one of = != =~ !~ after a label name"));
+            };
+            rest = rest[len..].trim_start();
+            let (value, after) =
+                parse_quoted(rest).ok_or_else(|| bad("expected a quoted value"))?;
+            matchers.push(Matcher::new(op, label, &value).map_err(|e| e.to_string())?);
+            rest = after.trim_start();
+            if let Some(after) = rest.strip_prefix(',') {
+                rest = after;
+            } else if !rest.starts_with('}') {
+                return Err(bad("expected , or } after a matcher"));
+            }
+        }
+    }
+    if !rest.trim().is_empty() {
+        return Err(bad("unexpected text after the selector"));
+    }
+    if matchers.is_empty() || matchers.iter().all(|m| m.matches("")) {
+        return Err(bad(
+            "it must contain at least one matcher that does not match the empty string",
+        ));
+    }
+    Ok(matchers)
+}
+
+/// A Go-style quoted string (`"..."` or `'...'` with escapes, or a raw `` `...` ``), and the
+/// text after it.
+fn parse_quoted(s: &str) -> Option<(String, &str)> {
+    let quote = s.chars().next()?;
+    if !matches!(quote, '"' | '\'' | '`') {
+        return None;
+    }
+    let mut out = String::new();
+    let mut chars = s[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == quote {
+            return Some((out, &s[1 + i + 1..]));
+        }
+        if c == '\\' && quote != '`' {
+            let (_, e) = chars.next()?;
+            out.push(match e {
+                'n' => '\n',
+                't' => '\t',
+                'r' => '\r',
+                other => other,
+            });
+        } else {
+            out.push(c);
+        }
+    }
+    None
+}
+
 /// The inverted index: `(name, value)` symbol pairs to sorted series ids.
 #[derive(Debug, Default)]
 pub struct Postings {
@@ -397,6 +493,32 @@ mod tests {
         );
         post.remove(3, &l);
         assert_eq!(post.names().count(), 0);
+    }
+
+    #[test]
+    fn selectors_parse_like_the_http_api() {
+        let ms = parse_selector(r#"up{job="node", cell=~'hz-.*',x!="a\"b"}"#).unwrap();
+        let shown: Vec<String> = ms.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            vec![
+                r#"__name__="up""#,
+                r#"job="node""#,
+                r#"cell=~"hz-.*""#,
+                r#"x!="a\"b""#
+            ]
+        );
+        assert_eq!(parse_selector("{job=\"node\",}").unwrap().len(), 1);
+        for bad in [
+            "",
+            "{}",
+            "{job=\"\"}",
+            "up{job}",
+            "up{job=\"x\"",
+            "up extra",
+        ] {
+            assert!(parse_selector(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! postings [`index`]); the head is cut into Parquet [`block`]s on a time boundary; [`db`]
 //! merges head and blocks for queries and remote-read.
 
+pub mod backfill;
 pub mod block;
 pub mod chunk;
 pub mod db;
 pub mod error;
 pub mod head;
 pub mod index;
+pub mod server;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -17,11 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use strata_wire::protocol::{
-    self, HEADER_EXEMPLARS_WRITTEN, HEADER_HISTOGRAMS_WRITTEN, HEADER_SAMPLES_WRITTEN, WriteVersion,
-};
-use strata_wire::validate::Validated;
-use strata_wire::{WriteRequest, v2};
+use strata_wire::protocol::{self, WriteVersion};
+use strata_wire::validate;
 
 use crate::config::RelayConfig;
 use crate::metrics::{self, RelayMetrics};
@@ -82,12 +79,8 @@ async fn write(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let version = protocol::write_version(content_type)?;
-    let request: WriteRequest = match version {
-        WriteVersion::V1 => WriteRequest::decode_snappy(&body, state.max_decoded_bytes)?,
-        WriteVersion::V2 => v2::Request::decode_snappy_to_v1(&body, state.max_decoded_bytes)?,
-    };
-    let validated = Validated::split(request);
+    let (version, validated) =
+        validate::decode_write(content_type, &body, state.max_decoded_bytes)?;
     let accepted = &validated.accepted;
     if !accepted.timeseries.is_empty() || !accepted.metadata.is_empty() {
         state.queue.append(accepted).await?;
@@ -99,11 +92,11 @@ async fn write(
     if version == WriteVersion::V2 {
         // Remote-write 2.0: report what was written, also on a partial 400.
         let h = resp.headers_mut();
-        for (name, n) in [
-            (HEADER_SAMPLES_WRITTEN, accepted.sample_count()),
-            (HEADER_HISTOGRAMS_WRITTEN, accepted.histogram_count()),
-            (HEADER_EXEMPLARS_WRITTEN, accepted.exemplar_count()),
-        ] {
+        for (name, n) in protocol::written_headers(
+            accepted.sample_count(),
+            accepted.histogram_count(),
+            accepted.exemplar_count(),
+        ) {
             h.insert(name, HeaderValue::from(n));
         }
     }

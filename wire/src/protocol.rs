@@ -50,6 +50,20 @@ pub fn request_headers(version: WriteVersion) -> [(&'static str, &'static str); 
     ]
 }
 
+/// The remote-write 2.0 response headers and their counts (spec 2.0, "Response"): samples,
+/// histograms and exemplars the receiver wrote. Sent on success and on a partial 400.
+pub fn written_headers(
+    samples: usize,
+    histograms: usize,
+    exemplars: usize,
+) -> [(&'static str, usize); 3] {
+    [
+        (HEADER_SAMPLES_WRITTEN, samples),
+        (HEADER_HISTOGRAMS_WRITTEN, histograms),
+        (HEADER_EXEMPLARS_WRITTEN, exemplars),
+    ]
+}
+
 /// Picks the message type from a `Content-Type` header, as the 2.0 spec requires of receivers:
 /// a missing header or a plain `application/x-protobuf` means 1.0; `proto=` selects explicitly.
 /// Anything else is an error the receiver answers with 415 Unsupported Media Type.

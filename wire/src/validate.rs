@@ -7,6 +7,8 @@
 
 use crate::labels::{LabelError, LabelSet};
 use crate::prompb::WriteRequest;
+use crate::protocol::{self, WriteVersion};
+use crate::v2;
 
 /// At most this many rejected series are described in a response body.
 const MAX_REASONS: usize = 10;
@@ -20,6 +22,22 @@ pub struct Validated {
     pub rejected: Vec<(usize, LabelError)>,
     /// Samples, histograms and exemplars of the rejected series.
     pub rejected_samples: usize,
+}
+
+/// Decodes a remote-write body by its `Content-Type` (1.0 or 2.0, see
+/// [`protocol::write_version`]) and splits it into valid and invalid series: the whole receive
+/// path every strata receiver shares before it stores anything.
+pub fn decode_write(
+    content_type: Option<&str>,
+    body: &[u8],
+    max_decoded_bytes: usize,
+) -> crate::Result<(WriteVersion, Validated)> {
+    let version = protocol::write_version(content_type)?;
+    let request = match version {
+        WriteVersion::V1 => WriteRequest::decode_snappy(body, max_decoded_bytes)?,
+        WriteVersion::V2 => v2::Request::decode_snappy_to_v1(body, max_decoded_bytes)?,
+    };
+    Ok((version, Validated::split(request)))
 }
 
 impl Validated {
