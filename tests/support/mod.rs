@@ -105,11 +105,35 @@ pub async fn start_relay(dir: &Path, port: u16, upstream: &str, extra: &[&str]) 
     spawn_ready(dir, "strata relay", command, port, "/-/ready").await
 }
 
+/// Starts `strata central` with its data in `dir/<name>`.
+pub async fn start_central(dir: &Path, name: &str, port: u16, extra: &[&str]) -> Proc {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(["central", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .args(extra);
+    spawn_ready(dir, "strata central", command, port, "/-/ready").await
+}
+
+/// Every sample of every series in `[start, end]` of a central, via remote-read.
+pub async fn read_all(base: &str, start: i64, end: i64) -> Vec<strata_wire::TimeSeries> {
+    let client = reqwest::Client::new();
+    strata_central::backfill::remote_read(&client, base, start, end)
+        .await
+        .unwrap()
+}
+
 /// Starts Debian's Prometheus with the remote-write receiver enabled.
 pub async fn start_prometheus(dir: &Path) -> Proc {
+    start_prometheus_with(dir, "").await
+}
+
+/// Starts Debian's Prometheus with `extra` appended to its configuration file.
+pub async fn start_prometheus_with(dir: &Path, extra: &str) -> Proc {
     let port = free_port();
     let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
+    std::fs::write(&config, format!("global:\n  scrape_interval: 1h\n{extra}")).unwrap();
     let mut command = Command::new(peer_binary("prometheus", "prometheus"));
     command
         .arg(format!("--config.file={}", config.display()))
