@@ -3,6 +3,7 @@
 
 mod fleet;
 mod query;
+mod store;
 mod write;
 
 use clap::Subcommand;
@@ -19,11 +20,18 @@ pub enum BenchCommand {
         after_help = "Example:\n  strata bench query --url http://127.0.0.1:9090 \\\n    --expr 'sum by (cell) (rate(apiserver_request_total[5m]))' --range 1h --step 15s --repeat 20"
     )]
     Query(query::QueryArgs),
+    /// strata central side by side with VictoriaMetrics and Prometheus under the same load:
+    /// samples per CPU-second, peak RSS per series, bytes per sample on disk.
+    #[command(
+        after_help = "Example (release build; takes a few minutes per server):\n  cargo run --release -- bench store --series 100000 --intervals 60 \\\n    --disk-series 20000 --disk-intervals 800\n  strata bench store --targets strata,victoria-metrics --series 20000 --intervals 20"
+    )]
+    Store(store::StoreArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Write(args) => write::run(args).await,
         BenchCommand::Query(args) => query::run(args).await,
+        BenchCommand::Store(args) => store::run(args).await,
     }
 }

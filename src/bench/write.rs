@@ -63,43 +63,65 @@ struct Tally {
     samples_ok: AtomicU64,
 }
 
-pub async fn run(args: WriteArgs) -> anyhow::Result<()> {
-    if args.series == 0 || args.intervals == 0 || args.batch == 0 || args.concurrency == 0 {
-        bail!("--series, --intervals, --batch and --concurrency must be at least 1");
+/// What a load consists of.
+#[derive(Clone, Copy)]
+pub struct LoadSpec {
+    pub series: usize,
+    pub intervals: usize,
+    pub interval_seconds: u64,
+    pub batch: usize,
+    pub seed: u64,
+    pub protocol: Protocol,
+}
+
+/// Encoded request bodies, interval by interval, ending now.
+pub struct Load {
+    spec: LoadSpec,
+    intervals: Vec<Vec<(Vec<u8>, u64)>>,
+    pub total_samples: usize,
+    pub requests: usize,
+    pub body_bytes: usize,
+}
+
+/// What sending a load achieved.
+pub struct Sent {
+    pub ok: u64,
+    pub elapsed: Duration,
+    pub statuses: String,
+    pub retries: u64,
+    pub failed: u64,
+}
+
+/// Builds every request body of `spec` (with a progress bar), the newest interval ending now.
+pub fn build(spec: LoadSpec) -> anyhow::Result<Load> {
+    if spec.series == 0 || spec.intervals == 0 || spec.batch == 0 {
+        bail!("--series, --intervals and --batch must be at least 1");
     }
-    reqwest::Url::parse(&args.url).with_context(|| {
-        format!(
-            "--url {:?} is not a URL; use e.g. http://127.0.0.1:9090/api/v1/write",
-            args.url
-        )
-    })?;
-    let step_ms = args.interval_seconds as i64 * 1000;
+    let step_ms = spec.interval_seconds as i64 * 1000;
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_millis() as i64;
     // End at "now" so receivers with a bounded ingestion window (Prometheus) accept everything.
-    let start_ms = now_ms - step_ms * args.intervals as i64;
-    let total_samples = args.series * args.intervals;
-
-    let build = ProgressBar::new(args.intervals as u64).with_style(ProgressStyle::with_template(
+    let start_ms = now_ms - step_ms * spec.intervals as i64;
+    let build = ProgressBar::new(spec.intervals as u64).with_style(ProgressStyle::with_template(
         "building requests {bar:40} {pos}/{len} intervals",
     )?);
-    let mut series = fleet::series(args.series, args.seed);
-    let mut intervals: Vec<Vec<(Vec<u8>, u64)>> = Vec::with_capacity(args.intervals);
+    let mut series = fleet::series(spec.series, spec.seed);
+    let mut intervals: Vec<Vec<(Vec<u8>, u64)>> = Vec::with_capacity(spec.intervals);
     let mut body_bytes = 0usize;
-    for i in 0..args.intervals {
+    for i in 0..spec.intervals {
         let ts = fleet::interval(
             &mut series,
             start_ms + step_ms * i as i64,
-            args.interval_seconds as f64,
+            spec.interval_seconds as f64,
         );
         let mut bodies = Vec::new();
-        for chunk in ts.chunks(args.batch) {
+        for chunk in ts.chunks(spec.batch) {
             let req = WriteRequest {
                 timeseries: chunk.to_vec(),
                 metadata: vec![],
             };
-            let body = match args.protocol {
+            let body = match spec.protocol {
                 Protocol::V1 => req.encode_snappy()?,
                 Protocol::V2 => v2::Request::from_v1(&req).encode_snappy()?,
             };
@@ -110,36 +132,38 @@ pub async fn run(args: WriteArgs) -> anyhow::Result<()> {
         build.inc(1);
     }
     build.finish_and_clear();
-    let requests: usize = intervals.iter().map(Vec::len).sum();
-    println!(
-        "strata bench write: {} series x {} intervals = {} samples in {} requests ({:.1} MiB; batch {}, concurrency {}, remote-write {})",
-        args.series,
-        args.intervals,
-        total_samples,
-        requests,
-        body_bytes as f64 / (1 << 20) as f64,
-        args.batch,
-        args.concurrency,
-        if args.protocol == Protocol::V1 {
-            "1.0"
-        } else {
-            "2.0"
-        },
-    );
+    Ok(Load {
+        spec,
+        requests: intervals.iter().map(Vec::len).sum(),
+        total_samples: spec.series * spec.intervals,
+        intervals,
+        body_bytes,
+    })
+}
 
+/// Sends `load` to `url`, interval by interval, `concurrency` requests in flight.
+pub async fn send_load(
+    load: &Load,
+    url: &str,
+    concurrency: usize,
+    max_retries: u32,
+) -> anyhow::Result<Sent> {
+    if concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
     let tally = Arc::new(Tally::default());
-    let bar = ProgressBar::new(total_samples as u64).with_style(ProgressStyle::with_template(
+    let bar = ProgressBar::new(load.total_samples as u64).with_style(ProgressStyle::with_template(
         "sending {bar:40} {pos}/{len} samples {per_sec} eta {eta}",
     )?);
     let started = Instant::now();
-    for bodies in intervals {
-        let bodies = Arc::new(bodies);
+    for bodies in &load.intervals {
+        let bodies = Arc::new(bodies.clone());
         let next = Arc::new(AtomicUsize::new(0));
         let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..args.concurrency {
+        for _ in 0..concurrency {
             let (bodies, next, tally, client, bar) = (
                 bodies.clone(),
                 next.clone(),
@@ -147,7 +171,7 @@ pub async fn run(args: WriteArgs) -> anyhow::Result<()> {
                 client.clone(),
                 bar.clone(),
             );
-            let (url, protocol, max_retries) = (args.url.clone(), args.protocol, args.max_retries);
+            let (url, protocol) = (url.to_owned(), load.spec.protocol);
             workers.spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -172,24 +196,64 @@ pub async fn run(args: WriteArgs) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
-
-    let ok = tally.samples_ok.load(Ordering::Relaxed);
     let statuses = tally.statuses.lock().await;
     let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}x{n}")).collect();
+    Ok(Sent {
+        ok: tally.samples_ok.load(Ordering::Relaxed),
+        elapsed,
+        statuses: statuses.join(" "),
+        retries: tally.retries.load(Ordering::Relaxed),
+        failed: tally.failed.load(Ordering::Relaxed),
+    })
+}
+
+pub async fn run(args: WriteArgs) -> anyhow::Result<()> {
+    reqwest::Url::parse(&args.url).with_context(|| {
+        format!(
+            "--url {:?} is not a URL; use e.g. http://127.0.0.1:9090/api/v1/write",
+            args.url
+        )
+    })?;
+    let load = build(LoadSpec {
+        series: args.series,
+        intervals: args.intervals,
+        interval_seconds: args.interval_seconds,
+        batch: args.batch,
+        seed: args.seed,
+        protocol: args.protocol,
+    })?;
     println!(
-        "accepted {ok} of {total_samples} samples in {:.3} s: {:.0} samples/s",
-        elapsed.as_secs_f64(),
-        ok as f64 / elapsed.as_secs_f64()
+        "strata bench write: {} series x {} intervals = {} samples in {} requests ({:.1} MiB; batch {}, concurrency {}, remote-write {})",
+        args.series,
+        args.intervals,
+        load.total_samples,
+        load.requests,
+        load.body_bytes as f64 / (1 << 20) as f64,
+        args.batch,
+        args.concurrency,
+        if args.protocol == Protocol::V1 {
+            "1.0"
+        } else {
+            "2.0"
+        },
+    );
+    let sent = send_load(&load, &args.url, args.concurrency, args.max_retries).await?;
+    println!(
+        "accepted {} of {} samples in {:.3} s: {:.0} samples/s",
+        sent.ok,
+        load.total_samples,
+        sent.elapsed.as_secs_f64(),
+        sent.ok as f64 / sent.elapsed.as_secs_f64()
     );
     println!(
         "status: {}   retries: {}   failed requests: {}",
-        statuses.join(" "),
-        tally.retries.load(Ordering::Relaxed),
-        tally.failed.load(Ordering::Relaxed)
+        sent.statuses, sent.retries, sent.failed
     );
-    let failed = tally.failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        bail!("{failed} requests were not accepted; the status counts above say why");
+    if sent.failed > 0 {
+        bail!(
+            "{} requests were not accepted; the status counts above say why",
+            sent.failed
+        );
     }
     Ok(())
 }
