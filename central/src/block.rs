@@ -119,10 +119,10 @@ fn samples_schema() -> SchemaRef {
 }
 
 fn samples_props() -> WriterProperties {
-    let zstd = Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default());
+    let zstd = Compression::ZSTD(ZstdLevel::try_new(9).unwrap_or_default());
     WriterProperties::builder()
         .set_compression(zstd)
-        .set_data_page_row_count_limit(8192)
+        .set_data_page_row_count_limit(32768)
         .set_max_row_group_row_count(Some(1 << 20))
         .set_column_dictionary_enabled(ColumnPath::from("timestamp"), false)
         .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BINARY_PACKED)
