@@ -546,15 +546,11 @@ impl Block {
         self.read_series(&ids, mint, maxt)
     }
 
-    /// Every series of the block in label order, a batch of series at a time (for
-    /// compaction and deletion).
+    /// Every series of the block in label order (for deletion rewrites).
     pub fn for_each_series(&self, mut f: impl FnMut(SeriesData) -> Result<()>) -> Result<()> {
-        const BATCH: usize = 4096;
-        let all: Vec<u32> = (0..self.series.len() as u32).collect();
-        for ids in all.chunks(BATCH) {
-            for s in self.read_series(ids, i64::MIN, i64::MAX)? {
-                f(s)?;
-            }
+        let mut cursor = SeriesCursor::new(self);
+        while let Some(s) = cursor.next_series()? {
+            f(s)?;
         }
         Ok(())
     }
@@ -562,6 +558,48 @@ impl Block {
     /// Bytes on disk (both Parquet files).
     pub fn bytes(&self) -> u64 {
         self.meta.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// Reads a block's series in label order, a batch of series at a time, so compaction and
+/// rewrites hold only one batch per source block in memory.
+#[derive(Debug)]
+pub struct SeriesCursor<'a> {
+    block: &'a Block,
+    next_id: u32,
+    batch: std::vec::IntoIter<SeriesData>,
+}
+
+impl<'a> SeriesCursor<'a> {
+    /// Series read from the file at a time.
+    const BATCH: u32 = 4096;
+
+    pub fn new(block: &'a Block) -> Self {
+        Self {
+            block,
+            next_id: 0,
+            batch: Vec::new().into_iter(),
+        }
+    }
+
+    /// The next series, or `None` after the last.
+    pub fn next_series(&mut self) -> Result<Option<SeriesData>> {
+        loop {
+            if let Some(s) = self.batch.next() {
+                return Ok(Some(s));
+            }
+            let total = self.block.series.len() as u32;
+            if self.next_id >= total {
+                return Ok(None);
+            }
+            let end = (self.next_id + Self::BATCH).min(total);
+            let ids: Vec<u32> = (self.next_id..end).collect();
+            self.next_id = end;
+            self.batch = self
+                .block
+                .read_series(&ids, i64::MIN, i64::MAX)?
+                .into_iter();
+        }
     }
 }
 

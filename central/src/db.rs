@@ -20,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use strata_wire::{Label, WriteRequest};
 
-use crate::block::{self, Block, BlockMeta, BlockWriter};
+use crate::block::{self, Block, BlockMeta, BlockWriter, SeriesCursor};
 use crate::head::{self, AppendMode, Head, HeadStats, Refusal, SeriesData};
 use crate::index::Matcher;
 use crate::wal::{self, Record, ReplayReport, SegmentInfo, Wal};
@@ -538,17 +538,14 @@ impl Db {
         let level = group.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
         let sources: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
         let mut writer = BlockWriter::create(&self.blocks_dir(), min_t, level, sources.clone())?;
-        // Each source yields its series in label order; merge them as sorted runs.
-        let mut cursors: Vec<std::vec::IntoIter<SeriesData>> = Vec::new();
-        for b in group {
-            let mut all = Vec::new();
-            b.for_each_series(|s| {
-                all.push(s);
-                Ok(())
-            })?;
-            cursors.push(all.into_iter());
-        }
-        let mut heads: Vec<Option<SeriesData>> = cursors.iter_mut().map(Iterator::next).collect();
+        // Each source yields its series in label order; merge them as sorted runs, holding one
+        // batch of series per source in memory.
+        let mut cursors: Vec<SeriesCursor<'_>> =
+            group.iter().map(|b| SeriesCursor::new(b)).collect();
+        let mut heads: Vec<Option<SeriesData>> = cursors
+            .iter_mut()
+            .map(SeriesCursor::next_series)
+            .collect::<Result<_>>()?;
         while let Some(min_labels) = heads
             .iter()
             .flatten()
@@ -559,7 +556,8 @@ impl Db {
             let mut parts = Vec::new();
             for (h, c) in heads.iter_mut().zip(cursors.iter_mut()) {
                 if h.as_ref().is_some_and(|s| s.labels == min_labels) {
-                    parts.push(std::mem::replace(h, c.next()).ok_or(Error::Internal("cursor"))?);
+                    let next = c.next_series()?;
+                    parts.push(std::mem::replace(h, next).ok_or(Error::Internal("cursor"))?);
                 }
             }
             for s in merge_series(parts) {
