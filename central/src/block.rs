@@ -227,11 +227,6 @@ impl BlockWriter {
         Ok(())
     }
 
-    /// Number of series added so far.
-    pub fn series_count(&self) -> usize {
-        self.series.len()
-    }
-
     /// Finishes the files, syncs them, and moves the block into place. Returns `None` when no
     /// sample was added (nothing is left on disk).
     pub fn finish(mut self) -> Result<Option<BlockMeta>> {

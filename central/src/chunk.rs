@@ -218,11 +218,6 @@ impl<'a> XorIter<'a> {
         })
     }
 
-    /// The number of samples the chunk header declares.
-    pub fn declared(&self) -> u16 {
-        self.total
-    }
-
     fn read_bit(&mut self) -> Result<bool, CorruptChunk> {
         let byte = *self
             .bytes

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
-use strata_wire::{Label, WriteRequest};
+use strata_wire::WriteRequest;
 
 use crate::block::{self, Block, BlockMeta, BlockWriter, SeriesCursor};
 use crate::head::{self, AppendMode, Head, HeadStats, Refusal, SeriesData};
@@ -287,10 +287,6 @@ impl Db {
         })
     }
 
-    pub fn options(&self) -> &Options {
-        &self.opts
-    }
-
     /// What recovery found damaged at start-up.
     pub fn problems(&self) -> &[String] {
         &self.problems
@@ -363,24 +359,6 @@ impl Db {
         }
         parts.extend(self.head.select(matchers, mint, maxt));
         Ok(merge_series(parts))
-    }
-
-    /// Label sets of series matching `matchers` with data overlapping `[mint, maxt]`.
-    pub fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Vec<Label>>> {
-        Ok(self
-            .select(matchers, mint, maxt)?
-            .into_iter()
-            .map(|s| s.labels)
-            .collect())
-    }
-
-    /// Oldest and newest sample timestamps in the store.
-    pub fn time_range(&self) -> Option<(i64, i64)> {
-        let blocks = self.blocks();
-        let st = self.head.stats();
-        let lo = blocks.iter().map(|b| b.meta.min_t).chain(st.min_t).min()?;
-        let hi = blocks.iter().map(|b| b.meta.max_t).chain(st.max_t).max()?;
-        Some((lo, hi))
     }
 
     pub fn head(&self) -> &Head {
@@ -695,7 +673,7 @@ impl Db {
 mod tests {
     use super::*;
     use crate::index::MatchOp;
-    use strata_wire::{Sample, TimeSeries};
+    use strata_wire::{Label, Sample, TimeSeries};
 
     const HOUR: i64 = 3_600_000;
 

@@ -569,16 +569,6 @@ impl Head {
             .collect()
     }
 
-    /// The newest sample timestamp accepted, if any.
-    pub fn max_time(&self) -> Option<i64> {
-        Some(self.max_t.load(Ordering::Relaxed)).filter(|&t| t > i64::MIN)
-    }
-
-    /// The oldest sample timestamp held, if any.
-    pub fn min_time(&self) -> Option<i64> {
-        self.stats().min_t
-    }
-
     /// Starts cutting everything older than `boundary` into blocks: freezes open chunks that
     /// end before it, marks the frozen chunks and out-of-order samples to cut, and returns the
     /// series that have any, sorted by labels. Marked samples stay queryable until

@@ -344,10 +344,6 @@ impl Postings {
         remove_sorted(&mut self.all, id);
     }
 
-    pub fn series_count(&self) -> usize {
-        self.all.len()
-    }
-
     /// The distinct values of a label name with the number of series carrying each.
     pub fn values(&self, name: u32) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.by_label

@@ -556,11 +556,6 @@ impl Wal {
         Ok(active.id)
     }
 
-    /// Segment ids with their newest sample timestamps.
-    pub fn segments(&self) -> Vec<SegmentInfo> {
-        lock(&self.shared.segments).clone()
-    }
-
     /// Writes a checkpoint of `series` covering segments before `upto`, then deletes the
     /// segments before `upto` for which `deletable` says yes, and older checkpoints.
     pub fn checkpoint(
