@@ -19,7 +19,7 @@ use strata_wire::prompb::{Query, ReadRequest, ReadResponse};
 use strata_wire::protocol::{
     CONTENT_ENCODING_SNAPPY, CONTENT_TYPE_V1, HEADER_READ_VERSION, READ_VERSION,
 };
-use strata_wire::{Sample, TimeSeries, WriteRequest};
+use strata_wire::{TimeSeries, WriteRequest};
 
 use crate::db::Db;
 use crate::head::AppendMode;
@@ -105,6 +105,20 @@ fn peer_err(url: &str, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Sends a request to the peer; the body of a 2xx answer, or an error naming the URL.
+async fn peer_body(url: &str, request: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
+    let resp = request.send().await.map_err(|e| peer_err(url, e))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| peer_err(url, e))?;
+    if !status.is_success() {
+        return Err(peer_err(
+            url,
+            format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
+        ));
+    }
+    Ok(body)
+}
+
 /// Fetches `[start, end]` of every series from the peer by remote-read (SAMPLES).
 pub async fn remote_read(
     client: &reqwest::Client,
@@ -122,23 +136,13 @@ pub async fn remote_read(
         accepted_response_types: vec![],
     };
     let url = format!("{}/api/v1/read", peer.trim_end_matches('/'));
-    let resp = client
+    let request = client
         .post(&url)
         .header("Content-Type", CONTENT_TYPE_V1)
         .header("Content-Encoding", CONTENT_ENCODING_SNAPPY)
         .header(HEADER_READ_VERSION, READ_VERSION)
-        .body(req.encode_snappy()?)
-        .send()
-        .await
-        .map_err(|e| peer_err(&url, e))?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| peer_err(&url, e))?;
-    if !status.is_success() {
-        return Err(peer_err(
-            &url,
-            format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
-        ));
-    }
+        .body(req.encode_snappy()?);
+    let body = peer_body(&url, request).await?;
     let mut decoded = ReadResponse::decode_snappy(&body, MAX_READ_BYTES)?;
     Ok(decoded
         .results
@@ -154,20 +158,8 @@ async fn peer_coverage(
     end: i64,
 ) -> Result<Vec<Bucket>> {
     let url = format!("{}/api/v1/status/coverage", peer.trim_end_matches('/'));
-    let resp = client
-        .get(&url)
-        .query(&[("start", start), ("end", end)])
-        .send()
-        .await
-        .map_err(|e| peer_err(&url, e))?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| peer_err(&url, e))?;
-    if !status.is_success() {
-        return Err(peer_err(
-            &url,
-            format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()),
-        ));
-    }
+    let request = client.get(&url).query(&[("start", start), ("end", end)]);
+    let body = peer_body(&url, request).await?;
     #[derive(Deserialize)]
     struct Env {
         data: Vec<Bucket>,
@@ -198,21 +190,7 @@ pub async fn round(
         let fetched: usize = series.iter().map(|s| s.samples.len()).sum();
         report.samples_fetched += fetched as u64;
         let req = WriteRequest {
-            timeseries: series
-                .into_iter()
-                .map(|s| TimeSeries {
-                    labels: s.labels,
-                    samples: s
-                        .samples
-                        .into_iter()
-                        .map(|x| Sample {
-                            value: x.value,
-                            timestamp: x.timestamp,
-                        })
-                        .collect(),
-                    ..Default::default()
-                })
-                .collect(),
+            timeseries: series,
             metadata: vec![],
         };
         let validated = strata_wire::validate::Validated::split(req);
@@ -223,12 +201,6 @@ pub async fn round(
     c.backfill_compared.inc_by(report.samples_compared);
     c.backfill_fetched.inc_by(report.samples_fetched);
     Ok(report)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Runs backfill rounds until `stop` is set.
@@ -251,7 +223,7 @@ pub async fn run(
     let recent = 3 * BUCKET_MS;
     let mut full_due = 0i64;
     loop {
-        let now = now_ms();
+        let now = crate::now_ms();
         let end = now - config.settle.as_millis() as i64;
         let start = if now >= full_due {
             full_due = now + lookback;

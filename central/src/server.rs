@@ -560,12 +560,6 @@ fn render_metrics(db: &Db, az: &str) -> String {
     out
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Opens the store, serves until `shutdown` resolves, then stops accepting and closes the WAL.
 pub async fn run(
     config: CentralConfig,
@@ -609,7 +603,7 @@ pub async fn run(
                     _ = stop.wait_for(|&s| s) => return,
                 }
                 let db = db.clone();
-                let _ = tokio::task::spawn_blocking(move || db.maintain(now_ms())).await;
+                let _ = tokio::task::spawn_blocking(move || db.maintain(crate::now_ms())).await;
             }
         })
     };
