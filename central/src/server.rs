@@ -62,13 +62,10 @@ pub struct AppState {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = match &self {
-            Error::Wire(strata_wire::Error::UnsupportedContentType(_)) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            Error::Wire(e) => {
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
-            Error::Wire(strata_wire::Error::DecodedTooLarge { .. }) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            Error::Wire(_) | Error::BadMatcher(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadMatcher(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::WalFailed(_) | Error::Closed | Error::Peer { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

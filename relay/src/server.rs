@@ -38,13 +38,9 @@ impl IntoResponse for Error {
         let status = match &self {
             Error::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Wire(strata_wire::Error::UnsupportedContentType(_)) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            Error::Wire(e) => {
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
-            Error::Wire(strata_wire::Error::DecodedTooLarge { .. }) => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            Error::Wire(_) => StatusCode::BAD_REQUEST,
             Error::Config(_) => StatusCode::BAD_REQUEST,
             Error::QueueIo { .. }
             | Error::QueueClosed

@@ -25,4 +25,17 @@ pub enum Error {
     UnsupportedContentType(String),
 }
 
+impl Error {
+    /// The HTTP status a receiver answers a request with when its body fails this way
+    /// (remote-write specs 1.0 and 2.0): 415 for an unknown message type, 413 for a body that
+    /// would decompress past the limit, 400 for everything else (never worth retrying).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::UnsupportedContentType(_) => 415,
+            Error::DecodedTooLarge { .. } => 413,
+            _ => 400,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
