@@ -660,33 +660,29 @@ mod tests {
         );
     }
 
+    /// Every row of a Parquet file through the crate's generic row API.
+    fn plain_rows(path: &Path) -> Vec<parquet::record::Row> {
+        SerializedFileReader::new(File::open(path).unwrap())
+            .unwrap()
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_plain_parquet_reader_gets_labels_timestamps_and_values() {
         let dir = tempfile::tempdir().unwrap();
         let meta = write_test_block(dir.path());
         let block_dir = dir.path().join(&meta.id);
         // series.parquet through the generic row API: no strata code involved.
-        let reader =
-            SerializedFileReader::new(File::open(block_dir.join("series.parquet")).unwrap())
-                .unwrap();
-        let rows: Vec<_> = reader
-            .get_row_iter(None)
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let rows = plain_rows(&block_dir.join("series.parquet"));
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].get_string(1).unwrap(), "up");
         let labels = rows[1].get_map(2).unwrap();
         let rendered = format!("{labels:?}");
         assert!(rendered.contains("hz-02"), "{rendered}");
-        let reader =
-            SerializedFileReader::new(File::open(block_dir.join("samples.parquet")).unwrap())
-                .unwrap();
-        let rows: Vec<_> = reader
-            .get_row_iter(None)
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let rows = plain_rows(&block_dir.join("samples.parquet"));
         assert_eq!(rows.len(), 305);
         assert_eq!(rows[301].get_uint(0).unwrap(), 1);
         assert_eq!(rows[301].get_long(1).unwrap(), 15_000);

@@ -775,62 +775,58 @@ mod tests {
         vec![Label::new("__name__", name), Label::new("job", job)]
     }
 
-    fn head_with_wal() -> (Head, Wal, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), 1 << 20, vec![]).unwrap();
-        (Head::new(10 * 60_000, 2 * HOUR), wal, dir)
+    /// A head with a WAL, and the sample log its appends fill.
+    struct Fixture {
+        head: Head,
+        wal: Wal,
+        log: Vec<(u32, i64, f64)>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            Self {
+                head: Head::new(10 * 60_000, 2 * HOUR),
+                wal: Wal::open(dir.path(), 1 << 20, vec![]).unwrap(),
+                log: Vec::new(),
+                _dir: dir,
+            }
+        }
+
+        fn append(
+            &mut self,
+            l: &[Label],
+            samples: &[(i64, f64)],
+            mode: AppendMode,
+        ) -> SeriesOutcome {
+            self.head
+                .append(l, samples.iter().copied(), mode, &self.wal, &mut self.log)
+                .unwrap()
+        }
     }
 
     #[test]
     fn in_order_duplicate_and_out_of_order_samples() {
-        let (head, wal, _d) = head_with_wal();
+        let mut f = Fixture::new();
         let l = labels("up", "node");
-        let mut log = Vec::new();
         let base = 100 * HOUR;
         let samples: Vec<(i64, f64)> = (0..300).map(|i| (base + i * 15_000, i as f64)).collect();
-        let o = head
-            .append(
-                &l,
-                samples.iter().copied(),
-                AppendMode::Live,
-                &wal,
-                &mut log,
-            )
-            .unwrap();
+        let o = f.append(&l, &samples, AppendMode::Live);
         assert_eq!(o.appended, 300);
         // A retry of the same samples is a no-op.
-        let o = head
-            .append(
-                &l,
-                samples.iter().copied(),
-                AppendMode::Live,
-                &wal,
-                &mut log,
-            )
-            .unwrap();
+        let o = f.append(&l, &samples, AppendMode::Live);
         assert_eq!((o.appended, o.duplicates), (0, 300));
         // A different value at a stored timestamp is refused.
-        let o = head
-            .append(
-                &l,
-                [(base, 9.0)].into_iter(),
-                AppendMode::Live,
-                &wal,
-                &mut log,
-            )
-            .unwrap();
+        let o = f.append(&l, &[(base, 9.0)], AppendMode::Live);
         assert!(matches!(o.refused[0], Refusal::Conflict { .. }));
         // Inside the 10m window: accepted out of order; older: refused unless backfilling.
         let newest = base + 299 * 15_000;
-        let o = head
-            .append(
-                &l,
-                [(newest - 7_000, -1.0), (newest - HOUR + 1, -2.0)].into_iter(),
-                AppendMode::Live,
-                &wal,
-                &mut log,
-            )
-            .unwrap();
+        let o = f.append(
+            &l,
+            &[(newest - 7_000, -1.0), (newest - HOUR + 1, -2.0)],
+            AppendMode::Live,
+        );
         assert_eq!(o.appended, 1);
         assert!(
             o.refused[0]
@@ -839,17 +835,9 @@ mod tests {
             "{}",
             o.refused[0]
         );
-        let o = head
-            .append(
-                &l,
-                [(newest - HOUR + 1, -2.0)].into_iter(),
-                AppendMode::Backfill,
-                &wal,
-                &mut log,
-            )
-            .unwrap();
+        let o = f.append(&l, &[(newest - HOUR + 1, -2.0)], AppendMode::Backfill);
         assert_eq!(o.appended, 1);
-        let got = head.select(
+        let got = f.head.select(
             &[Matcher::new(MatchOp::Equal, "job", "node").unwrap()],
             i64::MIN,
             i64::MAX,
@@ -859,75 +847,54 @@ mod tests {
         assert_eq!(s.len(), 302);
         assert!(s.windows(2).all(|w| w[0].0 < w[1].0));
         assert!(s.contains(&(newest - 7_000, -1.0)));
-        assert_eq!(log.len(), 302);
+        assert_eq!(f.log.len(), 302);
     }
 
     #[test]
     fn chunks_do_not_cross_block_boundaries_and_cuts_drop_only_what_was_copied() {
-        let (head, wal, _d) = head_with_wal();
+        let mut f = Fixture::new();
         let l = labels("up", "node");
-        let mut log = Vec::new();
         // 3 hours at 60s: 180 samples across the 2h boundary.
         let samples: Vec<(i64, f64)> = (0..180).map(|i| (i * 60_000, i as f64)).collect();
-        head.append(&l, samples.into_iter(), AppendMode::Live, &wal, &mut log)
-            .unwrap();
-        let cut = head.start_cut(2 * HOUR);
+        f.append(&l, &samples, AppendMode::Live);
+        let cut = f.head.start_cut(2 * HOUR);
         assert_eq!(cut.len(), 1);
-        let samples = head.cut_samples(cut[0].1);
+        let samples = f.head.cut_samples(cut[0].1);
         assert_eq!(samples.len(), 120);
         assert_eq!(samples.last().unwrap().0, 2 * HOUR - 60_000);
         // Still served until the block is written.
-        let all = head.select(&[], 0, i64::MAX);
+        let all = f.head.select(&[], 0, i64::MAX);
         assert_eq!(all[0].samples.len(), 180);
-        assert_eq!(head.finish_cut(), 0);
-        let rest = head.select(&[], 0, i64::MAX);
+        assert_eq!(f.head.finish_cut(), 0);
+        let rest = f.head.select(&[], 0, i64::MAX);
         assert_eq!(rest[0].samples.len(), 60);
         assert_eq!(rest[0].samples[0].0, 2 * HOUR);
     }
 
     #[test]
     fn empty_series_are_dropped_after_a_cut() {
-        let (head, wal, _d) = head_with_wal();
-        let mut log = Vec::new();
-        head.append(
-            &labels("a", "x"),
-            [(1000, 1.0)].into_iter(),
-            AppendMode::Live,
-            &wal,
-            &mut log,
-        )
-        .unwrap();
-        head.append(
-            &labels("b", "x"),
-            [(3 * HOUR, 1.0)].into_iter(),
-            AppendMode::Live,
-            &wal,
-            &mut log,
-        )
-        .unwrap();
-        head.start_cut(2 * HOUR);
-        assert_eq!(head.finish_cut(), 1);
+        let mut f = Fixture::new();
+        f.append(&labels("a", "x"), &[(1000, 1.0)], AppendMode::Live);
+        f.append(&labels("b", "x"), &[(3 * HOUR, 1.0)], AppendMode::Live);
+        f.head.start_cut(2 * HOUR);
+        assert_eq!(f.head.finish_cut(), 1);
         let m = [Matcher::new(MatchOp::Equal, "job", "x").unwrap()];
-        assert_eq!(head.series_labels(&m), vec![labels("b", "x")]);
-        assert_eq!(head.series_records().len(), 1);
+        assert_eq!(f.head.series_labels(&m), vec![labels("b", "x")]);
+        assert_eq!(f.head.series_records().len(), 1);
     }
 
     #[test]
     fn delete_removes_only_the_range() {
-        let (head, wal, _d) = head_with_wal();
-        let mut log = Vec::new();
+        let mut f = Fixture::new();
         let l = labels("up", "node");
-        head.append(
+        f.append(
             &l,
-            (0..10).map(|i| (i * 1000, i as f64)),
+            &(0..10).map(|i| (i * 1000, i as f64)).collect::<Vec<_>>(),
             AppendMode::Live,
-            &wal,
-            &mut log,
-        )
-        .unwrap();
+        );
         let m = [Matcher::new(MatchOp::Equal, "__name__", "up").unwrap()];
-        assert_eq!(head.delete(&m, 2000, 4000), 3);
-        let got = head.select(&m, i64::MIN, i64::MAX);
+        assert_eq!(f.head.delete(&m, 2000, 4000), 3);
+        let got = f.head.select(&m, i64::MIN, i64::MAX);
         assert_eq!(got[0].samples.len(), 7);
         assert!(!got[0].samples.iter().any(|s| (2000..=4000).contains(&s.0)));
     }
