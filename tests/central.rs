@@ -17,8 +17,12 @@ fn total(series: &[TimeSeries]) -> usize {
     series.iter().map(|s| s.samples.len()).sum()
 }
 
-async fn status(base: &str) -> serde_json::Value {
-    let body = reqwest::get(format!("{base}/api/v1/status/tsdb"))
+/// `data` of a JSON API answer to GET `url` with `query`.
+async fn api_data(url: String, query: &[(&str, i64)]) -> serde_json::Value {
+    let body = reqwest::Client::new()
+        .get(url)
+        .query(query)
+        .send()
         .await
         .unwrap()
         .bytes()
@@ -26,6 +30,10 @@ async fn status(base: &str) -> serde_json::Value {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["data"].clone()
+}
+
+async fn status(base: &str) -> serde_json::Value {
+    api_data(format!("{base}/api/v1/status/tsdb"), &[]).await
 }
 
 /// Real Prometheus scrapes the central's own `/metrics` and remote-writes the samples into it;
@@ -314,17 +322,12 @@ async fn damaged_wal_and_block_are_reported_and_the_rest_is_served() {
 
 async fn coverage(base: &str) -> Vec<serde_json::Value> {
     let now = now_ms();
-    let body = reqwest::Client::new()
-        .get(format!("{base}/api/v1/status/coverage"))
-        .query(&[("start", now - 3_600_000), ("end", now)])
-        .send()
+    let query = [("start", now - 3_600_000), ("end", now)];
+    api_data(format!("{base}/api/v1/status/coverage"), &query)
         .await
+        .as_array()
         .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v["data"].as_array().unwrap().clone()
+        .clone()
 }
 
 async fn counts(base: &str) -> HashMap<String, usize> {
