@@ -194,7 +194,9 @@ pub async fn round(
             metadata: vec![],
         };
         let validated = strata_wire::validate::Validated::split(req);
-        let outcome = db.write(&validated.accepted, AppendMode::Backfill).await?;
+        let outcome = db
+            .write(validated.accepted.series_refs(), AppendMode::Backfill)
+            .await?;
         report.samples_written += outcome.appended as u64;
     }
     let c = &db.counters;

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
-use strata_wire::WriteRequest;
+use strata_wire::labels::LabelPair;
+use strata_wire::view::SeriesRef;
 
 use crate::block::{self, Block, BlockMeta, BlockWriter, SeriesCursor};
 use crate::head::{self, AppendMode, Head, HeadStats, Refusal, SeriesData};
@@ -302,16 +303,20 @@ impl Db {
     }
 
     /// Appends validated series; returns once what was accepted is fsynced.
-    pub async fn write(&self, req: &WriteRequest, mode: AppendMode) -> Result<WriteOutcome> {
+    pub async fn write<'v, L: LabelPair + 'v>(
+        &self,
+        series: impl IntoIterator<Item = SeriesRef<'v, L>>,
+        mode: AppendMode,
+    ) -> Result<WriteOutcome> {
         let mut log = Vec::new();
         let mut out = WriteOutcome::default();
-        for ts in &req.timeseries {
-            out.histograms_refused += ts.histograms.len();
+        for ts in series {
+            out.histograms_refused += ts.histograms;
             if ts.samples.is_empty() {
                 continue;
             }
             let o = self.head.append(
-                &ts.labels,
+                ts.labels,
                 ts.samples.iter().map(|s| (s.timestamp, s.value)),
                 mode,
                 &self.wal,
@@ -323,7 +328,7 @@ impl Db {
             for r in o.refused {
                 if out.refused.len() < MAX_REPORTED_REFUSALS {
                     out.refused
-                        .push((strata_wire::labels::render(&ts.labels), r));
+                        .push((strata_wire::labels::render(ts.labels), r));
                 }
             }
         }
@@ -673,7 +678,7 @@ impl Db {
 mod tests {
     use super::*;
     use crate::index::MatchOp;
-    use strata_wire::{Label, Sample, TimeSeries};
+    use strata_wire::{Label, Sample, TimeSeries, WriteRequest};
 
     const HOUR: i64 = 3_600_000;
 
@@ -723,7 +728,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(opts(dir.path())).unwrap();
         // 6 hours at 60s for 20 series: cuts at 2h and 4h leave the last 2 hours in the head.
-        db.write(&req(20, 0, 6 * HOUR, 60_000), AppendMode::Live)
+        db.write(req(20, 0, 6 * HOUR, 60_000).series_refs(), AppendMode::Live)
             .await
             .unwrap();
         let before = all(&db);
@@ -738,12 +743,18 @@ mod tests {
         assert_eq!(db.block_metas().len(), 2);
         assert_eq!(all(&db), before, "same data after restart, no duplicates");
         // More data, a late out-of-order batch for an old range through backfill, compaction.
-        db.write(&req(20, 6 * HOUR, 9 * HOUR, 60_000), AppendMode::Live)
-            .await
-            .unwrap();
-        db.write(&req(20, 30_000, HOUR, 60_000), AppendMode::Backfill)
-            .await
-            .unwrap();
+        db.write(
+            req(20, 6 * HOUR, 9 * HOUR, 60_000).series_refs(),
+            AppendMode::Live,
+        )
+        .await
+        .unwrap();
+        db.write(
+            req(20, 30_000, HOUR, 60_000).series_refs(),
+            AppendMode::Backfill,
+        )
+        .await
+        .unwrap();
         db.cut().unwrap();
         let n = db.compact().unwrap();
         assert!(n >= 1);
@@ -766,7 +777,7 @@ mod tests {
     async fn retention_and_delete_series() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(opts(dir.path())).unwrap();
-        db.write(&req(3, 0, 6 * HOUR, 60_000), AppendMode::Live)
+        db.write(req(3, 0, 6 * HOUR, 60_000).series_refs(), AppendMode::Live)
             .await
             .unwrap();
         assert_eq!(db.cut().unwrap().len(), 2);

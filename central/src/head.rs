@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use strata_wire::Label;
-use strata_wire::labels::fingerprint;
+use strata_wire::labels::{self, LabelPair, fingerprint};
 
 use crate::chunk::{SAMPLES_PER_CHUNK, XorChunk, XorIter};
 use crate::index::{Matcher, Postings, Symbols};
@@ -370,15 +370,15 @@ impl Head {
         (id as usize) & (STRIPES - 1)
     }
 
-    fn same_labels(sym: &Symbols, stored: &[(u32, u32)], labels: &[Label]) -> bool {
+    fn same_labels<L: LabelPair>(sym: &Symbols, stored: &[(u32, u32)], labels: &[L]) -> bool {
         stored.len() == labels.len()
             && stored
                 .iter()
                 .zip(labels)
-                .all(|(&(n, v), l)| sym.resolve(n) == l.name && sym.resolve(v) == l.value)
+                .all(|(&(n, v), l)| sym.resolve(n) == l.name() && sym.resolve(v) == l.value())
     }
 
-    fn find(&self, stripe: &Stripe, hash: u64, labels: &[Label]) -> Option<u32> {
+    fn find<L: LabelPair>(&self, stripe: &Stripe, hash: u64, labels: &[L]) -> Option<u32> {
         let id = *stripe.by_hash.get(&hash)?;
         let sym = read(&self.symbols);
         if Self::same_labels(&sym, &stripe.series.get(&id)?.labels, labels) {
@@ -392,12 +392,12 @@ impl Head {
         })
     }
 
-    fn create(
+    fn create<L: LabelPair>(
         &self,
         stripe: &mut Stripe,
         stripe_no: usize,
         hash: u64,
-        labels: &[Label],
+        labels: &[L],
         id: Option<u32>,
     ) -> u32 {
         let id = id.unwrap_or_else(|| {
@@ -410,7 +410,7 @@ impl Head {
             let mut sym = write(&self.symbols);
             labels
                 .iter()
-                .map(|l| (sym.intern(&l.name), sym.intern(&l.value)))
+                .map(|l| (sym.intern(l.name()), sym.intern(l.value())))
                 .collect()
         };
         write(&self.postings).add(id, &syms);
@@ -427,9 +427,9 @@ impl Head {
     /// Appends the samples of one series (labels sorted and valid), creating the series if it
     /// is new. New series and accepted samples are added to `log`; a new series' definition is
     /// appended to `wal` before the stripe is unlocked.
-    pub fn append(
+    pub fn append<L: LabelPair>(
         &self,
-        labels: &[Label],
+        labels: &[L],
         samples: impl Iterator<Item = (i64, f64)>,
         mode: AppendMode,
         wal: &Wal,
@@ -444,7 +444,7 @@ impl Head {
                 let id = self.create(&mut stripe, stripe_no, hash, labels, None);
                 wal.append(&[Record::Series {
                     id,
-                    labels: labels.to_vec(),
+                    labels: labels::to_owned(labels),
                 }])?;
                 id
             }

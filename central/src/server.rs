@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use strata_wire::api::{Envelope, ErrorType};
 use strata_wire::prompb::{QueryResult, ReadRequest, ReadResponse, ResponseType};
 use strata_wire::protocol::{self, CONTENT_ENCODING_SNAPPY, CONTENT_TYPE_V1, WriteVersion};
+use strata_wire::view::WriteView;
 use strata_wire::{Sample, TimeSeries, validate};
 
 use crate::backfill::{self, BackfillConfig};
@@ -112,8 +113,9 @@ async fn write(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (version, validated) = validate::decode_write(content_type, &body, st.max_decoded_bytes)?;
-    let outcome = st.db.write(&validated.accepted, AppendMode::Live).await?;
+    let (version, raw) = validate::decompress_write(content_type, &body, st.max_decoded_bytes)?;
+    let validated = WriteView::decode(version, &raw)?.validate();
+    let outcome = st.db.write(validated.accepted(), AppendMode::Live).await?;
     let message = [validated.rejection_message(), outcome.refusal_message()]
         .into_iter()
         .flatten()

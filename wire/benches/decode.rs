@@ -4,7 +4,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use strata_wire::{Label, WriteRequest, v2, validate::Validated};
+use strata_wire::protocol::CONTENT_TYPE_V2;
+use strata_wire::validate::{self, Validated};
+use strata_wire::view::WriteView;
+use strata_wire::{Label, WriteRequest, v2};
 
 fn request() -> WriteRequest {
     let body = include_bytes!("../tests/fixtures/prometheus-2.42-rw1-samples.bin");
@@ -38,6 +41,27 @@ fn decode(c: &mut Criterion) {
         b.iter(|| {
             let req = WriteRequest::decode_snappy(black_box(&v1), 64 << 20).expect("decodes");
             Validated::split(req)
+        })
+    });
+    group.bench_function("rw1_zero_copy_view_and_validate", |b| {
+        b.iter(|| {
+            let (version, raw) =
+                validate::decompress_write(None, black_box(&v1), 64 << 20).expect("decompresses");
+            WriteView::decode(version, &raw)
+                .expect("decodes")
+                .validate()
+                .accepted_len()
+        })
+    });
+    group.bench_function("rw2_zero_copy_view_and_validate", |b| {
+        b.iter(|| {
+            let (version, raw) =
+                validate::decompress_write(Some(CONTENT_TYPE_V2), black_box(&v2), 64 << 20)
+                    .expect("decompresses");
+            WriteView::decode(version, &raw)
+                .expect("decodes")
+                .validate()
+                .accepted_len()
         })
     });
     group.bench_function("rw2_snappy_protobuf_to_internal", |b| {

@@ -15,6 +15,11 @@ pub enum Error {
         #[source]
         source: prost::DecodeError,
     },
+    #[error("protobuf: cannot decode {message}: {reason}")]
+    MalformedProtobuf {
+        message: &'static str,
+        reason: &'static str,
+    },
     #[error("remote-write 2.0: {0}")]
     InvalidV2(String),
     #[error("{0}")]

@@ -61,49 +61,82 @@ pub fn is_valid_metric_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
+/// A name/value pair, owned ([`Label`]) or borrowed from a request body
+/// ([`crate::view::LabelRef`]): validation, fingerprints and rendering work on either.
+pub trait LabelPair {
+    fn name(&self) -> &str;
+    fn value(&self) -> &str;
+}
+
+impl LabelPair for Label {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+/// Sorts `labels` by name and checks them against the rules in the module docs.
+pub fn sort_and_check<L: LabelPair>(labels: &mut [L]) -> Result<(), LabelError> {
+    if !labels.is_sorted_by(|a, b| a.name() <= b.name()) {
+        labels.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+    }
+    let mut has_name = false;
+    for (i, l) in labels.iter().enumerate() {
+        let (name, value) = (l.name(), l.value());
+        let problem = if name.is_empty() {
+            Some(LabelProblem::EmptyName {
+                value: value.to_string(),
+            })
+        } else if i > 0 && labels[i - 1].name() == name {
+            Some(LabelProblem::DuplicateName {
+                name: name.to_string(),
+            })
+        } else if !is_valid_label_name(name) {
+            Some(LabelProblem::InvalidName {
+                name: name.to_string(),
+            })
+        } else if value.is_empty() {
+            Some(LabelProblem::EmptyValue {
+                name: name.to_string(),
+            })
+        } else if name == METRIC_NAME {
+            has_name = true;
+            (!is_valid_metric_name(value)).then(|| LabelProblem::InvalidMetricName {
+                name: value.to_string(),
+            })
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(LabelError {
+                series: render(labels),
+                problem,
+            });
+        }
+    }
+    if !has_name {
+        return Err(LabelError {
+            series: render(labels),
+            problem: LabelProblem::MissingMetricName,
+        });
+    }
+    Ok(())
+}
+
+/// Owned copies of borrowed labels.
+pub fn to_owned<L: LabelPair>(labels: &[L]) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|l| Label::new(l.name(), l.value()))
+        .collect()
+}
+
 impl LabelSet {
     /// Sorts and validates `labels`.
     pub fn new(mut labels: Vec<Label>) -> Result<Self, LabelError> {
-        if !labels.is_sorted_by(|a, b| a.name <= b.name) {
-            labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        }
-        let fail = |labels: &[Label], problem| LabelError {
-            series: render(labels),
-            problem,
-        };
-        let mut has_name = false;
-        for (i, l) in labels.iter().enumerate() {
-            let problem = if l.name.is_empty() {
-                Some(LabelProblem::EmptyName {
-                    value: l.value.clone(),
-                })
-            } else if i > 0 && labels[i - 1].name == l.name {
-                Some(LabelProblem::DuplicateName {
-                    name: l.name.clone(),
-                })
-            } else if !is_valid_label_name(&l.name) {
-                Some(LabelProblem::InvalidName {
-                    name: l.name.clone(),
-                })
-            } else if l.value.is_empty() {
-                Some(LabelProblem::EmptyValue {
-                    name: l.name.clone(),
-                })
-            } else if l.name == METRIC_NAME {
-                has_name = true;
-                (!is_valid_metric_name(&l.value)).then(|| LabelProblem::InvalidMetricName {
-                    name: l.value.clone(),
-                })
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                return Err(fail(&labels, problem));
-            }
-        }
-        if !has_name {
-            return Err(fail(&labels, LabelProblem::MissingMetricName));
-        }
+        sort_and_check(&mut labels)?;
         Ok(Self { labels })
     }
 
@@ -138,15 +171,32 @@ impl LabelSet {
 
 /// The fingerprint of already sorted labels, without validating them; equal to
 /// [`LabelSet::fingerprint`] for a valid set.
-pub fn fingerprint(sorted: &[Label]) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+pub fn fingerprint<L: LabelPair>(sorted: &[L]) -> u64 {
+    // One-shot xxh3 over a stack buffer: the streaming hasher gives the same value but copies
+    // every short piece into its own buffer, which costs more than the hash on the ingest path.
+    const STACK: usize = 1024;
+    let len: usize = sorted
+        .iter()
+        .map(|l| l.name().len() + l.value().len() + 2)
+        .sum();
+    let mut stack = [0u8; STACK];
+    let mut heap = Vec::new();
+    let buf = if len <= STACK {
+        &mut stack[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap[..]
+    };
+    let mut at = 0;
     for l in sorted {
-        h.update(l.name.as_bytes());
-        h.update(&[0xff]);
-        h.update(l.value.as_bytes());
-        h.update(&[0xff]);
+        for part in [l.name(), l.value()] {
+            buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+            buf[at] = 0xff;
+            at += 1;
+        }
     }
-    h.digest()
+    xxhash_rust::xxh3::xxh3_64(buf)
 }
 
 impl fmt::Display for LabelSet {
@@ -157,22 +207,21 @@ impl fmt::Display for LabelSet {
 
 /// Renders labels the way PromQL writes a series: `name{a="b", c="d"}`, values escaped.
 /// Long label sets are cut at 512 characters so error messages stay readable.
-pub fn render(labels: &[Label]) -> String {
+pub fn render<L: LabelPair>(labels: &[L]) -> String {
     let mut out = String::new();
-    let name = labels.iter().find(|l| l.name == METRIC_NAME);
-    if let Some(n) = name {
-        out.push_str(&n.value);
+    if let Some(n) = labels.iter().find(|l| l.name() == METRIC_NAME) {
+        out.push_str(n.value());
     }
     out.push('{');
     let mut first = true;
-    for l in labels.iter().filter(|l| l.name != METRIC_NAME) {
+    for l in labels.iter().filter(|l| l.name() != METRIC_NAME) {
         if !first {
             out.push_str(", ");
         }
         first = false;
-        out.push_str(&l.name);
+        out.push_str(l.name());
         out.push_str("=\"");
-        for c in l.value.chars() {
+        for c in l.value().chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
                 '"' => out.push_str("\\\""),

@@ -5,7 +5,7 @@
 //! [`snappy`]) through cascades to the centrals, which answer remote-read ([`prompb`]) and the
 //! Prometheus HTTP API ([`api`]). Series identity is a validated, sorted [`LabelSet`] with a
 //! stable fingerprint ([`labels`]); [`validate`] implements the partial-acceptance rule every
-//! receiver shares. This crate does no I/O and never panics on bytes from the network.
+//! receiver shares, and [`view`] decodes a write without copying its strings, for stores. This crate does no I/O and never panics on bytes from the network.
 //!
 //! ```
 //! use strata_wire::{Label, LabelSet, Sample, TimeSeries, WriteRequest, validate::Validated};
@@ -39,6 +39,7 @@ pub mod snappy;
 pub mod stale;
 pub mod v2;
 pub mod validate;
+pub mod view;
 
 pub use error::{Error, Result};
 pub use labels::{LabelError, LabelSet};

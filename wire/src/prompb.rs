@@ -5,6 +5,7 @@
 //! are decoded into it by [`crate::v2`]. [`Histogram`], [`BucketSpan`] and [`Sample`] have the
 //! same field numbers in both versions and are shared.
 
+use crate::view::SeriesRef;
 use crate::{Error, Result, snappy};
 use prost::Message;
 
@@ -349,6 +350,16 @@ impl WriteRequest {
     /// Number of exemplars in the request.
     pub fn exemplar_count(&self) -> usize {
         self.timeseries.iter().map(|s| s.exemplars.len()).sum()
+    }
+
+    /// Every series as a [`SeriesRef`], as a zero-copy [`crate::view::WriteView`] gives them.
+    pub fn series_refs(&self) -> impl Iterator<Item = SeriesRef<'_, Label>> {
+        self.timeseries.iter().map(|t| SeriesRef {
+            labels: &t.labels,
+            samples: &t.samples,
+            histograms: t.histograms.len(),
+            exemplars: t.exemplars.len(),
+        })
     }
 
     /// Protobuf-encodes and snappy-compresses the request: a remote-write 1.0 body.

@@ -6,36 +6,90 @@
 //! label that is wrong. Invalid series are never partly written.
 
 use crate::labels::{LabelError, LabelSet};
-use crate::prompb::WriteRequest;
+use crate::prompb::{self, WriteRequest};
 use crate::protocol::{self, WriteVersion};
-use crate::v2;
+use crate::{snappy, v2};
 
 /// At most this many rejected series are described in a response body.
 const MAX_REASONS: usize = 10;
+
+/// The series a receiver refused, and why.
+#[derive(Debug, Default)]
+pub struct Rejected {
+    /// One entry per invalid series: its index in the request and what is wrong.
+    pub series: Vec<(usize, LabelError)>,
+    /// Samples, histograms and exemplars of the rejected series.
+    pub items: usize,
+}
+
+impl Rejected {
+    pub(crate) fn add(&mut self, index: usize, error: LabelError, items: usize) {
+        self.series.push((index, error));
+        self.items += items;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// The human-readable 400 body: how many series were refused, and why for the first few.
+    pub fn message(&self, accepted_series: usize) -> Option<String> {
+        if self.series.is_empty() {
+            return None;
+        }
+        let mut msg = format!(
+            "{} of {} series rejected ({} samples); the valid series were accepted:",
+            self.series.len(),
+            self.series.len() + accepted_series,
+            self.items
+        );
+        for (i, e) in self.series.iter().take(MAX_REASONS) {
+            msg.push_str(&format!("\n  timeseries[{i}]: {e}"));
+        }
+        if self.series.len() > MAX_REASONS {
+            msg.push_str(&format!(
+                "\n  ... and {} more",
+                self.series.len() - MAX_REASONS
+            ));
+        }
+        Some(msg)
+    }
+}
 
 /// The result of validating a write request.
 #[derive(Debug, Default)]
 pub struct Validated {
     /// The valid series, labels sorted, plus all metadata.
     pub accepted: WriteRequest,
-    /// One entry per invalid series: its index in the request and what is wrong.
-    pub rejected: Vec<(usize, LabelError)>,
-    /// Samples, histograms and exemplars of the rejected series.
-    pub rejected_samples: usize,
+    pub rejected: Rejected,
 }
 
-/// Decodes a remote-write body by its `Content-Type` (1.0 or 2.0, see
-/// [`protocol::write_version`]) and splits it into valid and invalid series: the whole receive
-/// path every strata receiver shares before it stores anything.
+/// Picks the protocol version of a remote-write body by its `Content-Type` (see
+/// [`protocol::write_version`]) and decompresses it, refusing more than `max_decoded_bytes`.
+pub fn decompress_write(
+    content_type: Option<&str>,
+    body: &[u8],
+    max_decoded_bytes: usize,
+) -> crate::Result<(WriteVersion, Vec<u8>)> {
+    let version = protocol::write_version(content_type)?;
+    Ok((version, snappy::decompress(body, max_decoded_bytes)?))
+}
+
+/// Decodes a remote-write body and splits it into valid and invalid series: the whole receive
+/// path a forwarding receiver runs before it queues anything. (A store decodes the output of
+/// [`decompress_write`] with [`crate::view::WriteView`] instead, without copying strings.)
 pub fn decode_write(
     content_type: Option<&str>,
     body: &[u8],
     max_decoded_bytes: usize,
 ) -> crate::Result<(WriteVersion, Validated)> {
-    let version = protocol::write_version(content_type)?;
+    let (version, raw) = decompress_write(content_type, body, max_decoded_bytes)?;
     let request = match version {
-        WriteVersion::V1 => WriteRequest::decode_snappy(body, max_decoded_bytes)?,
-        WriteVersion::V2 => v2::Request::decode_snappy_to_v1(body, max_decoded_bytes)?,
+        WriteVersion::V1 => prompb::decode_message(&raw, "prometheus.WriteRequest")?,
+        WriteVersion::V2 => {
+            prompb::decode_message::<v2::Request>(&raw, "io.prometheus.write.v2.Request")?
+                .into_v1()?
+        }
     };
     Ok((version, Validated::split(request)))
 }
@@ -56,36 +110,15 @@ impl Validated {
                     ts.labels = set.into_labels();
                     out.accepted.timeseries.push(ts);
                 }
-                Err(e) => {
-                    out.rejected_samples += ts.item_count();
-                    out.rejected.push((i, e));
-                }
+                Err(e) => out.rejected.add(i, e, ts.item_count()),
             }
         }
         out
     }
 
-    /// The human-readable 400 body: how many series were refused, and why for the first few.
+    /// The human-readable 400 body for the rejected series, if any.
     pub fn rejection_message(&self) -> Option<String> {
-        if self.rejected.is_empty() {
-            return None;
-        }
-        let mut msg = format!(
-            "{} of {} series rejected ({} samples); the valid series were accepted:",
-            self.rejected.len(),
-            self.rejected.len() + self.accepted.timeseries.len(),
-            self.rejected_samples
-        );
-        for (i, e) in self.rejected.iter().take(MAX_REASONS) {
-            msg.push_str(&format!("\n  timeseries[{i}]: {e}"));
-        }
-        if self.rejected.len() > MAX_REASONS {
-            msg.push_str(&format!(
-                "\n  ... and {} more",
-                self.rejected.len() - MAX_REASONS
-            ));
-        }
-        Some(msg)
+        self.rejected.message(self.accepted.timeseries.len())
     }
 }
 
@@ -120,9 +153,9 @@ mod tests {
         let v = Validated::split(req);
         assert_eq!(v.accepted.timeseries.len(), 2);
         assert_eq!(v.accepted.timeseries[0].labels[0].name, "__name__");
-        assert_eq!(v.rejected.len(), 1);
-        assert_eq!(v.rejected[0].0, 1);
-        assert_eq!(v.rejected_samples, 3);
+        assert_eq!(v.rejected.series.len(), 1);
+        assert_eq!(v.rejected.series[0].0, 1);
+        assert_eq!(v.rejected.items, 3);
         let msg = v.rejection_message().unwrap();
         assert!(msg.contains("1 of 3 series rejected"), "{msg}");
         assert!(msg.contains("timeseries[1]"), "{msg}");
