@@ -11,10 +11,19 @@
 //! - `samples.parquet`, one row per sample, sorted by series then time:
 //!   `series_id: UInt32` (RLE/dictionary: a run per series costs a few bytes),
 //!   `timestamp: Int64` (milliseconds, `DELTA_BINARY_PACKED`: a regular scrape interval costs
-//!   almost nothing), `value: Float64` (`BYTE_STREAM_SPLIT`, so the sign/exponent bytes of
-//!   similar values compress to nearly nothing). Every column is zstd-compressed; pages hold
-//!   at most 8192 rows and the page index is written, so a reader that wants a few series
-//!   skips every other page.
+//!   almost nothing), and the value in one of two forms:
+//!   - `value_decimal: Int64` with `value_scale: Int8`: the value is exactly
+//!     `value_decimal / 10^value_scale` (an IEEE division of two exact doubles). Most
+//!     metrics are integers or short decimals; one scale per series (the most digits any of
+//!     its samples needs) turns a counter into small steps that `DELTA_BINARY_PACKED` stores
+//!     in a few bits, where the bits of a float would not compress.
+//!   - `value: Float64` (`BYTE_STREAM_SPLIT`), set only for samples with no exact decimal
+//!     form within 15 digits after the point and 2^53 (NaN, staleness markers, infinities,
+//!     -0, computed ratios); `value_decimal` is null there.
+//!
+//!   So a plain reader's value is `coalesce(value, value_decimal / 10^value_scale)`. Every
+//!   column is zstd-compressed; pages hold at most 32768 rows and the page index is written,
+//!   so a reader that wants a few series skips every other page.
 //! - `meta.json`: time range, counts, compaction level, source blocks, and the xxh3 checksum
 //!   and size of both Parquet files (checked when the block is opened).
 //!
@@ -32,8 +41,8 @@ use std::sync::Arc;
 
 use arrow_array::builder::{MapBuilder, StringBuilder};
 use arrow_array::{
-    Array, ArrayRef, Float64Array, Int64Array, MapArray, RecordBatch, StringArray, StructArray,
-    UInt32Array, UInt64Array,
+    Array, ArrayRef, Float64Array, Int8Array, Int64Array, MapArray, RecordBatch, StringArray,
+    StructArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
@@ -114,8 +123,47 @@ fn samples_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
         Field::new("timestamp", DataType::Int64, false),
-        Field::new("value", DataType::Float64, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("value_decimal", DataType::Int64, true),
+        Field::new("value_scale", DataType::Int8, false),
     ]))
+}
+
+/// Most digits after the decimal point a stored decimal has.
+const MAX_SCALE: usize = 15;
+const POW10: [f64; MAX_SCALE + 1] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+/// Integers up to this magnitude are exact doubles.
+const EXACT: i64 = 1 << 53;
+
+/// `v` as `m / 10^scale` with the smallest scale, if some scale up to [`MAX_SCALE`] gives
+/// back exactly `v`.
+fn to_decimal(v: f64) -> Option<(i64, usize)> {
+    if !v.is_finite() || (v == 0.0 && v.is_sign_negative()) {
+        return None;
+    }
+    POW10.iter().enumerate().find_map(|(scale, &p)| {
+        let m = (v * p).round();
+        (m.abs() < EXACT as f64 && m / p == v).then_some((m as i64, scale))
+    })
+}
+
+/// The decimal form of `v` at `scale`, if it is exact.
+fn at_scale(v: f64, scale: usize) -> Option<i64> {
+    let (m, s) = to_decimal(v)?;
+    let m = m.checked_mul(10i64.pow((scale - s) as u32))?;
+    (m.abs() < EXACT).then_some(m)
+}
+
+/// The value of one sample row.
+fn row_value(float: &Float64Array, decimal: Option<(&Int64Array, &Int8Array)>, i: usize) -> f64 {
+    match decimal {
+        Some((m, scale)) if float.is_null(i) => {
+            m.value(i) as f64 / POW10[scale.value(i).clamp(0, MAX_SCALE as i8) as usize]
+        }
+        _ => float.value(i),
+    }
 }
 
 fn samples_props() -> WriterProperties {
@@ -128,6 +176,11 @@ fn samples_props() -> WriterProperties {
         .set_column_encoding(ColumnPath::from("timestamp"), Encoding::DELTA_BINARY_PACKED)
         .set_column_dictionary_enabled(ColumnPath::from("value"), false)
         .set_column_encoding(ColumnPath::from("value"), Encoding::BYTE_STREAM_SPLIT)
+        .set_column_dictionary_enabled(ColumnPath::from("value_decimal"), false)
+        .set_column_encoding(
+            ColumnPath::from("value_decimal"),
+            Encoding::DELTA_BINARY_PACKED,
+        )
         .build()
 }
 
@@ -148,7 +201,9 @@ pub struct BlockWriter {
     samples: ArrowWriter<File>,
     ids: Vec<u32>,
     ts: Vec<i64>,
-    vs: Vec<f64>,
+    floats: Vec<Option<f64>>,
+    decimals: Vec<Option<i64>>,
+    scales: Vec<i8>,
     series: Vec<(Vec<Label>, u64, u32)>,
     rows: u64,
     min_t: i64,
@@ -181,7 +236,9 @@ impl BlockWriter {
             samples,
             ids: Vec::with_capacity(BATCH_ROWS),
             ts: Vec::with_capacity(BATCH_ROWS),
-            vs: Vec::with_capacity(BATCH_ROWS),
+            floats: Vec::with_capacity(BATCH_ROWS),
+            decimals: Vec::with_capacity(BATCH_ROWS),
+            scales: Vec::with_capacity(BATCH_ROWS),
             series: Vec::new(),
             rows: 0,
             min_t: i64::MAX,
@@ -196,10 +253,19 @@ impl BlockWriter {
         }
         let id = self.series.len() as u32;
         self.series.push((labels, self.rows, samples.len() as u32));
+        let scale = samples
+            .iter()
+            .filter_map(|&(_, v)| to_decimal(v))
+            .map(|(_, s)| s)
+            .max()
+            .unwrap_or(0);
         for &(t, v) in samples {
             self.ids.push(id);
             self.ts.push(t);
-            self.vs.push(v);
+            let decimal = at_scale(v, scale);
+            self.decimals.push(decimal);
+            self.floats.push(decimal.is_none().then_some(v));
+            self.scales.push(scale as i8);
             if self.ids.len() >= BATCH_ROWS {
                 self.flush_batch()?;
             }
@@ -217,7 +283,9 @@ impl BlockWriter {
         let cols: Vec<ArrayRef> = vec![
             Arc::new(UInt32Array::from(std::mem::take(&mut self.ids))),
             Arc::new(Int64Array::from(std::mem::take(&mut self.ts))),
-            Arc::new(Float64Array::from(std::mem::take(&mut self.vs))),
+            Arc::new(Float64Array::from(std::mem::take(&mut self.floats))),
+            Arc::new(Int64Array::from(std::mem::take(&mut self.decimals))),
+            Arc::new(Int8Array::from(std::mem::take(&mut self.scales))),
         ];
         let batch =
             RecordBatch::try_new(samples_schema(), cols).map_err(|e| block_err(&self.tmp, e))?;
@@ -507,6 +575,17 @@ impl Block {
             let sid = downcast::<UInt32Array>(batch.column(0), "series_id", &path)?;
             let ts = downcast::<Int64Array>(batch.column(1), "timestamp", &path)?;
             let vs = downcast::<Float64Array>(batch.column(2), "value", &path)?;
+            // Blocks written before decimal values have only the `value` column.
+            let decimal = match (
+                batch.column_by_name("value_decimal"),
+                batch.column_by_name("value_scale"),
+            ) {
+                (Some(m), Some(s)) => Some((
+                    downcast::<Int64Array>(m, "value_decimal", &path)?,
+                    downcast::<Int8Array>(s, "value_scale", &path)?,
+                )),
+                _ => None,
+            };
             for i in 0..batch.num_rows() {
                 let id = sid.value(i);
                 if current != Some(id) {
@@ -521,7 +600,7 @@ impl Block {
                     && t <= maxt
                     && let Some(last) = out.last_mut()
                 {
-                    last.samples.push((t, vs.value(i)));
+                    last.samples.push((t, row_value(vs, decimal, i)));
                 }
             }
         }
@@ -625,19 +704,69 @@ mod tests {
     use crate::index::MatchOp;
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::RowAccessor;
+    use proptest::prelude::*;
 
+    /// Two series: `hz-01` with 300 samples of thirds (mostly no decimal form), `hz-02` with
+    /// 5 samples of quarters (all decimal).
     fn write_test_block(dir: &Path) -> BlockMeta {
         let mut w = BlockWriter::create(dir, 0, 1, vec![]).unwrap();
-        for (cell, n) in [("hz-01", 300i64), ("hz-02", 5)] {
+        for (cell, n, div) in [("hz-01", 300i64, 3.0), ("hz-02", 5, 4.0)] {
             let labels = vec![
                 Label::new("__name__", "up"),
                 Label::new("cell", cell),
                 Label::new("job", "node"),
             ];
-            let samples: Vec<(i64, f64)> = (0..n).map(|i| (i * 15_000, i as f64 / 3.0)).collect();
+            let samples: Vec<(i64, f64)> = (0..n).map(|i| (i * 15_000, i as f64 / div)).collect();
             w.add(labels, &samples).unwrap();
         }
         w.finish().unwrap().unwrap()
+    }
+
+    #[test]
+    fn decimals_are_exact_or_absent() {
+        for (v, want) in [
+            (0.0, Some((0, 0))),
+            (42.0, Some((42, 0))),
+            (0.1, Some((1, 1))),
+            (-123.456, Some((-123_456, 3))),
+            (1e15, Some((1_000_000_000_000_000, 0))),
+            (1.0 / 3.0, None),
+            (-0.0, None),
+            (f64::NAN, None),
+            (strata_wire::stale_nan(), None),
+            (f64::INFINITY, None),
+            (1e300, None),
+        ] {
+            assert_eq!(to_decimal(v), want, "{v}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_value_survives_a_block_bit_for_bit(
+            values in prop::collection::vec(
+                prop_oneof![
+                    prop::num::f64::ANY,
+                    (-1_000_000i64..1_000_000, 0u32..6)
+                        .prop_map(|(m, s)| m as f64 / 10f64.powi(s as i32)),
+                    Just(strata_wire::stale_nan()),
+                ],
+                1..200,
+            )
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut w = BlockWriter::create(dir.path(), 0, 1, vec![]).unwrap();
+            let samples: Vec<(i64, f64)> =
+                values.iter().enumerate().map(|(i, &v)| (i as i64, v)).collect();
+            w.add(vec![Label::new("__name__", "x")], &samples).unwrap();
+            let meta = w.finish().unwrap().unwrap();
+            let block = Block::open(&dir.path().join(&meta.id)).unwrap();
+            let got = block.select(&[], i64::MIN, i64::MAX).unwrap();
+            let bits = |s: &[(i64, f64)]| -> Vec<(i64, u64)> {
+                s.iter().map(|&(t, v)| (t, v.to_bits())).collect()
+            };
+            prop_assert_eq!(bits(&got[0].samples), bits(&samples));
+        }
     }
 
     #[test]
@@ -658,6 +787,7 @@ mod tests {
             got[0].samples,
             vec![(15_000, 1.0 / 3.0), (30_000, 2.0 / 3.0)]
         );
+        assert_eq!(got[1].samples, vec![(15_000, 0.25), (30_000, 0.5)]);
     }
 
     /// Every row of a Parquet file through the crate's generic row API.
@@ -684,9 +814,19 @@ mod tests {
         assert!(rendered.contains("hz-02"), "{rendered}");
         let rows = plain_rows(&block_dir.join("samples.parquet"));
         assert_eq!(rows.len(), 305);
-        assert_eq!(rows[301].get_uint(0).unwrap(), 1);
-        assert_eq!(rows[301].get_long(1).unwrap(), 15_000);
-        assert_eq!(rows[301].get_double(2).unwrap(), 1.0 / 3.0);
+        // The value as the layout note says: coalesce(value, value_decimal / 10^value_scale).
+        let value = |row: &parquet::record::Row| match row.get_double(2) {
+            Ok(v) => v,
+            Err(_) => row.get_long(3).unwrap() as f64 / 10f64.powi(row.get_byte(4).unwrap().into()),
+        };
+        assert_eq!(rows[1].get_uint(0).unwrap(), 0);
+        assert_eq!(rows[1].get_long(1).unwrap(), 15_000);
+        assert_eq!(value(&rows[1]), 1.0 / 3.0);
+        assert_eq!(value(&rows[3]), 1.0);
+        assert_eq!(rows[302].get_uint(0).unwrap(), 1);
+        assert_eq!(rows[302].get_long(1).unwrap(), 30_000);
+        assert_eq!(value(&rows[302]), 0.5);
+        assert_eq!(rows[302].get_long(3).unwrap(), 50, "quarters at scale 2");
     }
 
     #[test]
