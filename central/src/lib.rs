@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod head;
 pub mod index;
+pub mod promql;
 pub mod server;
 pub mod wal;
 

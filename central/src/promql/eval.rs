@@ -1,0 +1,1071 @@
+//! Evaluation of a parsed expression at one or many steps (see the module docs of
+//! [`crate::promql`]). Binary operators, vector matching and aggregations follow
+//! `promql/engine.go` of Prometheus 3.x, including its Kahan-compensated `sum` and `avg`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
+use promql_parser::parser::token::{
+    T_ADD, T_ATAN2, T_AVG, T_BOTTOMK, T_COUNT, T_COUNT_VALUES, T_DIV, T_EQLC, T_GROUP, T_GTE,
+    T_GTR, T_LAND, T_LIMIT_RATIO, T_LIMITK, T_LOR, T_LSS, T_LTE, T_LUNLESS, T_MAX, T_MIN, T_MOD,
+    T_MUL, T_NEQ, T_POW, T_QUANTILE, T_STDDEV, T_STDVAR, T_SUB, T_SUM, T_TOPK,
+};
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Expr, LabelModifier, MatrixSelector, Offset,
+    SubqueryExpr, VectorMatchCardinality, VectorSelector,
+};
+use strata_wire::{Label, is_stale_nan};
+
+use super::{
+    Annotations, Metric, Options, QueryError, QueryResult, Sample, Series, Storage, Value,
+};
+use crate::index::{MatchOp, Matcher};
+
+const METRIC_NAME: &str = "__name__";
+
+/// The series of one selector, loaded once per query.
+struct Loaded {
+    metric: Metric,
+    samples: Vec<(i64, f64)>,
+}
+
+/// Gathers the instant vectors of successive steps into series, in order of appearance.
+#[derive(Default)]
+struct Collector {
+    index: HashMap<Metric, usize>,
+    series: Vec<Series>,
+}
+
+impl Collector {
+    fn push(&mut self, t: i64, samples: Vec<Sample>) {
+        for s in samples {
+            let i = *self.index.entry(s.metric.clone()).or_insert_with(|| {
+                self.series.push(Series {
+                    metric: s.metric.clone(),
+                    points: Vec::new(),
+                    drop_name: s.drop_name,
+                });
+                self.series.len() - 1
+            });
+            self.series[i].points.push((t, s.v));
+        }
+    }
+
+    fn finish(self) -> Vec<Series> {
+        self.series
+    }
+}
+
+/// A scalar as the one sample of an unlabelled vector.
+pub(super) fn scalar_sample(t: i64, v: f64) -> Sample {
+    Sample {
+        metric: Arc::from(Vec::new()),
+        t,
+        v,
+        drop_name: false,
+    }
+}
+
+/// Evaluates one query.
+pub struct Evaluator<'a, S: Storage + ?Sized> {
+    storage: &'a S,
+    pub(super) opts: &'a Options,
+    start: i64,
+    end: i64,
+    step: i64,
+    deadline: Instant,
+    /// Time range each selector is read over, by the selector's address in the AST.
+    ranges: HashMap<usize, (i64, i64)>,
+    loaded: HashMap<usize, Arc<Vec<Loaded>>>,
+    samples_loaded: usize,
+    pub(super) annotations: Annotations,
+}
+
+fn ms(d: &std::time::Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => ms(d),
+        Some(Offset::Neg(d)) => -ms(d),
+        None => 0,
+    }
+}
+
+fn system_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Sorted labels from pairs.
+pub(super) fn metric_of(mut labels: Vec<Label>) -> Metric {
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    labels.into()
+}
+
+pub(super) fn get<'m>(m: &'m [Label], name: &str) -> Option<&'m str> {
+    m.iter().find(|l| l.name == name).map(|l| l.value.as_str())
+}
+
+pub(super) fn without_name(m: &[Label]) -> Metric {
+    m.iter()
+        .filter(|l| l.name != METRIC_NAME)
+        .cloned()
+        .collect()
+}
+
+/// Whether label `name` takes part in a grouping by `names`: `by`/`on` when `include`,
+/// otherwise `without`/`ignoring`, which always leave out `__name__`.
+fn grouped(name: &str, include: bool, names: &[String]) -> bool {
+    let listed = names.iter().any(|n| n == name);
+    if include {
+        listed
+    } else {
+        !listed && name != METRIC_NAME
+    }
+}
+
+/// The key of the labels taking part in a grouping.
+fn signature(m: &[Label], on: bool, names: &[String]) -> String {
+    let mut key = String::new();
+    for l in m.iter().filter(|l| grouped(&l.name, on, names)) {
+        key.push_str(&l.name);
+        key.push('\u{ff}');
+        key.push_str(&l.value);
+        key.push('\u{fe}');
+    }
+    key
+}
+
+pub(super) fn render(m: &[Label]) -> String {
+    strata_wire::labels::render(m)
+}
+
+impl<S: Storage + ?Sized> std::fmt::Debug for Evaluator<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
+    pub fn new(
+        storage: &'a S,
+        opts: &'a Options,
+        start: i64,
+        end: i64,
+        step: i64,
+        deadline: Instant,
+    ) -> Self {
+        Self {
+            storage,
+            opts,
+            start,
+            end,
+            step,
+            deadline,
+            ranges: HashMap::new(),
+            loaded: HashMap::new(),
+            samples_loaded: 0,
+            annotations: Annotations::default(),
+        }
+    }
+
+    pub(super) fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.start),
+            Some(AtModifier::End) => Some(self.end),
+            Some(AtModifier::At(t)) => Some(system_ms(t)),
+        }
+    }
+
+    /// Records the time range every selector under `e` is read over when `e` is evaluated at
+    /// times in `[lo, hi]` (Prometheus's `FindMinMaxTime`).
+    fn plan(&mut self, e: &Expr, lo: i64, hi: i64) {
+        let ranges = &mut self.ranges;
+        let mut note = |key: usize, a: i64, b: i64| {
+            let r = ranges.entry(key).or_insert((a, b));
+            r.0 = r.0.min(a);
+            r.1 = r.1.max(b);
+        };
+        let (start, end) = (self.start, self.end);
+        let at_ms = |at: &Option<AtModifier>| match at {
+            None => None,
+            Some(AtModifier::Start) => Some(start),
+            Some(AtModifier::End) => Some(end),
+            Some(AtModifier::At(t)) => Some(system_ms(t)),
+        };
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (lo, hi) = at_ms(&vs.at).map_or((lo, hi), |t| (t, t));
+                let off = offset_ms(&vs.offset);
+                note(
+                    vs as *const _ as usize,
+                    lo - off - self.opts.lookback_ms,
+                    hi - off,
+                );
+            }
+            Expr::MatrixSelector(m) => {
+                let (lo, hi) = at_ms(&m.vs.at).map_or((lo, hi), |t| (t, t));
+                let off = offset_ms(&m.vs.offset);
+                note(
+                    &m.vs as *const _ as usize,
+                    lo - off - ms(&m.range),
+                    hi - off,
+                );
+            }
+            Expr::Subquery(sq) => {
+                let (lo, hi) = at_ms(&sq.at).map_or((lo, hi), |t| (t, t));
+                let off = offset_ms(&sq.offset);
+                self.plan(&sq.expr, lo - off - ms(&sq.range), hi - off);
+            }
+            Expr::Aggregate(a) => {
+                self.plan(&a.expr, lo, hi);
+                if let Some(p) = &a.param {
+                    self.plan(p, lo, hi);
+                }
+            }
+            Expr::Unary(u) => self.plan(&u.expr, lo, hi),
+            Expr::Binary(b) => {
+                self.plan(&b.lhs, lo, hi);
+                self.plan(&b.rhs, lo, hi);
+            }
+            Expr::Paren(p) => self.plan(&p.expr, lo, hi),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.plan(a, lo, hi);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    /// Evaluates an instant query at the query's start.
+    pub fn instant(&mut self, e: &Expr) -> QueryResult<(Value, Annotations)> {
+        self.plan(e, self.start, self.end);
+        let v = match self.eval(e, self.start)? {
+            Value::Vector(v) => Value::Vector(finish_vector(v)?),
+            Value::Matrix(m) => Value::Matrix(finish_matrix(m)?),
+            other => other,
+        };
+        Ok((v, std::mem::take(&mut self.annotations)))
+    }
+
+    /// Evaluates a range query: every step from start to end, collected into series.
+    pub fn range(&mut self, e: &Expr) -> QueryResult<(Value, Annotations)> {
+        self.plan(e, self.start, self.end);
+        let mut series = Collector::default();
+        let mut ts = self.start;
+        while ts <= self.end {
+            let samples = match self.eval(e, ts)? {
+                Value::Scalar(v) => vec![scalar_sample(ts, v)],
+                Value::Vector(v) => finish_vector(v)?,
+                Value::Matrix(_) | Value::String(_) => {
+                    return Err(QueryError::bad_data(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        expr_type(e)
+                    )));
+                }
+            };
+            series.push(ts, samples);
+            if self.step <= 0 {
+                break;
+            }
+            ts += self.step;
+        }
+        let mut out = series.finish();
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok((Value::Matrix(out), std::mem::take(&mut self.annotations)))
+    }
+
+    fn check_deadline(&self) -> QueryResult<()> {
+        if Instant::now() > self.deadline {
+            return Err(QueryError {
+                kind: super::ErrorKind::Timeout,
+                message: "query timed out in query execution".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn load(&mut self, vs: &VectorSelector) -> QueryResult<Arc<Vec<Loaded>>> {
+        let key = vs as *const _ as usize;
+        if let Some(l) = self.loaded.get(&key) {
+            return Ok(l.clone());
+        }
+        self.check_deadline()?;
+        let (mint, maxt) = self
+            .ranges
+            .get(&key)
+            .copied()
+            .unwrap_or((i64::MIN, i64::MAX));
+        let mut matchers = Vec::new();
+        if let Some(name) = &vs.name {
+            matchers.push(
+                Matcher::new(MatchOp::Equal, METRIC_NAME, name)
+                    .map_err(|e| QueryError::bad_data(e.to_string()))?,
+            );
+        }
+        for m in &vs.matchers.matchers {
+            matchers.push(convert(m)?);
+        }
+        let mut found = Vec::new();
+        let groups: Vec<Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
+            vec![matchers]
+        } else {
+            vs.matchers
+                .or_matchers
+                .iter()
+                .map(|g| {
+                    let mut all = matchers.clone();
+                    for m in g {
+                        all.push(convert(m)?);
+                    }
+                    Ok(all)
+                })
+                .collect::<QueryResult<_>>()?
+        };
+        let mut seen = std::collections::HashSet::new();
+        for g in groups {
+            let series = self
+                .storage
+                .select(&g, mint, maxt)
+                .map_err(|e| QueryError {
+                    kind: super::ErrorKind::Internal,
+                    message: e.to_string(),
+                })?;
+            for s in series {
+                if seen.insert(s.labels.clone()) {
+                    self.samples_loaded += s.samples.len();
+                    found.push(Loaded {
+                        metric: metric_of(s.labels),
+                        samples: s.samples,
+                    });
+                }
+            }
+        }
+        if self.samples_loaded > self.opts.max_samples {
+            return Err(QueryError::execution(
+                "query processing would load too many samples into memory in query execution",
+            ));
+        }
+        let found = Arc::new(found);
+        self.loaded.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// The instant vector of a selector at `ts`.
+    fn vector_selector(&mut self, vs: &VectorSelector, ts: i64) -> QueryResult<Vec<Sample>> {
+        let data = self.load(vs)?;
+        let t = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
+        let lo = t - self.opts.lookback_ms;
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let i = s.samples.partition_point(|&(st, _)| st <= t);
+            if i == 0 {
+                continue;
+            }
+            let (st, v) = s.samples[i - 1];
+            if st <= lo || is_stale_nan(v) {
+                continue;
+            }
+            out.push(Sample {
+                metric: s.metric.clone(),
+                t: st,
+                v,
+                drop_name: false,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The range vector of a matrix selector at `ts`: samples in `(t - range, t]`.
+    pub(super) fn matrix_selector(
+        &mut self,
+        m: &MatrixSelector,
+        ts: i64,
+    ) -> QueryResult<Vec<Series>> {
+        let data = self.load(&m.vs)?;
+        let t = self.at_ms(&m.vs.at).unwrap_or(ts) - offset_ms(&m.vs.offset);
+        let lo = t - ms(&m.range);
+        let mut out = Vec::new();
+        for s in data.iter() {
+            let a = s.samples.partition_point(|&(st, _)| st <= lo);
+            let b = s.samples.partition_point(|&(st, _)| st <= t);
+            let points: Vec<(i64, f64)> = s.samples[a..b]
+                .iter()
+                .copied()
+                .filter(|&(_, v)| !is_stale_nan(v))
+                .collect();
+            if !points.is_empty() {
+                out.push(Series {
+                    metric: s.metric.clone(),
+                    points,
+                    drop_name: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The range vector of a subquery at `ts`.
+    pub(super) fn subquery(&mut self, sq: &SubqueryExpr, ts: i64) -> QueryResult<Vec<Series>> {
+        let t = self.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
+        let step = sq
+            .step
+            .as_ref()
+            .map(ms)
+            .filter(|&s| s > 0)
+            .unwrap_or(if self.step > 0 {
+                self.step
+            } else {
+                self.opts.default_subquery_step_ms
+            });
+        let lo = t - ms(&sq.range);
+        let mut first = lo.div_euclid(step) * step;
+        if first <= lo {
+            first += step;
+        }
+        let mut series = Collector::default();
+        let mut at = first;
+        while at <= t {
+            self.check_deadline()?;
+            let samples = match self.eval(&sq.expr, at)? {
+                Value::Scalar(v) => vec![scalar_sample(at, v)],
+                Value::Vector(v) => v,
+                _ => {
+                    return Err(QueryError::bad_data(
+                        "subquery is only allowed on instant vector",
+                    ));
+                }
+            };
+            series.push(at, samples);
+            at += step;
+        }
+        Ok(series.finish())
+    }
+
+    /// Evaluates `e` at time `ts`.
+    pub(super) fn eval(&mut self, e: &Expr, ts: i64) -> QueryResult<Value> {
+        Ok(match e {
+            Expr::NumberLiteral(n) => Value::Scalar(n.val),
+            Expr::StringLiteral(s) => Value::String(s.val.clone()),
+            Expr::Paren(p) => self.eval(&p.expr, ts)?,
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Value::Scalar(v) => Value::Scalar(-v),
+                Value::Vector(v) => Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample {
+                            v: -s.v,
+                            drop_name: true,
+                            ..s
+                        })
+                        .collect(),
+                ),
+                other => other,
+            },
+            Expr::VectorSelector(vs) => Value::Vector(self.vector_selector(vs, ts)?),
+            Expr::MatrixSelector(m) => Value::Matrix(self.matrix_selector(m, ts)?),
+            Expr::Subquery(sq) => Value::Matrix(self.subquery(sq, ts)?),
+            Expr::Binary(b) => self.binary(b, ts)?,
+            Expr::Aggregate(a) => self.aggregate(a, ts)?,
+            Expr::Call(c) => super::functions::call(self, c, ts)?,
+            Expr::Extension(_) => {
+                return Err(QueryError::bad_data("unsupported expression"));
+            }
+        })
+    }
+
+    pub(super) fn eval_scalar(&mut self, e: &Expr, ts: i64) -> QueryResult<f64> {
+        match self.eval(e, ts)? {
+            Value::Scalar(v) => Ok(v),
+            other => Err(QueryError::bad_data(format!(
+                "expected scalar, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    pub(super) fn eval_vector(&mut self, e: &Expr, ts: i64) -> QueryResult<Vec<Sample>> {
+        match self.eval(e, ts)? {
+            Value::Vector(v) => Ok(v),
+            other => Err(QueryError::bad_data(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn binary(&mut self, b: &BinaryExpr, ts: i64) -> QueryResult<Value> {
+        let op = b.op.id();
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        let lhs = self.eval(&b.lhs, ts)?;
+        let rhs = self.eval(&b.rhs, ts)?;
+        let comparison = is_comparison(op);
+        Ok(match (lhs, rhs) {
+            (Value::Scalar(a), Value::Scalar(c)) => {
+                let (v, keep) = apply(op, a, c);
+                Value::Scalar(if comparison {
+                    if return_bool {
+                        f64::from(u8::from(keep))
+                    } else {
+                        v
+                    }
+                } else {
+                    v
+                })
+            }
+            (Value::Vector(v), Value::Scalar(c)) => {
+                Value::Vector(scalar_op(op, v, c, false, return_bool))
+            }
+            (Value::Scalar(c), Value::Vector(v)) => {
+                Value::Vector(scalar_op(op, v, c, true, return_bool))
+            }
+            (Value::Vector(l), Value::Vector(r)) => Value::Vector(self.vector_op(b, op, l, r)?),
+            (l, r) => {
+                return Err(QueryError::bad_data(format!(
+                    "binary expression must contain only scalar and instant vector types, got {} and {}",
+                    l.type_name(),
+                    r.type_name()
+                )));
+            }
+        })
+    }
+
+    fn vector_op(
+        &mut self,
+        b: &BinaryExpr,
+        op: u16,
+        lhs: Vec<Sample>,
+        rhs: Vec<Sample>,
+    ) -> QueryResult<Vec<Sample>> {
+        let modifier = b.modifier.as_ref();
+        let (on, names): (bool, Vec<String>) = match modifier.and_then(|m| m.matching.as_ref()) {
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            None => (false, Vec::new()),
+        };
+        let sig = |m: &[Label]| signature(m, on, &names);
+        match op {
+            T_LAND => {
+                let right: std::collections::HashSet<String> =
+                    rhs.iter().map(|s| sig(&s.metric)).collect();
+                return Ok(lhs
+                    .into_iter()
+                    .filter(|s| right.contains(&sig(&s.metric)))
+                    .collect());
+            }
+            T_LUNLESS => {
+                let right: std::collections::HashSet<String> =
+                    rhs.iter().map(|s| sig(&s.metric)).collect();
+                return Ok(lhs
+                    .into_iter()
+                    .filter(|s| !right.contains(&sig(&s.metric)))
+                    .collect());
+            }
+            T_LOR => {
+                let left: std::collections::HashSet<String> =
+                    lhs.iter().map(|s| sig(&s.metric)).collect();
+                let mut out = lhs;
+                out.extend(rhs.into_iter().filter(|s| !left.contains(&sig(&s.metric))));
+                return Ok(out);
+            }
+            _ => {}
+        }
+        let card = modifier.map_or(&VectorMatchCardinality::OneToOne, |m| &m.card);
+        let return_bool = modifier.is_some_and(|m| m.return_bool);
+        let (include, swapped) = match card {
+            VectorMatchCardinality::ManyToOne(l) => (l.labels.clone(), false),
+            VectorMatchCardinality::OneToMany(l) => (l.labels.clone(), true),
+            _ => (Vec::new(), false),
+        };
+        let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+        // The "one" side is indexed by signature; with group_right it is the left.
+        let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+        let mut one_by_sig: HashMap<String, &Sample> = HashMap::new();
+        for s in &one {
+            if let Some(prev) = one_by_sig.insert(sig(&s.metric), s) {
+                let side = if swapped { "left" } else { "right" };
+                return Err(QueryError::execution(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    match_group(&s.metric, on, &names),
+                    render(&prev.metric),
+                    render(&s.metric)
+                )));
+            }
+        }
+        let comparison = is_comparison(op);
+        let mut matched: HashMap<String, ()> = HashMap::new();
+        let mut seen_results: HashMap<Vec<Label>, ()> = HashMap::new();
+        let mut out = Vec::new();
+        for m in &many {
+            let key = sig(&m.metric);
+            let Some(o) = one_by_sig.get(&key) else {
+                continue;
+            };
+            if one_to_one && matched.insert(key.clone(), ()).is_some() {
+                return Err(QueryError::execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                ));
+            }
+            let (l, r) = if swapped { (*o, m) } else { (m, *o) };
+            let (v, keep) = apply(op, l.v, r.v);
+            if comparison && !return_bool && !keep {
+                continue;
+            }
+            let value = if comparison && return_bool {
+                f64::from(u8::from(keep))
+            } else if comparison {
+                l.v
+            } else {
+                v
+            };
+            let drop_name = !comparison || return_bool;
+            let mut labels: Vec<Label> = m.metric.to_vec();
+            if one_to_one {
+                labels.retain(|lb| {
+                    let listed = names.contains(&lb.name);
+                    if on {
+                        listed || (lb.name == METRIC_NAME && !drop_name)
+                    } else {
+                        !listed
+                    }
+                });
+            }
+            for name in &include {
+                labels.retain(|lb| lb.name != *name);
+                if let Some(v) = get(&o.metric, name) {
+                    labels.push(Label::new(name.clone(), v));
+                }
+            }
+            let metric = metric_of(labels);
+            if !one_to_one {
+                let check: Vec<Label> = if drop_name {
+                    without_name(&metric).to_vec()
+                } else {
+                    metric.to_vec()
+                };
+                if seen_results.insert(check, ()).is_some() {
+                    return Err(QueryError::execution(
+                        "multiple matches for labels: grouping labels must ensure unique matches",
+                    ));
+                }
+            }
+            out.push(Sample {
+                metric,
+                t: m.t,
+                v: value,
+                drop_name: drop_name || m.drop_name,
+            });
+        }
+        Ok(out)
+    }
+
+    fn aggregate(&mut self, a: &AggregateExpr, ts: i64) -> QueryResult<Value> {
+        let op = a.op.id();
+        let param = match &a.param {
+            Some(p) => Some(self.eval(p, ts)?),
+            None => None,
+        };
+        let input = self.eval_vector(&a.expr, ts)?;
+        let (by, names): (bool, Vec<String>) = match &a.modifier {
+            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+            None => (true, Vec::new()),
+        };
+        let group_metric = |m: &[Label]| -> Vec<Label> {
+            m.iter()
+                .filter(|l| grouped(&l.name, by, &names))
+                .cloned()
+                .collect()
+        };
+        let mut groups: Vec<(Vec<Label>, Vec<Sample>)> = Vec::new();
+        let mut index: HashMap<Vec<Label>, usize> = HashMap::new();
+        for s in input {
+            let key = if op == T_COUNT_VALUES {
+                Vec::new()
+            } else {
+                group_metric(&s.metric)
+            };
+            let i = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[i].1.push(s);
+        }
+        let scalar_param = |p: &Option<Value>| -> QueryResult<f64> {
+            match p {
+                Some(Value::Scalar(v)) => Ok(*v),
+                _ => Err(QueryError::bad_data("expected scalar parameter")),
+            }
+        };
+        let mut out = Vec::new();
+        match op {
+            T_TOPK | T_BOTTOMK | T_LIMITK => {
+                let k = scalar_param(&param)?;
+                if k.is_nan() {
+                    return Err(QueryError::execution(format!(
+                        "Parameter value is NaN for {}",
+                        a.op
+                    )));
+                }
+                if k >= 1.0 {
+                    let k = if k >= i64::MAX as f64 {
+                        usize::MAX
+                    } else {
+                        k as usize
+                    };
+                    for (_, mut members) in groups {
+                        if op != T_LIMITK {
+                            let top = op == T_TOPK;
+                            members.sort_by(|x, y| order_for_k(x.v, y.v, top));
+                        }
+                        out.extend(members.into_iter().take(k));
+                    }
+                }
+            }
+            T_LIMIT_RATIO => {
+                let r = scalar_param(&param)?;
+                if r.is_nan() {
+                    return Err(QueryError::execution(format!(
+                        "Ratio value is NaN for {}",
+                        a.op
+                    )));
+                }
+                let r = r.clamp(-1.0, 1.0);
+                for (_, members) in groups {
+                    for s in members {
+                        let h = ratio_hash(&s.metric);
+                        if (r >= 0.0 && h < r) || (r < 0.0 && h >= 1.0 + r) {
+                            out.push(s);
+                        }
+                    }
+                }
+            }
+            T_COUNT_VALUES => {
+                let label = match &param {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => return Err(QueryError::bad_data("expected string parameter")),
+                };
+                if !strata_wire::labels::is_valid_label_name(&label) {
+                    return Err(QueryError::execution(format!(
+                        "invalid label name {label:?}"
+                    )));
+                }
+                let mut counts: Vec<(Vec<Label>, f64)> = Vec::new();
+                let mut idx: HashMap<Vec<Label>, usize> = HashMap::new();
+                for (_, members) in groups {
+                    for s in members {
+                        let mut labels = group_metric(&s.metric);
+                        labels.retain(|l| l.name != label);
+                        labels.push(Label::new(label.clone(), format_value(s.v)));
+                        let labels = metric_of(labels).to_vec();
+                        let i = *idx.entry(labels.clone()).or_insert_with(|| {
+                            counts.push((labels, 0.0));
+                            counts.len() - 1
+                        });
+                        counts[i].1 += 1.0;
+                    }
+                }
+                for (labels, n) in counts {
+                    out.push(Sample {
+                        metric: labels.into(),
+                        t: ts,
+                        v: n,
+                        drop_name: false,
+                    });
+                }
+            }
+            _ => {
+                let q = if op == T_QUANTILE {
+                    Some(scalar_param(&param)?)
+                } else {
+                    None
+                };
+                for (key, members) in groups {
+                    let values: Vec<f64> = members.iter().map(|s| s.v).collect();
+                    let v = match op {
+                        T_SUM => kahan_sum(&values),
+                        T_AVG => mean(&values),
+                        T_COUNT => values.len() as f64,
+                        T_GROUP => 1.0,
+                        T_MIN => values
+                            .iter()
+                            .copied()
+                            .reduce(|m, v| if m > v || m.is_nan() { v } else { m })
+                            .unwrap_or(f64::NAN),
+                        T_MAX => values
+                            .iter()
+                            .copied()
+                            .reduce(|m, v| if m < v || m.is_nan() { v } else { m })
+                            .unwrap_or(f64::NAN),
+                        T_STDDEV => variance(&values).sqrt(),
+                        T_STDVAR => variance(&values),
+                        T_QUANTILE => {
+                            let q = q.unwrap_or(f64::NAN);
+                            if !(0.0..=1.0).contains(&q) {
+                                self.annotations.warnings.push(format!(
+                                    "PromQL warning: quantile value should be between 0 and 1, got {}",
+                                    format_value(q)
+                                ));
+                            }
+                            quantile(q, values)
+                        }
+                        _ => {
+                            return Err(QueryError::bad_data(format!(
+                                "unsupported aggregation {}",
+                                a.op
+                            )));
+                        }
+                    };
+                    out.push(Sample {
+                        metric: metric_of(key),
+                        t: ts,
+                        v,
+                        drop_name: false,
+                    });
+                }
+            }
+        }
+        Ok(Value::Vector(out))
+    }
+}
+
+fn convert(m: &PMatcher) -> QueryResult<Matcher> {
+    let op = match m.op {
+        PMatchOp::Equal => MatchOp::Equal,
+        PMatchOp::NotEqual => MatchOp::NotEqual,
+        PMatchOp::Re(_) => MatchOp::Regex,
+        PMatchOp::NotRe(_) => MatchOp::NotRegex,
+    };
+    Matcher::new(op, &m.name, &m.value).map_err(|e| QueryError::bad_data(e.to_string()))
+}
+
+fn expr_type(e: &Expr) -> &'static str {
+    match e {
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => "range vector",
+        Expr::StringLiteral(_) => "string",
+        _ => "instant vector",
+    }
+}
+
+fn match_group(m: &[Label], on: bool, names: &[String]) -> String {
+    let labels: Vec<Label> = m
+        .iter()
+        .filter(|l| grouped(&l.name, on, names))
+        .cloned()
+        .collect();
+    render(&labels)
+}
+
+fn is_comparison(op: u16) -> bool {
+    matches!(op, T_EQLC | T_NEQ | T_GTR | T_LSS | T_GTE | T_LTE)
+}
+
+/// The value of `a op b` and, for comparisons, whether it holds.
+fn apply(op: u16, a: f64, b: f64) -> (f64, bool) {
+    match op {
+        T_ADD => (a + b, true),
+        T_SUB => (a - b, true),
+        T_MUL => (a * b, true),
+        T_DIV => (a / b, true),
+        T_POW => (a.powf(b), true),
+        T_MOD => (a % b, true),
+        T_ATAN2 => (a.atan2(b), true),
+        T_EQLC => (a, a == b),
+        T_NEQ => (a, a != b),
+        T_GTR => (a, a > b),
+        T_LSS => (a, a < b),
+        T_GTE => (a, a >= b),
+        T_LTE => (a, a <= b),
+        _ => (f64::NAN, false),
+    }
+}
+
+fn scalar_op(op: u16, v: Vec<Sample>, c: f64, scalar_left: bool, return_bool: bool) -> Vec<Sample> {
+    let comparison = is_comparison(op);
+    v.into_iter()
+        .filter_map(|s| {
+            let (value, keep) = if scalar_left {
+                apply(op, c, s.v)
+            } else {
+                apply(op, s.v, c)
+            };
+            if comparison {
+                if return_bool {
+                    Some(Sample {
+                        v: f64::from(u8::from(keep)),
+                        drop_name: true,
+                        ..s
+                    })
+                } else {
+                    keep.then_some(s)
+                }
+            } else {
+                Some(Sample {
+                    v: value,
+                    drop_name: true,
+                    ..s
+                })
+            }
+        })
+        .collect()
+}
+
+/// Order of `topk` (descending) or `bottomk` (ascending); NaN always last.
+fn order_for_k(a: f64, b: f64, top: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ if top => b.partial_cmp(&a).unwrap_or(Ordering::Equal),
+        _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// A stable value in `[0, 1)` per series, for `limit_ratio`.
+fn ratio_hash(m: &[Label]) -> f64 {
+    strata_wire::labels::fingerprint(m) as f64 / (u64::MAX as f64 + 1.0)
+}
+
+/// Kahan–Babuška summation step (Prometheus's `kahanSumInc`).
+pub(super) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+pub(super) fn kahan_sum(values: &[f64]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for &v in values {
+        (sum, c) = kahan_inc(v, sum, c);
+    }
+    if sum.is_infinite() { sum } else { sum + c }
+}
+
+/// Prometheus 3.x `avg`: a compensated sum, switching to an incremental mean on overflow.
+pub(super) fn mean(values: &[f64]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    let mut incremental = false;
+    let mut mean = 0.0;
+    let mut n = 0.0;
+    for &v in values {
+        n += 1.0;
+        if !incremental {
+            let (s, nc) = kahan_inc(v, sum, c);
+            if !s.is_infinite() {
+                (sum, c) = (s, nc);
+                continue;
+            }
+            incremental = true;
+            mean = sum / (n - 1.0);
+            c /= n - 1.0;
+        }
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        let current = mean + c;
+        (mean, c) = kahan_inc(v / n - current / n, mean, c);
+    }
+    if incremental { mean + c } else { (sum + c) / n }
+}
+
+/// Population variance by Welford's method, as Prometheus's `stdvar`.
+pub(super) fn variance(values: &[f64]) -> f64 {
+    let (mut n, mut mean, mut m2) = (0.0, 0.0, 0.0);
+    for &v in values {
+        n += 1.0;
+        let delta = v - mean;
+        mean += delta / n;
+        m2 += delta * (v - mean);
+    }
+    m2 / n
+}
+
+/// Prometheus's `quantile`: linear interpolation between the closest ranks.
+pub(super) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as Prometheus formats label values and
+/// annotation numbers.
+pub(super) fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Removes `__name__` where it was marked dropped, and refuses duplicate label sets
+/// (`what` names the result type in the error).
+fn finish<T>(
+    items: Vec<T>,
+    what: &str,
+    parts: impl Fn(&mut T) -> (&mut Metric, &mut bool),
+) -> QueryResult<Vec<T>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for mut item in items {
+        let (metric, drop_name) = parts(&mut item);
+        if *drop_name {
+            *metric = without_name(metric);
+            *drop_name = false;
+        }
+        if !seen.insert(metric.clone()) {
+            return Err(QueryError::execution(format!(
+                "{what} cannot contain metrics with the same labelset"
+            )));
+        }
+        out.push(item);
+    }
+    Ok(out)
+}
+
+fn finish_vector(v: Vec<Sample>) -> QueryResult<Vec<Sample>> {
+    finish(v, "vector", |s| (&mut s.metric, &mut s.drop_name))
+}
+
+fn finish_matrix(m: Vec<Series>) -> QueryResult<Vec<Series>> {
+    finish(m, "matrix", |s| (&mut s.metric, &mut s.drop_name))
+}

@@ -1,0 +1,810 @@
+//! PromQL functions over float samples, after `promql/functions.go` of Prometheus 3.x.
+
+use promql_parser::parser::{Call, Expr};
+use regex::Regex;
+use strata_wire::Label;
+
+use super::eval::{
+    Evaluator, format_value, get, kahan_inc, kahan_sum, mean, metric_of, offset_ms, quantile,
+    scalar_sample,
+};
+use super::{QueryError, QueryResult, Sample, Series, Storage, Value};
+
+const METRIC_NAME: &str = "__name__";
+
+/// A range argument evaluated at one step: its series and the window `(start, end]`.
+struct Window {
+    series: Vec<Series>,
+    start: i64,
+    end: i64,
+}
+
+fn window<S: Storage + ?Sized>(
+    ev: &mut Evaluator<'_, S>,
+    e: &Expr,
+    ts: i64,
+) -> QueryResult<Window> {
+    match e {
+        Expr::MatrixSelector(m) => {
+            let series = ev.matrix_selector(m, ts)?;
+            let end = ev.at_ms(&m.vs.at).unwrap_or(ts) - offset_ms(&m.vs.offset);
+            Ok(Window {
+                series,
+                start: end - m.range.as_millis() as i64,
+                end,
+            })
+        }
+        Expr::Subquery(sq) => {
+            let series = ev.subquery(sq, ts)?;
+            let end = ev.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
+            Ok(Window {
+                series,
+                start: end - sq.range.as_millis() as i64,
+                end,
+            })
+        }
+        Expr::Paren(p) => window(ev, &p.expr, ts),
+        _ => Err(QueryError::bad_data(
+            "expected type range vector in call to function",
+        )),
+    }
+}
+
+/// One output sample per input series of a range argument.
+fn over_time<S: Storage + ?Sized>(
+    ev: &mut Evaluator<'_, S>,
+    e: &Expr,
+    ts: i64,
+    keep_name: bool,
+    f: impl Fn(&Window, &[(i64, f64)]) -> Option<f64>,
+) -> QueryResult<Value> {
+    let w = window(ev, e, ts)?;
+    let mut out = Vec::new();
+    for s in &w.series {
+        if let Some(v) = f(&w, &s.points) {
+            out.push(Sample {
+                metric: s.metric.clone(),
+                t: ts,
+                v,
+                drop_name: !keep_name || s.drop_name,
+            });
+        }
+    }
+    Ok(Value::Vector(out))
+}
+
+/// Applies `f` to every sample of an instant-vector argument, dropping the metric name.
+fn each<S: Storage + ?Sized>(
+    ev: &mut Evaluator<'_, S>,
+    e: &Expr,
+    ts: i64,
+    f: impl Fn(f64) -> f64,
+) -> QueryResult<Value> {
+    let v = ev.eval_vector(e, ts)?;
+    Ok(Value::Vector(
+        v.into_iter()
+            .map(|s| Sample {
+                v: f(s.v),
+                t: ts,
+                drop_name: true,
+                ..s
+            })
+            .collect(),
+    ))
+}
+
+/// Prometheus's `extrapolatedRate` for `rate`, `increase` and `delta`.
+fn extrapolated(w: &Window, points: &[(i64, f64)], counter: bool, rate: bool) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (first_t, first_v) = points[0];
+    let (last_t, last_v) = points[points.len() - 1];
+    let mut result = last_v - first_v;
+    if counter {
+        let mut prev = first_v;
+        for &(_, v) in &points[1..] {
+            if v < prev {
+                result += prev;
+            }
+            prev = v;
+        }
+    }
+    let mut to_start = (first_t - w.start) as f64 / 1000.0;
+    let mut to_end = (w.end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let average = sampled / (points.len() - 1) as f64;
+    let threshold = average * 1.1;
+    if to_start >= threshold {
+        to_start = average / 2.0;
+    }
+    if counter && result > 0.0 && first_v >= 0.0 {
+        let to_zero = sampled * (first_v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = average / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if rate {
+        factor /= (w.end - w.start) as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+fn instant_change(points: &[(i64, f64)], rate: bool) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (t1, v1) = points[points.len() - 2];
+    let (t2, v2) = points[points.len() - 1];
+    let mut d = if rate && v2 < v1 { v2 } else { v2 - v1 };
+    if rate {
+        let dt = (t2 - t1) as f64 / 1000.0;
+        if dt == 0.0 {
+            return None;
+        }
+        d /= dt;
+    }
+    Some(d)
+}
+
+/// Least-squares slope and intercept at `intercept_t` (Prometheus's `linearRegression`).
+fn linear_regression(points: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+    let init = points[0].1;
+    let constant = points.iter().all(|&(_, v)| v == init);
+    if constant {
+        return if init.is_infinite() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (0.0, init)
+        };
+    }
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(t, v) in points {
+        n += 1.0;
+        let x = (t - intercept_t) as f64 / 1000.0;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+fn variance_over_time(points: &[(i64, f64)]) -> f64 {
+    let (mut n, mut m, mut cm, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(_, v) in points {
+        n += 1.0;
+        let delta = v - (m + cm);
+        (m, cm) = kahan_inc(delta / n, m, cm);
+        (aux, caux) = kahan_inc(delta * (v - (m + cm)), aux, caux);
+    }
+    (aux + caux) / n
+}
+
+fn values(points: &[(i64, f64)]) -> Vec<f64> {
+    points.iter().map(|&(_, v)| v).collect()
+}
+
+fn scalar_arg<S: Storage + ?Sized>(
+    ev: &mut Evaluator<'_, S>,
+    c: &Call,
+    i: usize,
+    ts: i64,
+) -> QueryResult<f64> {
+    match c.args.args.get(i) {
+        Some(a) => ev.eval_scalar(a, ts),
+        None => Err(QueryError::bad_data(format!(
+            "missing argument {i} of {}",
+            c.func.name
+        ))),
+    }
+}
+
+fn string_arg<S: Storage + ?Sized>(
+    ev: &mut Evaluator<'_, S>,
+    c: &Call,
+    i: usize,
+    ts: i64,
+) -> QueryResult<String> {
+    match c.args.args.get(i).map(|a| ev.eval(a, ts)).transpose()? {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(QueryError::bad_data(format!(
+            "expected string argument {i} of {}",
+            c.func.name
+        ))),
+    }
+}
+
+/// The labels `absent` gives its output: the equality matchers of the selector.
+fn absent_labels(e: &Expr) -> Vec<Label> {
+    let vs = match e {
+        Expr::VectorSelector(vs) => vs,
+        Expr::MatrixSelector(m) => &m.vs,
+        Expr::Paren(p) => return absent_labels(&p.expr),
+        _ => return Vec::new(),
+    };
+    let mut out: Vec<Label> = Vec::new();
+    let mut repeated = Vec::new();
+    for m in &vs.matchers.matchers {
+        if m.name == METRIC_NAME {
+            continue;
+        }
+        if matches!(m.op, promql_parser::label::MatchOp::Equal) {
+            if out.iter().any(|l| l.name == m.name) {
+                repeated.push(m.name.clone());
+            } else {
+                out.push(Label::new(m.name.clone(), m.value.clone()));
+            }
+        }
+    }
+    out.retain(|l| !repeated.contains(&l.name));
+    out
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+fn date_part(name: &str, secs: f64) -> f64 {
+    let s = secs.floor() as i64;
+    let days = s.div_euclid(86_400);
+    let (y, m, d) = civil(days);
+    match name {
+        "year" => y as f64,
+        "month" => f64::from(m),
+        "day_of_month" => f64::from(d),
+        "day_of_week" => (days + 4).rem_euclid(7) as f64,
+        "day_of_year" => {
+            let before: u32 = (1..m).map(|mm| days_in_month(y, mm)).sum();
+            f64::from(before + d)
+        }
+        "days_in_month" => f64::from(days_in_month(y, m)),
+        "hour" => (s.rem_euclid(86_400) / 3600) as f64,
+        "minute" => (s.rem_euclid(3600) / 60) as f64,
+        _ => f64::NAN,
+    }
+}
+
+/// Classic histogram buckets: `(upper bound, cumulative count)`.
+type Buckets = Vec<(f64, f64)>;
+
+/// Prometheus's `bucketQuantile`.
+fn bucket_quantile(q: f64, mut buckets: Buckets) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    for (ub, c) in buckets {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let mut max = f64::NEG_INFINITY;
+    for b in &mut merged {
+        if b.1 < max {
+            b.1 = max;
+        } else {
+            max = b.1;
+        }
+    }
+    if merged.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = merged[merged.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let b = merged.partition_point(|x| x.1 < rank);
+    if b == merged.len() - 1 {
+        return merged[merged.len() - 2].0;
+    }
+    if b == 0 && merged[0].0 <= 0.0 {
+        return merged[0].0;
+    }
+    let mut start = 0.0;
+    let end = merged[b].0;
+    let mut count = merged[b].1;
+    if b > 0 {
+        start = merged[b - 1].0;
+        count -= merged[b - 1].1;
+        rank -= merged[b - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+/// Evaluates a function call at `ts`.
+pub(super) fn call<S: Storage + ?Sized>(
+    ev: &mut Evaluator<'_, S>,
+    c: &Call,
+    ts: i64,
+) -> QueryResult<Value> {
+    let name = c.func.name;
+    let args = &c.args.args;
+    let arg = |i: usize| -> QueryResult<&Expr> {
+        args.get(i)
+            .map(|b| &**b)
+            .ok_or_else(|| QueryError::bad_data(format!("missing argument {i} of {name}")))
+    };
+    match name {
+        "rate" => over_time(ev, arg(0)?, ts, false, |w, p| {
+            extrapolated(w, p, true, true)
+        }),
+        "increase" => over_time(ev, arg(0)?, ts, false, |w, p| {
+            extrapolated(w, p, true, false)
+        }),
+        "delta" => over_time(ev, arg(0)?, ts, false, |w, p| {
+            extrapolated(w, p, false, false)
+        }),
+        "irate" => over_time(ev, arg(0)?, ts, false, |_, p| instant_change(p, true)),
+        "idelta" => over_time(ev, arg(0)?, ts, false, |_, p| instant_change(p, false)),
+        "deriv" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            (p.len() >= 2).then(|| linear_regression(p, p[0].0).0)
+        }),
+        "predict_linear" => {
+            let d = scalar_arg(ev, c, 1, ts)?;
+            over_time(ev, arg(0)?, ts, false, |w, p| {
+                (p.len() >= 2).then(|| {
+                    let (slope, intercept) = linear_regression(p, w.end);
+                    intercept + slope * d
+                })
+            })
+        }
+        "changes" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            Some(
+                p.windows(2)
+                    .filter(|w| !(w[0].1 == w[1].1 || (w[0].1.is_nan() && w[1].1.is_nan())))
+                    .count() as f64,
+            )
+        }),
+        "resets" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
+        }),
+        "avg_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(mean(&values(p)))),
+        "sum_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(kahan_sum(&values(p)))),
+        "count_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(p.len() as f64)),
+        "min_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            p.iter()
+                .map(|&(_, v)| v)
+                .reduce(|m, v| if m > v || m.is_nan() { v } else { m })
+        }),
+        "max_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            p.iter()
+                .map(|&(_, v)| v)
+                .reduce(|m, v| if m < v || m.is_nan() { v } else { m })
+        }),
+        "last_over_time" => over_time(ev, arg(0)?, ts, true, |_, p| p.last().map(|x| x.1)),
+        "first_over_time" => over_time(ev, arg(0)?, ts, true, |_, p| p.first().map(|x| x.1)),
+        "present_over_time" => over_time(ev, arg(0)?, ts, false, |_, _| Some(1.0)),
+        "stdvar_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(variance_over_time(p))),
+        "stddev_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            Some(variance_over_time(p).sqrt())
+        }),
+        "quantile_over_time" => {
+            let q = scalar_arg(ev, c, 0, ts)?;
+            if !(0.0..=1.0).contains(&q) {
+                ev.annotations.warnings.push(format!(
+                    "PromQL warning: quantile value should be between 0 and 1, got {}",
+                    format_value(q)
+                ));
+            }
+            over_time(ev, arg(1)?, ts, false, |_, p| Some(quantile(q, values(p))))
+        }
+        "mad_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            let median = quantile(0.5, values(p));
+            Some(quantile(
+                0.5,
+                p.iter().map(|&(_, v)| (v - median).abs()).collect(),
+            ))
+        }),
+        "ts_of_last_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            p.last().map(|x| x.0 as f64 / 1000.0)
+        }),
+        "ts_of_first_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+            p.first().map(|x| x.0 as f64 / 1000.0)
+        }),
+        "double_exponential_smoothing" => {
+            let sf = scalar_arg(ev, c, 1, ts)?;
+            let tf = scalar_arg(ev, c, 2, ts)?;
+            if !(sf > 0.0 && sf < 1.0) {
+                return Err(QueryError::execution(format!(
+                    "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+                    format_value(sf)
+                )));
+            }
+            if !(tf > 0.0 && tf < 1.0) {
+                return Err(QueryError::execution(format!(
+                    "invalid trend factor. Expected: 0 < tf < 1, got: {}",
+                    format_value(tf)
+                )));
+            }
+            over_time(ev, arg(0)?, ts, false, |_, p| {
+                if p.len() < 2 {
+                    return None;
+                }
+                let (mut s0, mut s1) = (0.0, p[0].1);
+                let mut b = p[1].1 - p[0].1;
+                for (i, &(_, v)) in p.iter().enumerate().skip(1) {
+                    let x = sf * v;
+                    if i > 1 {
+                        b = tf * (s1 - s0) + (1.0 - tf) * b;
+                    }
+                    let y = (1.0 - sf) * (s1 + b);
+                    (s0, s1) = (s1, x + y);
+                }
+                Some(s1)
+            })
+        }
+        "absent_over_time" => {
+            let w = window(ev, arg(0)?, ts)?;
+            Ok(Value::Vector(if w.series.is_empty() {
+                vec![absent_sample(arg(0)?, ts)]
+            } else {
+                Vec::new()
+            }))
+        }
+        "absent" => {
+            let v = ev.eval_vector(arg(0)?, ts)?;
+            Ok(Value::Vector(if v.is_empty() {
+                vec![absent_sample(arg(0)?, ts)]
+            } else {
+                Vec::new()
+            }))
+        }
+        "abs" => each(ev, arg(0)?, ts, f64::abs),
+        "ceil" => each(ev, arg(0)?, ts, f64::ceil),
+        "floor" => each(ev, arg(0)?, ts, f64::floor),
+        "exp" => each(ev, arg(0)?, ts, f64::exp),
+        "ln" => each(ev, arg(0)?, ts, f64::ln),
+        "log2" => each(ev, arg(0)?, ts, f64::log2),
+        "log10" => each(ev, arg(0)?, ts, f64::log10),
+        "sqrt" => each(ev, arg(0)?, ts, f64::sqrt),
+        "sgn" => each(ev, arg(0)?, ts, |v| {
+            if v > 0.0 {
+                1.0
+            } else if v < 0.0 {
+                -1.0
+            } else {
+                v
+            }
+        }),
+        "sin" => each(ev, arg(0)?, ts, f64::sin),
+        "cos" => each(ev, arg(0)?, ts, f64::cos),
+        "tan" => each(ev, arg(0)?, ts, f64::tan),
+        "asin" => each(ev, arg(0)?, ts, f64::asin),
+        "acos" => each(ev, arg(0)?, ts, f64::acos),
+        "atan" => each(ev, arg(0)?, ts, f64::atan),
+        "sinh" => each(ev, arg(0)?, ts, f64::sinh),
+        "cosh" => each(ev, arg(0)?, ts, f64::cosh),
+        "tanh" => each(ev, arg(0)?, ts, f64::tanh),
+        "asinh" => each(ev, arg(0)?, ts, f64::asinh),
+        "acosh" => each(ev, arg(0)?, ts, f64::acosh),
+        "atanh" => each(ev, arg(0)?, ts, f64::atanh),
+        "deg" => each(ev, arg(0)?, ts, f64::to_degrees),
+        "rad" => each(ev, arg(0)?, ts, f64::to_radians),
+        "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
+        "round" => {
+            let to = if args.len() > 1 {
+                scalar_arg(ev, c, 1, ts)?
+            } else {
+                1.0
+            };
+            let inv = 1.0 / to;
+            each(ev, arg(0)?, ts, move |v| (v * inv + 0.5).floor() / inv)
+        }
+        "clamp" => {
+            let lo = scalar_arg(ev, c, 1, ts)?;
+            let hi = scalar_arg(ev, c, 2, ts)?;
+            if hi < lo {
+                return Ok(Value::Vector(Vec::new()));
+            }
+            each(ev, arg(0)?, ts, move |v| v.max(lo).min(hi))
+        }
+        "clamp_min" => {
+            let lo = scalar_arg(ev, c, 1, ts)?;
+            each(ev, arg(0)?, ts, move |v| v.max(lo))
+        }
+        "clamp_max" => {
+            let hi = scalar_arg(ev, c, 1, ts)?;
+            each(ev, arg(0)?, ts, move |v| v.min(hi))
+        }
+        "time" => Ok(Value::Scalar(ts as f64 / 1000.0)),
+        "vector" => {
+            let v = scalar_arg(ev, c, 0, ts)?;
+            Ok(Value::Vector(vec![scalar_sample(ts, v)]))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(arg(0)?, ts)?;
+            Ok(Value::Scalar(if v.len() == 1 { v[0].v } else { f64::NAN }))
+        }
+        "timestamp" => {
+            let selector = matches!(strip_parens(arg(0)?), Expr::VectorSelector(_));
+            let v = ev.eval_vector(arg(0)?, ts)?;
+            Ok(Value::Vector(
+                v.into_iter()
+                    .map(|s| Sample {
+                        v: if selector { s.t } else { ts } as f64 / 1000.0,
+                        t: ts,
+                        drop_name: true,
+                        ..s
+                    })
+                    .collect(),
+            ))
+        }
+        "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month"
+        | "hour" | "minute" => {
+            if args.is_empty() {
+                return Ok(Value::Vector(vec![scalar_sample(
+                    ts,
+                    date_part(name, ts as f64 / 1000.0),
+                )]));
+            }
+            each(ev, arg(0)?, ts, |v| {
+                if v.is_nan() || v.is_infinite() {
+                    v
+                } else {
+                    date_part(name, v)
+                }
+            })
+        }
+        "sort" | "sort_desc" => {
+            let mut v = ev.eval_vector(arg(0)?, ts)?;
+            let desc = name == "sort_desc";
+            v.sort_by(|a, b| {
+                use std::cmp::Ordering;
+                match (a.v.is_nan(), b.v.is_nan()) {
+                    (true, true) => Ordering::Equal,
+                    (true, false) => Ordering::Greater,
+                    (false, true) => Ordering::Less,
+                    _ if desc => b.v.partial_cmp(&a.v).unwrap_or(Ordering::Equal),
+                    _ => a.v.partial_cmp(&b.v).unwrap_or(Ordering::Equal),
+                }
+            });
+            Ok(Value::Vector(v))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let mut names = Vec::new();
+            for i in 1..args.len() {
+                names.push(string_arg(ev, c, i, ts)?);
+            }
+            let mut v = ev.eval_vector(arg(0)?, ts)?;
+            let desc = name == "sort_by_label_desc";
+            v.sort_by(|a, b| {
+                let mut ord = std::cmp::Ordering::Equal;
+                for n in &names {
+                    ord = natural_cmp(
+                        get(&a.metric, n).unwrap_or(""),
+                        get(&b.metric, n).unwrap_or(""),
+                    );
+                    if ord.is_ne() {
+                        break;
+                    }
+                }
+                if ord.is_eq() {
+                    ord = a.metric.cmp(&b.metric);
+                }
+                if desc { ord.reverse() } else { ord }
+            });
+            Ok(Value::Vector(v))
+        }
+        "label_replace" => {
+            let dst = string_arg(ev, c, 1, ts)?;
+            let repl = string_arg(ev, c, 2, ts)?;
+            let src = string_arg(ev, c, 3, ts)?;
+            let re = string_arg(ev, c, 4, ts)?;
+            let re = Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
+                QueryError::bad_data(format!(
+                    "invalid regular expression in label_replace(): {re}: {e}"
+                ))
+            })?;
+            if !strata_wire::labels::is_valid_label_name(&dst) {
+                return Err(QueryError::execution(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
+            }
+            let v = ev.eval_vector(arg(0)?, ts)?;
+            let mut out = Vec::with_capacity(v.len());
+            for s in v {
+                let value = get(&s.metric, &src).unwrap_or("");
+                let Some(caps) = re.captures(value) else {
+                    out.push(s);
+                    continue;
+                };
+                let mut res = String::new();
+                // Go's `regexp.Expand` and Rust's `Captures::expand` share the template
+                // syntax (`$1`, `${1}`, `$name`, `$$`).
+                caps.expand(&repl, &mut res);
+                out.push(set_label(&s, &dst, &res));
+            }
+            Ok(Value::Vector(out))
+        }
+        "label_join" => {
+            let dst = string_arg(ev, c, 1, ts)?;
+            let sep = string_arg(ev, c, 2, ts)?;
+            let mut srcs = Vec::new();
+            for i in 3..args.len() {
+                srcs.push(string_arg(ev, c, i, ts)?);
+            }
+            if !strata_wire::labels::is_valid_label_name(&dst) {
+                return Err(QueryError::execution(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            let v = ev.eval_vector(arg(0)?, ts)?;
+            Ok(Value::Vector(
+                v.into_iter()
+                    .map(|s| {
+                        let joined = srcs
+                            .iter()
+                            .map(|n| get(&s.metric, n).unwrap_or(""))
+                            .collect::<Vec<_>>()
+                            .join(&sep);
+                        set_label(&s, &dst, &joined)
+                    })
+                    .collect(),
+            ))
+        }
+        "histogram_quantile" => {
+            let q = scalar_arg(ev, c, 0, ts)?;
+            let v = ev.eval_vector(arg(1)?, ts)?;
+            if !(0.0..=1.0).contains(&q) {
+                ev.annotations.warnings.push(format!(
+                    "PromQL warning: quantile value should be between 0 and 1, got {}",
+                    format_value(q)
+                ));
+            }
+            let mut groups: Vec<(Vec<Label>, Buckets)> = Vec::new();
+            for s in v {
+                let Some(le) = get(&s.metric, "le") else {
+                    continue;
+                };
+                let Ok(ub) = parse_le(le) else {
+                    continue;
+                };
+                let key: Vec<Label> = s
+                    .metric
+                    .iter()
+                    .filter(|l| l.name != "le" && l.name != METRIC_NAME)
+                    .cloned()
+                    .collect();
+                match groups.iter_mut().find(|g| g.0 == key) {
+                    Some(g) => g.1.push((ub, s.v)),
+                    None => groups.push((key, vec![(ub, s.v)])),
+                }
+            }
+            Ok(Value::Vector(
+                groups
+                    .into_iter()
+                    .map(|(key, buckets)| Sample {
+                        metric: metric_of(key),
+                        t: ts,
+                        v: bucket_quantile(q, buckets),
+                        drop_name: false,
+                    })
+                    .collect(),
+            ))
+        }
+        other => Err(QueryError::bad_data(format!(
+            "function {other}() is not supported by strata (it needs native histograms or is not implemented)"
+        ))),
+    }
+}
+
+fn strip_parens(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => strip_parens(&p.expr),
+        other => other,
+    }
+}
+
+fn parse_le(s: &str) -> Result<f64, std::num::ParseFloatError> {
+    match s {
+        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        _ => s.parse(),
+    }
+}
+
+fn absent_sample(e: &Expr, ts: i64) -> Sample {
+    Sample {
+        metric: metric_of(absent_labels(e)),
+        t: ts,
+        v: 1.0,
+        drop_name: false,
+    }
+}
+
+fn set_label(s: &Sample, name: &str, value: &str) -> Sample {
+    let mut labels: Vec<Label> = s
+        .metric
+        .iter()
+        .filter(|l| l.name != name)
+        .cloned()
+        .collect();
+    if !value.is_empty() {
+        labels.push(Label::new(name, value));
+    }
+    Sample {
+        metric: metric_of(labels),
+        drop_name: s.drop_name && name != METRIC_NAME,
+        ..s.clone()
+    }
+}
+
+/// Natural order: runs of digits compare as numbers (Prometheus 3.x `sort_by_label`).
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, _) => return std::cmp::Ordering::Less,
+            (_, None) => return std::cmp::Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let xn = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let yn = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let xs = std::str::from_utf8(&x[..xn])
+                    .unwrap_or("")
+                    .trim_start_matches('0');
+                let ys = std::str::from_utf8(&y[..yn])
+                    .unwrap_or("")
+                    .trim_start_matches('0');
+                let ord = xs.len().cmp(&ys.len()).then(xs.cmp(ys));
+                if ord.is_ne() {
+                    return ord;
+                }
+                x = &x[xn..];
+                y = &y[yn..];
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                x = &x[1..];
+                y = &y[1..];
+            }
+        }
+    }
+}

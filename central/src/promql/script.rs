@@ -1,0 +1,562 @@
+//! Runs PromQL test scripts in Prometheus's own format (`promql/promqltest/README.md` of the
+//! Prometheus repository): `load <interval>` blocks of series in the expanding notation
+//! (`0+10x5`, `_`, `stale`), `clear`, and `eval instant at <t> <expr>` /
+//! `eval range from <t> to <t> step <d> <expr>` with `expect` lines and expected results.
+//! Values compare as Prometheus's test runner compares them (relative epsilon 1e-6, NaN
+//! equals NaN).
+//!
+//! strata stores no native histograms: series written in the `{{...}}` notation are not
+//! loaded, and an eval whose text uses that notation is counted apart ([`Outcome::Native`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_wire::Label;
+
+use super::{Engine, Options, Storage, Value};
+use crate::head::SeriesData;
+use crate::index::Matcher;
+
+/// Series held in memory for a script.
+#[derive(Debug, Default)]
+pub struct MemStorage {
+    series: Vec<SeriesData>,
+}
+
+impl Storage for MemStorage {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> crate::Result<Vec<SeriesData>> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|s| {
+                matchers.iter().all(|m| {
+                    m.matches_labels(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+                })
+            })
+            .map(|s| SeriesData {
+                labels: s.labels.clone(),
+                samples: s
+                    .samples
+                    .iter()
+                    .copied()
+                    .filter(|&(t, _)| t >= mint && t <= maxt)
+                    .collect(),
+            })
+            .filter(|s| !s.samples.is_empty())
+            .collect())
+    }
+}
+
+/// What became of one `eval`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    /// Uses the native-histogram notation; not counted.
+    Native,
+}
+
+/// The result of one eval command, with its line number in the script.
+#[derive(Debug, Clone)]
+pub struct EvalResult {
+    pub line: usize,
+    pub query: String,
+    pub outcome: Outcome,
+}
+
+/// Runs a whole script; every eval gets a result.
+pub fn run(script: &str) -> Vec<EvalResult> {
+    let lines: Vec<&str> = script.lines().collect();
+    let mut storage = MemStorage::default();
+    let mut results = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim();
+        if line.is_empty() || line.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        let block_end = (i + 1..lines.len())
+            .find(|&j| {
+                let l = lines[j];
+                l.trim().is_empty() || !(l.starts_with(' ') || l.starts_with('\t'))
+            })
+            .unwrap_or(lines.len());
+        let body = &lines[i + 1..block_end];
+        let cmd = line.split_whitespace().next().unwrap_or("");
+        match cmd {
+            "clear" => storage = MemStorage::default(),
+            "load" | "load_with_nhcb" => {
+                if let Err(e) = load(&mut storage, line, body) {
+                    results.push(EvalResult {
+                        line: i + 1,
+                        query: line.to_string(),
+                        outcome: Outcome::Fail(format!("load failed: {e}")),
+                    });
+                }
+            }
+            c if c.starts_with("eval") => {
+                let text = std::iter::once(line)
+                    .chain(body.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let (query, outcome) = if text.contains("{{") {
+                    (line.to_string(), Outcome::Native)
+                } else {
+                    match eval(&storage, line, body) {
+                        Ok((q, o)) => (q, o),
+                        Err(e) => (line.to_string(), Outcome::Fail(e)),
+                    }
+                };
+                results.push(EvalResult {
+                    line: i + 1,
+                    query,
+                    outcome,
+                });
+            }
+            _ => {}
+        }
+        i = block_end;
+    }
+    results
+}
+
+/// A PromQL duration (`5m`, `1h30m`, `10s53ms`) or plain seconds, in milliseconds.
+fn duration_ms(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Ok((secs * 1000.0).round() as i64);
+    }
+    let mut total = 0i64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let value: i64 = rest[..n]
+            .parse()
+            .map_err(|_| format!("bad duration {s:?}"))?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            other => return Err(format!("bad duration unit {other:?} in {s:?}")),
+        };
+        total += value * unit;
+        rest = &rest[u..];
+    }
+    Ok(total)
+}
+
+/// Splits `metric{a="b c"} rest` into the series description and the rest.
+fn split_series(line: &str) -> (&str, &str) {
+    let line = line.trim();
+    let mut in_quote = false;
+    let mut escaped = false;
+    let mut depth = 0;
+    for (i, c) in line.char_indices() {
+        if in_quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_quote = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => in_quote = true,
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return (&line[..=i], line[i + 1..].trim());
+                }
+            }
+            c if c.is_whitespace() && depth == 0 => {
+                return (&line[..i], line[i..].trim());
+            }
+            _ => {}
+        }
+    }
+    (line, "")
+}
+
+/// The labels of a series description such as `up{job="a"}` or `{__name__="up"}`.
+fn parse_labels(desc: &str) -> Result<Vec<Label>, String> {
+    let expr = promql_parser::parser::parse(desc).map_err(|e| format!("{desc}: {e}"))?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(format!("{desc}: not a series description"));
+    };
+    let mut labels = Vec::new();
+    if let Some(n) = vs.name {
+        labels.push(Label::new("__name__", n));
+    }
+    for m in vs.matchers.matchers {
+        labels.push(Label::new(m.name, m.value));
+    }
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(labels)
+}
+
+fn parse_float(s: &str) -> Result<f64, String> {
+    match s {
+        "Inf" | "+Inf" | "inf" | "+inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        "NaN" | "nan" => Ok(f64::NAN),
+        _ => {
+            if let Some(hex) = s.strip_prefix("0x") {
+                return i64::from_str_radix(hex, 16)
+                    .map(|v| v as f64)
+                    .map_err(|_| format!("bad number {s:?}"));
+            }
+            s.parse().map_err(|_| format!("bad number {s:?}"))
+        }
+    }
+}
+
+/// Expands the value notation into one optional value per step (`None` for `_`).
+fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
+    let mut out = Vec::new();
+    for tok in text.split_whitespace() {
+        if tok == "_" {
+            out.push(None);
+            continue;
+        }
+        if tok == "stale" {
+            out.push(Some(strata_wire::stale_nan()));
+            continue;
+        }
+        if let Some((head, n)) = tok.rsplit_once('x')
+            && let Ok(n) = n.parse::<usize>()
+        {
+            if head == "_" {
+                out.extend(std::iter::repeat_n(None, n));
+                continue;
+            }
+            if head == "stale" {
+                out.extend(std::iter::repeat_n(Some(strata_wire::stale_nan()), n));
+                continue;
+            }
+            // `a+bxn` / `a-bxn`: n+1 values; `axn`: a, n+1 times.
+            let split = head
+                .char_indices()
+                .skip(1)
+                .find(|&(i, c)| (c == '+' || c == '-') && !head[..i].ends_with(['e', 'E']))
+                .map(|(i, _)| i);
+            let (start, inc) = match split {
+                Some(i) => (parse_float(&head[..i])?, parse_float(&head[i..])?),
+                None => (parse_float(head)?, 0.0),
+            };
+            for k in 0..=n {
+                out.push(Some(start + inc * k as f64));
+            }
+            continue;
+        }
+        out.push(Some(parse_float(tok)?));
+    }
+    Ok(out)
+}
+
+fn load(storage: &mut MemStorage, line: &str, body: &[&str]) -> Result<(), String> {
+    let interval = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("load needs an interval")?;
+    let step = duration_ms(interval)?;
+    for l in body {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') || l.contains("{{") {
+            continue;
+        }
+        let (desc, values) = split_series(l);
+        let labels = parse_labels(desc)?;
+        let samples: Vec<(i64, f64)> = expand_values(values)?
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| (i as i64 * step, v)))
+            .collect();
+        match storage.series.iter_mut().find(|s| s.labels == labels) {
+            Some(s) => {
+                s.samples.extend(samples);
+                s.samples.sort_by_key(|x| x.0);
+                s.samples.dedup_by_key(|x| x.0);
+            }
+            None => storage.series.push(SeriesData { labels, samples }),
+        }
+    }
+    Ok(())
+}
+
+/// Prometheus's `almost.Equal` with the test runner's epsilon.
+fn almost_equal(a: f64, b: f64) -> bool {
+    const EPSILON: f64 = 1e-6;
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < EPSILON * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < EPSILON
+}
+
+#[derive(Default)]
+struct Expectations {
+    fail: Option<Option<String>>,
+    fail_regex: Option<String>,
+    ordered: bool,
+    warn: Option<bool>,
+    info: Option<bool>,
+    string: Option<String>,
+    series: Vec<(Vec<Label>, Vec<Option<f64>>)>,
+    scalar: Option<f64>,
+}
+
+fn expectations(head: &str, body: &[&str]) -> Result<Expectations, String> {
+    let mut e = Expectations::default();
+    match head {
+        "eval_fail" => e.fail = Some(None),
+        "eval_ordered" => e.ordered = true,
+        "eval_warn" => e.warn = Some(true),
+        "eval_info" => e.info = Some(true),
+        _ => {}
+    }
+    for l in body {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix("expect ") {
+            let rest = rest.trim();
+            if let Some(f) = rest.strip_prefix("fail") {
+                let f = f.trim();
+                if let Some(msg) = f.strip_prefix("msg:") {
+                    e.fail = Some(Some(msg.trim().to_string()));
+                } else if let Some(re) = f.strip_prefix("regex:") {
+                    e.fail = Some(None);
+                    e.fail_regex = Some(re.trim().to_string());
+                } else {
+                    e.fail = Some(None);
+                }
+            } else if rest == "ordered" {
+                e.ordered = true;
+            } else if rest.starts_with("warn") {
+                e.warn = Some(true);
+            } else if rest == "no_warn" {
+                e.warn = Some(false);
+            } else if rest.starts_with("info") {
+                e.info = Some(true);
+            } else if rest == "no_info" {
+                e.info = Some(false);
+            } else if let Some(s) = rest.strip_prefix("string") {
+                e.string = Some(s.trim().trim_matches('"').to_string());
+            } else {
+                return Err(format!("unsupported expectation {l:?}"));
+            }
+            continue;
+        }
+        if l.starts_with('{') || l.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            if let Ok(v) = parse_float(l) {
+                e.scalar = Some(v);
+                continue;
+            }
+            let (desc, values) = split_series(l);
+            let labels = if desc == "{}" {
+                Vec::new()
+            } else {
+                parse_labels(desc)?
+            };
+            e.series.push((labels, expand_values(values)?));
+        } else {
+            e.scalar = Some(parse_float(l)?);
+        }
+    }
+    Ok(e)
+}
+
+fn eval(storage: &MemStorage, line: &str, body: &[&str]) -> Result<(String, Outcome), String> {
+    let mut words = line.split_whitespace();
+    let head = words.next().unwrap_or("");
+    let kind = words.next().unwrap_or("");
+    let rest: Vec<&str> = words.collect();
+    let exp = expectations(head, body)?;
+    let storage = Arc::new(MemStorage {
+        series: storage.series.clone(),
+    });
+    let engine = Engine::new(
+        storage,
+        Options {
+            timeout: Duration::from_secs(60),
+            ..Options::default()
+        },
+    );
+    let (query, result, steps) = match kind {
+        "instant" => {
+            // instant at <t> <expr>
+            if rest.first() != Some(&"at") || rest.len() < 3 {
+                return Err(format!("bad eval line {line:?}"));
+            }
+            let t = duration_ms(rest[1])?;
+            let q = rest[2..].join(" ");
+            let r = engine.instant(&q, t);
+            (q, r, vec![t])
+        }
+        "range" => {
+            // range from <t> to <t> step <d> <expr>
+            if rest.len() < 7 || rest[0] != "from" || rest[2] != "to" || rest[4] != "step" {
+                return Err(format!("bad eval line {line:?}"));
+            }
+            let (start, end, step) = (
+                duration_ms(rest[1])?,
+                duration_ms(rest[3])?,
+                duration_ms(rest[5])?,
+            );
+            let q = rest[6..].join(" ");
+            let r = engine.range(&q, start, end, step);
+            let mut steps = Vec::new();
+            let mut t = start;
+            while t <= end {
+                steps.push(t);
+                t += step.max(1);
+            }
+            (q, r, steps)
+        }
+        _ => return Err(format!("bad eval line {line:?}")),
+    };
+    let outcome = check(&exp, result, &steps);
+    Ok((query, outcome))
+}
+
+fn check(
+    exp: &Expectations,
+    result: super::QueryResult<(Value, super::Annotations)>,
+    steps: &[i64],
+) -> Outcome {
+    let (value, ann) = match (result, &exp.fail) {
+        (Err(e), Some(msg)) => {
+            if let Some(m) = msg
+                && *m != e.message
+            {
+                return Outcome::Fail(format!("error {:?}, expected {m:?}", e.message));
+            }
+            if let Some(re) = &exp.fail_regex
+                && !regex::Regex::new(re).is_ok_and(|r| r.is_match(&e.message))
+            {
+                return Outcome::Fail(format!("error {:?} does not match {re:?}", e.message));
+            }
+            return Outcome::Pass;
+        }
+        (Err(e), None) => return Outcome::Fail(format!("unexpected error: {}", e.message)),
+        (Ok(_), Some(_)) => return Outcome::Fail("expected an error, got a result".into()),
+        (Ok(v), None) => v,
+    };
+    if let Some(w) = exp.warn
+        && w == ann.warnings.is_empty()
+    {
+        return Outcome::Fail(format!("warnings {:?}, expected some: {w}", ann.warnings));
+    }
+    if let Some(i) = exp.info
+        && i == ann.infos.is_empty()
+    {
+        return Outcome::Fail(format!("infos {:?}, expected some: {i}", ann.infos));
+    }
+    match value {
+        Value::Scalar(v) => match exp.scalar {
+            Some(want) if almost_equal(v, want) => Outcome::Pass,
+            Some(want) => Outcome::Fail(format!("scalar {v}, expected {want}")),
+            None => Outcome::Fail(format!("scalar {v}, expected a vector")),
+        },
+        Value::String(s) => match &exp.string {
+            Some(want) if *want == s => Outcome::Pass,
+            _ => Outcome::Fail(format!("string {s:?}")),
+        },
+        Value::Vector(v) => {
+            if exp.scalar.is_some() {
+                return Outcome::Fail("vector, expected a scalar".into());
+            }
+            if v.len() != exp.series.len() {
+                return Outcome::Fail(format!(
+                    "{} series, expected {}: got {:?}",
+                    v.len(),
+                    exp.series.len(),
+                    v.iter()
+                        .map(|s| format!("{} {}", super::eval::render(&s.metric), s.v))
+                        .collect::<Vec<_>>()
+                ));
+            }
+            for (i, s) in v.iter().enumerate() {
+                let found = if exp.ordered {
+                    exp.series.get(i).filter(|e| *e.0 == *s.metric)
+                } else {
+                    exp.series.iter().find(|e| *e.0 == *s.metric)
+                };
+                let Some((_, values)) = found else {
+                    return Outcome::Fail(format!(
+                        "unexpected series {}",
+                        super::eval::render(&s.metric)
+                    ));
+                };
+                match values.first().copied().flatten() {
+                    Some(want) if almost_equal(s.v, want) => {}
+                    want => {
+                        return Outcome::Fail(format!(
+                            "{}: {}, expected {want:?}",
+                            super::eval::render(&s.metric),
+                            s.v
+                        ));
+                    }
+                }
+            }
+            Outcome::Pass
+        }
+        Value::Matrix(m) => {
+            let expected: Vec<_> = exp
+                .series
+                .iter()
+                .filter(|(_, vals)| vals.iter().any(Option::is_some))
+                .collect();
+            if m.len() != expected.len() {
+                return Outcome::Fail(format!("{} series, expected {}", m.len(), expected.len()));
+            }
+            for s in &m {
+                let Some((_, values)) = expected.iter().find(|e| *e.0 == *s.metric) else {
+                    return Outcome::Fail(format!(
+                        "unexpected series {}",
+                        super::eval::render(&s.metric)
+                    ));
+                };
+                let want: Vec<(i64, f64)> = values
+                    .iter()
+                    .zip(steps)
+                    .filter_map(|(v, &t)| v.map(|v| (t, v)))
+                    .collect();
+                if want.len() != s.points.len()
+                    || want
+                        .iter()
+                        .zip(&s.points)
+                        .any(|(a, b)| a.0 != b.0 || !almost_equal(a.1, b.1))
+                {
+                    return Outcome::Fail(format!(
+                        "{}: points {:?}, expected {want:?}",
+                        super::eval::render(&s.metric),
+                        s.points
+                    ));
+                }
+            }
+            Outcome::Pass
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! PromQL conformance: every script in `tests/promql/` (Prometheus's own test format, see its
+//! README) run against the strata engine, with the pass rate per file printed. Run with
+//! `cargo test -p strata-central --test promql_conformance -- --nocapture` to see the table.
+
+use std::path::Path;
+
+use strata_central::promql::script::{self, Outcome};
+
+/// Files of features current Prometheus keeps behind feature flags; reported apart.
+const EXPERIMENTAL: &[&str] = &[
+    "duration_expression",
+    "extended_vectors",
+    "fill-modifier",
+    "info",
+    "type_and_unit",
+];
+
+#[test]
+fn promql_test_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/promql");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/promql exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        .collect();
+    files.sort();
+    let mut totals = [(0usize, 0usize); 2];
+    println!(
+        "{:<28} {:>6} {:>6} {:>7}",
+        "file", "pass", "evals", "native"
+    );
+    for path in &files {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(path).unwrap();
+        let results = script::run(&text);
+        let native = results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Native)
+            .count();
+        let counted: Vec<_> = results
+            .iter()
+            .filter(|r| r.outcome != Outcome::Native)
+            .collect();
+        let passed = counted
+            .iter()
+            .filter(|r| r.outcome == Outcome::Pass)
+            .count();
+        println!("{name:<28} {passed:>6} {:>6} {native:>7}", counted.len());
+        if std::env::var_os("PROMQL_FAILURES").is_some() {
+            for r in &counted {
+                if let Outcome::Fail(why) = &r.outcome {
+                    println!("  {name}.test:{} {} -- {why}", r.line, r.query);
+                }
+            }
+        }
+        let t = &mut totals[usize::from(EXPERIMENTAL.contains(&name.as_str()))];
+        t.0 += passed;
+        t.1 += counted.len();
+    }
+    for (label, (p, n)) in ["stable", "experimental"].iter().zip(totals) {
+        println!(
+            "{label}: {p} of {n} evals pass ({:.1}%)",
+            100.0 * p as f64 / n.max(1) as f64
+        );
+    }
+}
