@@ -179,6 +179,11 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
         }
     }
 
+    /// The query's start, end and step in milliseconds.
+    pub(super) fn query_range(&self) -> (i64, i64, i64) {
+        (self.start, self.end, self.step)
+    }
+
     pub(super) fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
             None => None,
@@ -713,10 +718,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             T_TOPK | T_BOTTOMK | T_LIMITK => {
                 let k = scalar_param(&param)?;
                 if k.is_nan() {
-                    return Err(QueryError::execution(format!(
-                        "Parameter value is NaN for {}",
-                        a.op
-                    )));
+                    return Err(QueryError::execution("Parameter value is NaN"));
                 }
                 if k >= 1.0 {
                     let k = if k >= i64::MAX as f64 {
@@ -736,10 +738,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             T_LIMIT_RATIO => {
                 let r = scalar_param(&param)?;
                 if r.is_nan() {
-                    return Err(QueryError::execution(format!(
-                        "Ratio value is NaN for {}",
-                        a.op
-                    )));
+                    return Err(QueryError::execution("Ratio value is NaN"));
                 }
                 let r = r.clamp(-1.0, 1.0);
                 for (_, members) in groups {
@@ -961,11 +960,16 @@ pub(super) fn kahan_sum(values: &[f64]) -> f64 {
 
 /// Prometheus 3.x `avg`: a compensated sum, switching to an incremental mean on overflow.
 pub(super) fn mean(values: &[f64]) -> f64 {
-    let (mut sum, mut c) = (0.0, 0.0);
+    let mut c = 0.0;
     let mut incremental = false;
     let mut mean = 0.0;
-    let mut n = 0.0;
-    for &v in values {
+    let Some((&first, rest)) = values.split_first() else {
+        return f64::NAN;
+    };
+    // The first value starts the sum as is (an infinite one included), as in Prometheus.
+    let mut sum = first;
+    let mut n = 1.0;
+    for &v in rest {
         n += 1.0;
         if !incremental {
             let (s, nc) = kahan_inc(v, sum, c);
@@ -1014,7 +1018,13 @@ pub(super) fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    // NaN sorts below every number, as Go's sort of float64 puts it.
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
     let n = values.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);

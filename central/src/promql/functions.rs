@@ -386,9 +386,9 @@ pub(super) fn call<S: Storage + ?Sized>(
         }),
         "predict_linear" => {
             let d = scalar_arg(ev, c, 1, ts)?;
-            over_time(ev, arg(0)?, ts, false, |w, p| {
+            over_time(ev, arg(0)?, ts, false, |_, p| {
                 (p.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(p, w.end);
+                    let (slope, intercept) = linear_regression(p, ts);
                     intercept + slope * d
                 })
             })
@@ -443,6 +443,18 @@ pub(super) fn call<S: Storage + ?Sized>(
         "ts_of_last_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
             p.last().map(|x| x.0 as f64 / 1000.0)
         }),
+        "ts_of_min_over_time" | "ts_of_max_over_time" => {
+            let max = name == "ts_of_max_over_time";
+            over_time(ev, arg(0)?, ts, false, move |_, p| {
+                p.iter()
+                    .copied()
+                    .reduce(|best, x| {
+                        let better = if max { x.1 >= best.1 } else { x.1 <= best.1 };
+                        if better || best.1.is_nan() { x } else { best }
+                    })
+                    .map(|x| x.0 as f64 / 1000.0)
+            })
+        }
         "ts_of_first_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
             p.first().map(|x| x.0 as f64 / 1000.0)
         }),
@@ -541,17 +553,36 @@ pub(super) fn call<S: Storage + ?Sized>(
             if hi < lo {
                 return Ok(Value::Vector(Vec::new()));
             }
-            each(ev, arg(0)?, ts, move |v| v.max(lo).min(hi))
+            each(ev, arg(0)?, ts, move |v| go_min(go_max(v, lo), hi))
         }
         "clamp_min" => {
             let lo = scalar_arg(ev, c, 1, ts)?;
-            each(ev, arg(0)?, ts, move |v| v.max(lo))
+            each(ev, arg(0)?, ts, move |v| go_max(v, lo))
         }
         "clamp_max" => {
             let hi = scalar_arg(ev, c, 1, ts)?;
-            each(ev, arg(0)?, ts, move |v| v.min(hi))
+            each(ev, arg(0)?, ts, move |v| go_min(v, hi))
         }
         "time" => Ok(Value::Scalar(ts as f64 / 1000.0)),
+        "start" | "end" | "step" | "range" => {
+            let (start, end, step) = ev.query_range();
+            let ms = match name {
+                "start" => start,
+                "end" => end,
+                "step" => step,
+                _ => end - start,
+            };
+            Ok(Value::Scalar(ms as f64 / 1000.0))
+        }
+        "min_of" | "max_of" => {
+            let a = scalar_arg(ev, c, 0, ts)?;
+            let b = scalar_arg(ev, c, 1, ts)?;
+            Ok(Value::Scalar(if name == "min_of" {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }))
+        }
         "vector" => {
             let v = scalar_arg(ev, c, 0, ts)?;
             Ok(Value::Vector(vec![scalar_sample(ts, v)]))
@@ -730,6 +761,24 @@ pub(super) fn call<S: Storage + ?Sized>(
         other => Err(QueryError::bad_data(format!(
             "function {other}() is not supported by strata (it needs native histograms or is not implemented)"
         ))),
+    }
+}
+
+/// Go's `math.Min`: NaN if either is NaN.
+fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// Go's `math.Max`: NaN if either is NaN.
+fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
     }
 }
 
