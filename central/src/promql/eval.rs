@@ -142,6 +142,16 @@ fn signature(m: &[Label], on: bool, names: &[String]) -> String {
     key
 }
 
+/// Labels as Prometheus's `labels.Labels.String()` writes them in error messages:
+/// `{__name__="up", job="a"}`.
+fn go_string(m: &[Label]) -> String {
+    let parts: Vec<String> = m
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
 pub(super) fn render(m: &[Label]) -> String {
     strata_wire::labels::render(m)
 }
@@ -603,8 +613,8 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 return Err(QueryError::execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                     match_group(&s.metric, on, &names),
-                    render(&prev.metric),
-                    render(&s.metric)
+                    go_string(&prev.metric),
+                    go_string(&s.metric)
                 )));
             }
         }
@@ -681,12 +691,16 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             Some(p) => Some(self.eval(p, ts)?),
             None => None,
         };
-        let input = self.eval_vector(&a.expr, ts)?;
+        let mut input = self.eval_vector(&a.expr, ts)?;
         let (by, names): (bool, Vec<String>) = match &a.modifier {
             Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
             Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
             None => (true, Vec::new()),
         };
+        if by && names.iter().any(|n| n == METRIC_NAME) {
+            // Grouping by the name sees it as dropped where a function dropped it.
+            input = finish_vector(input)?;
+        }
         let group_metric = |m: &[Label]| -> Vec<Label> {
             m.iter()
                 .filter(|l| grouped(&l.name, by, &names))

@@ -362,7 +362,7 @@ fn expectations(head: &str, body: &[&str]) -> Result<Expectations, String> {
             } else if rest == "no_info" {
                 e.info = Some(false);
             } else if let Some(s) = rest.strip_prefix("string") {
-                e.string = Some(s.trim().trim_matches('"').to_string());
+                e.string = Some(s.trim().trim_matches(['"', '`']).to_string());
             } else {
                 return Err(format!("unsupported expectation {l:?}"));
             }
