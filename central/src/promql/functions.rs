@@ -300,22 +300,46 @@ fn date_part(name: &str, secs: f64) -> f64 {
 /// Classic histogram buckets: `(upper bound, cumulative count)`.
 type Buckets = Vec<(f64, f64)>;
 
-/// Prometheus's `bucketQuantile`.
-fn bucket_quantile(q: f64, mut buckets: Buckets) -> f64 {
-    if q.is_nan() {
-        return f64::NAN;
+/// Groups classic bucket series by their labels without `le` and the name, and gives each
+/// group one sample computed from its buckets.
+fn per_histogram(v: Vec<Sample>, ts: i64, f: impl Fn(Buckets) -> f64) -> Value {
+    let mut groups: Vec<(Vec<Label>, Buckets)> = Vec::new();
+    for s in v {
+        let Some(Ok(ub)) = get(&s.metric, "le").map(parse_le) else {
+            continue;
+        };
+        let key: Vec<Label> = s
+            .metric
+            .iter()
+            .filter(|l| l.name != "le" && l.name != METRIC_NAME)
+            .cloned()
+            .collect();
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => g.1.push((ub, s.v)),
+            None => groups.push((key, vec![(ub, s.v)])),
+        }
     }
-    if q < 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if q > 1.0 {
-        return f64::INFINITY;
-    }
+    Value::Vector(
+        groups
+            .into_iter()
+            .map(|(key, buckets)| Sample {
+                metric: metric_of(key),
+                t: ts,
+                v: f(buckets),
+                drop_name: false,
+            })
+            .collect(),
+    )
+}
+
+/// Sorts buckets by upper bound, adds up equal bounds and makes counts monotonic; `None`
+/// without a `+Inf` bucket.
+fn normalize(mut buckets: Buckets) -> Option<Buckets> {
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return f64::NAN;
+        return None;
     }
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    let mut merged: Buckets = Vec::with_capacity(buckets.len());
     for (ub, c) in buckets {
         match merged.last_mut() {
             Some(last) if last.0 == ub => last.1 += c,
@@ -330,6 +354,73 @@ fn bucket_quantile(q: f64, mut buckets: Buckets) -> f64 {
             max = b.1;
         }
     }
+    Some(merged)
+}
+
+/// Prometheus's `BucketFraction`: the estimated share of observations in `[lower, upper]`.
+fn bucket_fraction(lower: f64, upper: f64, buckets: Buckets) -> f64 {
+    let Some(buckets) = normalize(buckets) else {
+        return f64::NAN;
+    };
+    let count = buckets[buckets.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, None, None);
+    for (i, &(ub, c)) in buckets.iter().enumerate() {
+        let lb = if i > 0 {
+            buckets[i - 1].0
+        } else if ub > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let interpolate = |v: f64| {
+            if lb == f64::NEG_INFINITY {
+                c
+            } else {
+                rank + (c - rank) * (v - lb) / (ub - lb)
+            }
+        };
+        if lower_rank.is_none() && lb >= lower {
+            lower_rank = Some(rank);
+        }
+        if upper_rank.is_none() && lb >= upper {
+            upper_rank = Some(rank);
+        }
+        if lower_rank.is_none() && lb < lower && ub > lower {
+            lower_rank = Some(interpolate(lower));
+        }
+        if upper_rank.is_none() && lb < upper && ub > upper {
+            upper_rank = Some(interpolate(upper));
+        }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        rank = c;
+    }
+    let lower_rank = lower_rank.map_or(count, |r: f64| r.min(count));
+    let upper_rank = upper_rank.map_or(count, |r: f64| r.min(count));
+    (upper_rank - lower_rank) / count
+}
+
+/// Prometheus's `bucketQuantile`.
+fn bucket_quantile(q: f64, buckets: Buckets) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    let Some(merged) = normalize(buckets) else {
+        return f64::NAN;
+    };
     if merged.len() < 2 {
         return f64::NAN;
     }
@@ -727,36 +818,13 @@ pub(super) fn call<S: Storage + ?Sized>(
                     format_value(q)
                 ));
             }
-            let mut groups: Vec<(Vec<Label>, Buckets)> = Vec::new();
-            for s in v {
-                let Some(le) = get(&s.metric, "le") else {
-                    continue;
-                };
-                let Ok(ub) = parse_le(le) else {
-                    continue;
-                };
-                let key: Vec<Label> = s
-                    .metric
-                    .iter()
-                    .filter(|l| l.name != "le" && l.name != METRIC_NAME)
-                    .cloned()
-                    .collect();
-                match groups.iter_mut().find(|g| g.0 == key) {
-                    Some(g) => g.1.push((ub, s.v)),
-                    None => groups.push((key, vec![(ub, s.v)])),
-                }
-            }
-            Ok(Value::Vector(
-                groups
-                    .into_iter()
-                    .map(|(key, buckets)| Sample {
-                        metric: metric_of(key),
-                        t: ts,
-                        v: bucket_quantile(q, buckets),
-                        drop_name: false,
-                    })
-                    .collect(),
-            ))
+            Ok(per_histogram(v, ts, |b| bucket_quantile(q, b)))
+        }
+        "histogram_fraction" => {
+            let lower = scalar_arg(ev, c, 0, ts)?;
+            let upper = scalar_arg(ev, c, 1, ts)?;
+            let v = ev.eval_vector(arg(2)?, ts)?;
+            Ok(per_histogram(v, ts, |b| bucket_fraction(lower, upper, b)))
         }
         other => Err(QueryError::bad_data(format!(
             "function {other}() is not supported by strata (it needs native histograms or is not implemented)"
