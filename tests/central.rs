@@ -19,17 +19,8 @@ fn total(series: &[TimeSeries]) -> usize {
 
 /// `data` of a JSON API answer to GET `url` with `query`.
 async fn api_data(url: String, query: &[(&str, i64)]) -> serde_json::Value {
-    let body = reqwest::Client::new()
-        .get(url)
-        .query(query)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v["data"].clone()
+    let query: Vec<(&str, String)> = query.iter().map(|&(k, v)| (k, v.to_string())).collect();
+    get_json(&url, &query).await["data"].clone()
 }
 
 async fn status(base: &str) -> serde_json::Value {

@@ -193,19 +193,25 @@ pub fn bench_write(url: &str, series: usize, intervals: usize, protocol: &str) {
     assert!(stdout.contains("failed requests: 0"), "{stdout}");
 }
 
-/// Counts raw samples of all series with a `job` label in the last `range` via the
-/// Prometheus API (an instant query of a range selector returns raw samples).
-pub async fn count_samples_promql(base: &str, range: &str) -> usize {
+/// The JSON body of the answer to GET `url` with `query` parameters.
+pub async fn get_json(url: &str, query: &[(&str, String)]) -> serde_json::Value {
     let body = reqwest::Client::new()
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", format!("{{job=~\".+\"}}[{range}]"))])
+        .get(url)
+        .query(query)
         .send()
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
-    let resp: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Counts raw samples of all series with a `job` label in the last `range` via the
+/// Prometheus API (an instant query of a range selector returns raw samples).
+pub async fn count_samples_promql(base: &str, range: &str) -> usize {
+    let query = [("query", format!("{{job=~\".+\"}}[{range}]"))];
+    let resp = get_json(&format!("{base}/api/v1/query"), &query).await;
     assert_eq!(resp["status"], "success", "{resp}");
     resp["data"]["result"]
         .as_array()
