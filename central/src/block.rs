@@ -149,9 +149,8 @@ fn to_decimal(v: f64) -> Option<(i64, usize)> {
     })
 }
 
-/// The decimal form of `v` at `scale`, if it is exact.
-fn at_scale(v: f64, scale: usize) -> Option<i64> {
-    let (m, s) = to_decimal(v)?;
+/// A decimal `(m, s)` rescaled to `scale` (at least `s`), if the result stays exact.
+fn at_scale((m, s): (i64, usize), scale: usize) -> Option<i64> {
     let m = m.checked_mul(10i64.pow((scale - s) as u32))?;
     (m.abs() < EXACT).then_some(m)
 }
@@ -253,16 +252,18 @@ impl BlockWriter {
         }
         let id = self.series.len() as u32;
         self.series.push((labels, self.rows, samples.len() as u32));
-        let scale = samples
+        let decimals: Vec<Option<(i64, usize)>> =
+            samples.iter().map(|&(_, v)| to_decimal(v)).collect();
+        let scale = decimals
             .iter()
-            .filter_map(|&(_, v)| to_decimal(v))
-            .map(|(_, s)| s)
+            .flatten()
+            .map(|&(_, s)| s)
             .max()
             .unwrap_or(0);
-        for &(t, v) in samples {
+        for (&(t, v), d) in samples.iter().zip(decimals) {
             self.ids.push(id);
             self.ts.push(t);
-            let decimal = at_scale(v, scale);
+            let decimal = d.and_then(|d| at_scale(d, scale));
             self.decimals.push(decimal);
             self.floats.push(decimal.is_none().then_some(v));
             self.scales.push(scale as i8);

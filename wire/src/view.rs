@@ -14,7 +14,7 @@
 //! of [`crate::v2`]: the first symbol is empty, references stay inside the symbol table and
 //! come in pairs.
 
-use crate::labels::{self, LabelError, LabelPair};
+use crate::labels::{self, LabelPair};
 use crate::prompb::Sample;
 use crate::protocol::WriteVersion;
 use crate::validate::Rejected;
@@ -334,11 +334,6 @@ impl<'a> ValidatedView<'a> {
     /// The 400 body for the rejected series, if any.
     pub fn rejection_message(&self) -> Option<String> {
         self.rejected.message(self.accepted_len())
-    }
-
-    /// Why each rejected series was refused, with its index in the request.
-    pub fn rejections(&self) -> &[(usize, LabelError)] {
-        &self.rejected.series
     }
 }
 

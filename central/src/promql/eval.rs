@@ -71,7 +71,7 @@ pub(super) fn scalar_sample(t: i64, v: f64) -> Sample {
 /// Evaluates one query.
 pub struct Evaluator<'a, S: Storage + ?Sized> {
     storage: &'a S,
-    pub(super) opts: &'a Options,
+    opts: &'a Options,
     start: i64,
     end: i64,
     step: i64,
@@ -87,11 +87,21 @@ fn ms(d: &std::time::Duration) -> i64 {
     d.as_millis() as i64
 }
 
-pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
+fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
         Some(Offset::Pos(d)) => ms(d),
         Some(Offset::Neg(d)) => -ms(d),
         None => 0,
+    }
+}
+
+/// The time an `@` modifier fixes, with `start()` and `end()` those of the query.
+fn at_time(at: &Option<AtModifier>, start: i64, end: i64) -> Option<i64> {
+    match at {
+        None => None,
+        Some(AtModifier::Start) => Some(start),
+        Some(AtModifier::End) => Some(end),
+        Some(AtModifier::At(t)) => Some(system_ms(t)),
     }
 }
 
@@ -194,13 +204,15 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
         (self.start, self.end, self.step)
     }
 
-    pub(super) fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
-        match at {
-            None => None,
-            Some(AtModifier::Start) => Some(self.start),
-            Some(AtModifier::End) => Some(self.end),
-            Some(AtModifier::At(t)) => Some(system_ms(t)),
-        }
+    /// The time a selector or subquery with these modifiers is read at when the expression
+    /// is evaluated at `ts`: its `@` time (or `ts`) minus its offset.
+    pub(super) fn read_time(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        ts: i64,
+    ) -> i64 {
+        at_time(at, self.start, self.end).unwrap_or(ts) - offset_ms(offset)
     }
 
     /// Records the time range every selector under `e` is read over when `e` is evaluated at
@@ -213,12 +225,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             r.1 = r.1.max(b);
         };
         let (start, end) = (self.start, self.end);
-        let at_ms = |at: &Option<AtModifier>| match at {
-            None => None,
-            Some(AtModifier::Start) => Some(start),
-            Some(AtModifier::End) => Some(end),
-            Some(AtModifier::At(t)) => Some(system_ms(t)),
-        };
+        let at_ms = |at: &Option<AtModifier>| at_time(at, start, end);
         match e {
             Expr::VectorSelector(vs) => {
                 let (lo, hi) = at_ms(&vs.at).map_or((lo, hi), |t| (t, t));
@@ -381,7 +388,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
     /// The instant vector of a selector at `ts`.
     fn vector_selector(&mut self, vs: &VectorSelector, ts: i64) -> QueryResult<Vec<Sample>> {
         let data = self.load(vs)?;
-        let t = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
+        let t = self.read_time(&vs.at, &vs.offset, ts);
         let lo = t - self.opts.lookback_ms;
         let mut out = Vec::new();
         for s in data.iter() {
@@ -410,7 +417,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
         ts: i64,
     ) -> QueryResult<Vec<Series>> {
         let data = self.load(&m.vs)?;
-        let t = self.at_ms(&m.vs.at).unwrap_or(ts) - offset_ms(&m.vs.offset);
+        let t = self.read_time(&m.vs.at, &m.vs.offset, ts);
         let lo = t - ms(&m.range);
         let mut out = Vec::new();
         for s in data.iter() {
@@ -434,7 +441,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
 
     /// The range vector of a subquery at `ts`.
     pub(super) fn subquery(&mut self, sq: &SubqueryExpr, ts: i64) -> QueryResult<Vec<Series>> {
-        let t = self.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
+        let t = self.read_time(&sq.at, &sq.offset, ts);
         let step = sq
             .step
             .as_ref()
@@ -619,15 +626,15 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             }
         }
         let comparison = is_comparison(op);
-        let mut matched: HashMap<String, ()> = HashMap::new();
-        let mut seen_results: HashMap<Vec<Label>, ()> = HashMap::new();
+        let mut matched = std::collections::HashSet::new();
+        let mut seen_results = std::collections::HashSet::new();
         let mut out = Vec::new();
         for m in &many {
             let key = sig(&m.metric);
             let Some(o) = one_by_sig.get(&key) else {
                 continue;
             };
-            if one_to_one && matched.insert(key.clone(), ()).is_some() {
+            if one_to_one && !matched.insert(key.clone()) {
                 return Err(QueryError::execution(
                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
                 ));
@@ -669,7 +676,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 } else {
                     metric.to_vec()
                 };
-                if seen_results.insert(check, ()).is_some() {
+                if !seen_results.insert(check) {
                     return Err(QueryError::execution(
                         "multiple matches for labels: grouping labels must ensure unique matches",
                     ));

@@ -5,8 +5,7 @@ use regex::Regex;
 use strata_wire::Label;
 
 use super::eval::{
-    Evaluator, format_value, get, kahan_inc, kahan_sum, mean, metric_of, offset_ms, quantile,
-    scalar_sample,
+    Evaluator, format_value, get, kahan_inc, kahan_sum, mean, metric_of, quantile, scalar_sample,
 };
 use super::{QueryError, QueryResult, Sample, Series, Storage, Value};
 
@@ -27,7 +26,7 @@ fn window<S: Storage + ?Sized>(
     match e {
         Expr::MatrixSelector(m) => {
             let series = ev.matrix_selector(m, ts)?;
-            let end = ev.at_ms(&m.vs.at).unwrap_or(ts) - offset_ms(&m.vs.offset);
+            let end = ev.read_time(&m.vs.at, &m.vs.offset, ts);
             Ok(Window {
                 series,
                 start: end - m.range.as_millis() as i64,
@@ -36,7 +35,7 @@ fn window<S: Storage + ?Sized>(
         }
         Expr::Subquery(sq) => {
             let series = ev.subquery(sq, ts)?;
-            let end = ev.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
+            let end = ev.read_time(&sq.at, &sq.offset, ts);
             Ok(Window {
                 series,
                 start: end - sq.range.as_millis() as i64,

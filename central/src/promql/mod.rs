@@ -24,7 +24,7 @@ use strata_wire::Label;
 use crate::head::SeriesData;
 use crate::index::Matcher;
 
-pub use eval::Evaluator;
+use eval::Evaluator;
 
 /// Where a query reads series from: the central's [`crate::db::Db`], or test data.
 pub trait Storage: Send + Sync {

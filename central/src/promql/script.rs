@@ -18,7 +18,7 @@ use crate::head::SeriesData;
 use crate::index::Matcher;
 
 /// Series held in memory for a script.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MemStorage {
     series: Vec<SeriesData>,
 }
@@ -67,7 +67,8 @@ pub struct EvalResult {
 /// Runs a whole script; every eval gets a result.
 pub fn run(script: &str) -> Vec<EvalResult> {
     let lines: Vec<&str> = script.lines().collect();
-    let mut storage = MemStorage::default();
+    // Shared with each eval's engine; a `load` after evals copies it only if still shared.
+    let mut storage = Arc::new(MemStorage::default());
     let mut results = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -85,9 +86,9 @@ pub fn run(script: &str) -> Vec<EvalResult> {
         let body = &lines[i + 1..block_end];
         let cmd = line.split_whitespace().next().unwrap_or("");
         match cmd {
-            "clear" => storage = MemStorage::default(),
+            "clear" => storage = Arc::new(MemStorage::default()),
             "load" | "load_with_nhcb" => {
-                if let Err(e) = load(&mut storage, line, body) {
+                if let Err(e) = load(Arc::make_mut(&mut storage), line, body) {
                     results.push(EvalResult {
                         line: i + 1,
                         query: line.to_string(),
@@ -387,17 +388,14 @@ fn expectations(head: &str, body: &[&str]) -> Result<Expectations, String> {
     Ok(e)
 }
 
-fn eval(storage: &MemStorage, line: &str, body: &[&str]) -> Result<(String, Outcome), String> {
+fn eval(storage: &Arc<MemStorage>, line: &str, body: &[&str]) -> Result<(String, Outcome), String> {
     let mut words = line.split_whitespace();
     let head = words.next().unwrap_or("");
     let kind = words.next().unwrap_or("");
     let rest: Vec<&str> = words.collect();
     let exp = expectations(head, body)?;
-    let storage = Arc::new(MemStorage {
-        series: storage.series.clone(),
-    });
     let engine = Engine::new(
-        storage,
+        storage.clone(),
         Options {
             timeout: Duration::from_secs(60),
             ..Options::default()
