@@ -122,9 +122,11 @@ pub(super) fn get<'m>(m: &'m [Label], name: &str) -> Option<&'m str> {
     m.iter().find(|l| l.name == name).map(|l| l.value.as_str())
 }
 
+/// The labels without the metric name, and without the `__type__` and `__unit__` labels that
+/// describe it (Prometheus's type-and-unit labels go wherever the name goes).
 pub(super) fn without_name(m: &[Label]) -> Metric {
     m.iter()
-        .filter(|l| l.name != METRIC_NAME)
+        .filter(|l| !matches!(l.name.as_str(), METRIC_NAME | "__type__" | "__unit__"))
         .cloned()
         .collect()
 }
@@ -307,6 +309,11 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
         let mut out = series.finish();
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
         Ok((Value::Matrix(out), std::mem::take(&mut self.annotations)))
+    }
+
+    /// Whether this evaluation is a range query (several steps), not an instant one.
+    pub(super) fn is_range(&self) -> bool {
+        self.step > 0
     }
 
     fn check_deadline(&self) -> QueryResult<()> {
@@ -571,6 +578,13 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
         rhs: Vec<Sample>,
     ) -> QueryResult<Vec<Sample>> {
         let modifier = b.modifier.as_ref();
+        if modifier.is_some_and(|m| m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some()) {
+            // Prometheus keeps fill modifiers behind a feature flag; strata refuses them rather
+            // than answer as if they were not there.
+            return Err(QueryError::bad_data(
+                "fill modifiers (fill, fill_left, fill_right) are an experimental Prometheus feature that strata does not support",
+            ));
+        }
         let (on, names): (bool, Vec<String>) = match modifier.and_then(|m| m.matching.as_ref()) {
             Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
             Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
@@ -698,16 +712,15 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             Some(p) => Some(self.eval(p, ts)?),
             None => None,
         };
-        let mut input = self.eval_vector(&a.expr, ts)?;
+        let input = self.eval_vector(&a.expr, ts)?;
         let (by, names): (bool, Vec<String>) = match &a.modifier {
             Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
             Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
             None => (true, Vec::new()),
         };
-        if by && names.iter().any(|n| n == METRIC_NAME) {
-            // Grouping by the name sees it as dropped where a function dropped it.
-            input = finish_vector(input)?;
-        }
+        // Grouping by the name keeps it in the output, to be dropped at the end if any member's
+        // name was to be dropped (Prometheus 3.x delayed name removal).
+        let by_name = by && names.iter().any(|n| n == METRIC_NAME);
         let group_metric = |m: &[Label]| -> Vec<Label> {
             m.iter()
                 .filter(|l| grouped(&l.name, by, &names))
@@ -812,6 +825,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                     None
                 };
                 for (key, members) in groups {
+                    let drop_name = by_name && members.iter().any(|s| s.drop_name);
                     let values: Vec<f64> = members.iter().map(|s| s.v).collect();
                     let v = match op {
                         T_SUM => kahan_sum(&values),
@@ -833,7 +847,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                         T_QUANTILE => {
                             let q = q.unwrap_or(f64::NAN);
                             if !(0.0..=1.0).contains(&q) {
-                                self.annotations.warnings.push(format!(
+                                self.annotations.warn(format!(
                                     "PromQL warning: quantile value should be between 0 and 1, got {}",
                                     format_value(q)
                                 ));
@@ -851,7 +865,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                         metric: metric_of(key),
                         t: ts,
                         v,
-                        drop_name: false,
+                        drop_name,
                     });
                 }
             }

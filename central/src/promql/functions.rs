@@ -7,7 +7,7 @@ use strata_wire::Label;
 use super::eval::{
     Evaluator, format_value, get, kahan_inc, kahan_sum, mean, metric_of, quantile, scalar_sample,
 };
-use super::{QueryError, QueryResult, Sample, Series, Storage, Value};
+use super::{Annotations, QueryError, QueryResult, Sample, Series, Storage, Value};
 
 const METRIC_NAME: &str = "__name__";
 
@@ -299,41 +299,52 @@ fn date_part(name: &str, secs: f64) -> f64 {
 /// Classic histogram buckets: `(upper bound, cumulative count)`.
 type Buckets = Vec<(f64, f64)>;
 
-/// Groups classic bucket series by their labels without `le` and the name, and gives each
-/// group one sample computed from its buckets.
-fn per_histogram(v: Vec<Sample>, ts: i64, f: impl Fn(Buckets) -> f64) -> Value {
-    let mut groups: Vec<(Vec<Label>, Buckets)> = Vec::new();
-    for s in v {
-        let Some(Ok(ub)) = get(&s.metric, "le").map(parse_le) else {
-            continue;
-        };
-        let key: Vec<Label> = s
-            .metric
-            .iter()
-            .filter(|l| l.name != "le" && l.name != METRIC_NAME)
-            .cloned()
-            .collect();
-        match groups.iter_mut().find(|g| g.0 == key) {
-            Some(g) => g.1.push((ub, s.v)),
-            None => groups.push((key, vec![(ub, s.v)])),
-        }
-    }
-    Value::Vector(
-        groups
-            .into_iter()
-            .map(|(key, buckets)| Sample {
-                metric: metric_of(key),
-                t: ts,
-                v: f(buckets),
-                drop_name: false,
-            })
-            .collect(),
-    )
+/// A classic histogram at one step: its labels without `le` (the name is kept until the end
+/// of evaluation, as in Prometheus 3.x, so two histograms that differ only by name stay
+/// apart and then collide), its metric name for annotations, and its buckets.
+struct Histogram {
+    labels: Vec<Label>,
+    name: String,
+    buckets: Buckets,
 }
 
-/// Sorts buckets by upper bound, adds up equal bounds and makes counts monotonic; `None`
-/// without a `+Inf` bucket.
-fn normalize(mut buckets: Buckets) -> Option<Buckets> {
+/// Groups classic bucket series by their labels without `le`. A series without a valid `le` is
+/// left out with Prometheus's warning.
+fn histograms(ann: &mut Annotations, v: Vec<Sample>) -> Vec<Histogram> {
+    let mut out: Vec<Histogram> = Vec::new();
+    for s in v {
+        let name = get(&s.metric, METRIC_NAME).unwrap_or("");
+        let le = get(&s.metric, "le");
+        let Some(Ok(ub)) = le.map(parse_le) else {
+            ann.warn(format!(
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {name:?}",
+                le.unwrap_or("")
+            ));
+            continue;
+        };
+        let labels: Vec<Label> = s
+            .metric
+            .iter()
+            .filter(|l| l.name != "le")
+            .cloned()
+            .collect();
+        match out.iter_mut().find(|h| h.labels == labels) {
+            Some(h) => h.buckets.push((ub, s.v)),
+            None => out.push(Histogram {
+                labels,
+                name: name.to_string(),
+                buckets: vec![(ub, s.v)],
+            }),
+        }
+    }
+    out
+}
+
+/// Sorts buckets by upper bound, adds up equal bounds and makes counts monotonic as
+/// Prometheus's `ensureMonotonicAndIgnoreSmallDeltas` does: differences within a relative
+/// 1e-12 are float noise and evened out silently, larger decreases are removed and reported
+/// (the `bool`). `None` without a `+Inf` bucket.
+fn normalize(mut buckets: Buckets) -> Option<(Buckets, bool)> {
     buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
     if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
         return None;
@@ -345,20 +356,97 @@ fn normalize(mut buckets: Buckets) -> Option<Buckets> {
             _ => merged.push((ub, c)),
         }
     }
-    let mut max = f64::NEG_INFINITY;
-    for b in &mut merged {
-        if b.1 < max {
-            b.1 = max;
+    let mut forced = false;
+    let mut prev = merged[0].1;
+    for b in &mut merged[1..] {
+        if b.1 == prev {
+            continue;
+        }
+        if almost_equal(prev, b.1, 1e-12) {
+            b.1 = prev;
+        } else if b.1 < prev {
+            b.1 = prev;
+            forced = true;
         } else {
-            max = b.1;
+            prev = b.1;
         }
     }
-    Some(merged)
+    Some((merged, forced))
+}
+
+/// Prometheus's `almost.Equal`: equal, both NaN, or within a relative `epsilon`.
+pub(super) fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if a.is_nan() && b.is_nan() || a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
+        return diff < epsilon * f64::MIN_POSITIVE;
+    }
+    diff / abs_sum.min(f64::MAX) < epsilon
+}
+
+/// `histogram_quantile` for each histogram, and `histogram_quantiles` (one output series per
+/// quantile, the quantile in label `label`).
+fn quantiles(
+    ann: &mut Annotations,
+    v: Vec<Sample>,
+    ts: i64,
+    qs: &[f64],
+    label: Option<&str>,
+) -> QueryResult<Value> {
+    for &q in qs {
+        if !(0.0..=1.0).contains(&q) {
+            ann.warn(format!(
+                "PromQL warning: quantile value should be between 0 and 1, got {}",
+                format_value(q)
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for h in histograms(ann, v) {
+        let normalized = normalize(h.buckets);
+        if normalized.as_ref().is_some_and(|n| n.1) {
+            ann.info(format!(
+                "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                h.name
+            ));
+        }
+        for &q in qs {
+            let v = match &normalized {
+                Some((b, _)) => bucket_quantile(q, b),
+                None => f64::NAN,
+            };
+            let mut labels = h.labels.clone();
+            if let Some(label) = label {
+                labels.retain(|l| l.name != label);
+                labels.push(Label::new(label, quantile_label(q)));
+            }
+            out.push(Sample {
+                metric: metric_of(labels),
+                t: ts,
+                v,
+                drop_name: true,
+            });
+        }
+    }
+    Ok(Value::Vector(out))
+}
+
+/// A quantile as `histogram_quantiles` writes it into its label: always with a fraction
+/// (`0.0`, `0.25`, `1.0`).
+fn quantile_label(q: f64) -> String {
+    if q.is_finite() && q.fract() == 0.0 {
+        format!("{q:.1}")
+    } else {
+        format_value(q)
+    }
 }
 
 /// Prometheus's `BucketFraction`: the estimated share of observations in `[lower, upper]`.
 fn bucket_fraction(lower: f64, upper: f64, buckets: Buckets) -> f64 {
-    let Some(buckets) = normalize(buckets) else {
+    let Some((buckets, _)) = normalize(buckets) else {
         return f64::NAN;
     };
     let count = buckets[buckets.len() - 1].1;
@@ -407,7 +495,7 @@ fn bucket_fraction(lower: f64, upper: f64, buckets: Buckets) -> f64 {
 }
 
 /// Prometheus's `bucketQuantile`.
-fn bucket_quantile(q: f64, buckets: Buckets) -> f64 {
+fn bucket_quantile(q: f64, merged: &Buckets) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -417,9 +505,6 @@ fn bucket_quantile(q: f64, buckets: Buckets) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    let Some(merged) = normalize(buckets) else {
-        return f64::NAN;
-    };
     if merged.len() < 2 {
         return f64::NAN;
     }
@@ -712,6 +797,7 @@ pub(super) fn call<S: Storage + ?Sized>(
             })
         }
         "sort" | "sort_desc" => {
+            sort_in_range_query(ev);
             let mut v = ev.eval_vector(arg(0)?, ts)?;
             let desc = name == "sort_desc";
             v.sort_by(|a, b| {
@@ -727,6 +813,7 @@ pub(super) fn call<S: Storage + ?Sized>(
             Ok(Value::Vector(v))
         }
         "sort_by_label" | "sort_by_label_desc" => {
+            sort_in_range_query(ev);
             let mut names = Vec::new();
             for i in 1..args.len() {
                 names.push(string_arg(ev, c, i, ts)?);
@@ -811,23 +898,55 @@ pub(super) fn call<S: Storage + ?Sized>(
         "histogram_quantile" => {
             let q = scalar_arg(ev, c, 0, ts)?;
             let v = ev.eval_vector(arg(1)?, ts)?;
-            if !(0.0..=1.0).contains(&q) {
-                ev.annotations.warnings.push(format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                    format_value(q)
-                ));
+            quantiles(&mut ev.annotations, v, ts, &[q], None)
+        }
+        "histogram_quantiles" => {
+            let label = string_arg(ev, c, 1, ts)?;
+            if !strata_wire::labels::is_valid_label_name(&label) {
+                return Err(QueryError::execution(format!(
+                    "invalid label name {label:?}"
+                )));
             }
-            Ok(per_histogram(v, ts, |b| bucket_quantile(q, b)))
+            let mut qs = Vec::new();
+            for i in 2..args.len() {
+                qs.push(scalar_arg(ev, c, i, ts)?);
+            }
+            let v = ev.eval_vector(arg(0)?, ts)?;
+            quantiles(&mut ev.annotations, v, ts, &qs, Some(&label))
         }
         "histogram_fraction" => {
             let lower = scalar_arg(ev, c, 0, ts)?;
             let upper = scalar_arg(ev, c, 1, ts)?;
             let v = ev.eval_vector(arg(2)?, ts)?;
-            Ok(per_histogram(v, ts, |b| bucket_fraction(lower, upper, b)))
+            Ok(Value::Vector(
+                histograms(&mut ev.annotations, v)
+                    .into_iter()
+                    .map(|h| Sample {
+                        metric: metric_of(h.labels),
+                        t: ts,
+                        v: bucket_fraction(lower, upper, h.buckets),
+                        drop_name: true,
+                    })
+                    .collect(),
+            ))
         }
-        other => Err(QueryError::bad_data(format!(
-            "function {other}() is not supported by strata (it needs native histograms or is not implemented)"
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => Err(QueryError::bad_data(format!(
+            "function {name}() {}; for classic histograms query the _count and _sum series",
+            super::NEEDS_NATIVE_HISTOGRAMS
         ))),
+        other => Err(QueryError::bad_data(format!(
+            "function {other}() is not implemented by strata"
+        ))),
+    }
+}
+
+/// Prometheus's warning that a range query's result is ordered by labels whatever `sort*` does.
+fn sort_in_range_query<S: Storage + ?Sized>(ev: &mut Evaluator<'_, S>) {
+    if ev.is_range() {
+        ev.annotations.warn(
+            "PromQL warning: sort is ineffective for range queries since results are always ordered by labels".into(),
+        );
     }
 }
 

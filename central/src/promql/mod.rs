@@ -144,6 +144,10 @@ impl QueryError {
     }
 }
 
+/// The reason given when a query needs native histograms: strata stores float samples only,
+/// and answers such a query with this error rather than with a wrong result.
+pub const NEEDS_NATIVE_HISTOGRAMS: &str = "needs native histograms, which strata does not store";
+
 pub type QueryResult<T> = Result<T, QueryError>;
 
 /// What evaluation produced besides the value: Prometheus's warnings and infos.
@@ -151,6 +155,22 @@ pub type QueryResult<T> = Result<T, QueryError>;
 pub struct Annotations {
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
+}
+
+impl Annotations {
+    /// Adds a warning once, however many steps or series raise it.
+    pub fn warn(&mut self, msg: String) {
+        if !self.warnings.contains(&msg) {
+            self.warnings.push(msg);
+        }
+    }
+
+    /// Adds an info once.
+    pub fn info(&mut self, msg: String) {
+        if !self.infos.contains(&msg) {
+            self.infos.push(msg);
+        }
+    }
 }
 
 /// A parsed query ready to run against a [`Storage`].

@@ -5,10 +5,14 @@
 //! Values compare as Prometheus's test runner compares them (relative epsilon 1e-6, NaN
 //! equals NaN).
 //!
-//! strata stores no native histograms: series written in the `{{...}}` notation are not
-//! loaded, and an eval whose text uses that notation is counted apart ([`Outcome::Native`]).
+//! strata stores no native histograms. Samples written in the `{{...}}` notation are not
+//! loaded; only their places are kept (and, for `load_with_nhcb`, the places of the histograms
+//! with custom buckets Prometheus makes of classic ones). An eval is counted apart as
+//! [`Outcome::Native`] when its text uses that notation, when it reads a place where a native
+//! histogram sample would be, or when the engine answers that it needs native histograms.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use strata_wire::Label;
@@ -17,10 +21,18 @@ use super::{Engine, Options, Storage, Value};
 use crate::head::SeriesData;
 use crate::index::Matcher;
 
-/// Series held in memory for a script.
+/// Series held in memory for a script: float samples, and where native histogram samples
+/// would be.
 #[derive(Debug, Default, Clone)]
 pub struct MemStorage {
     series: Vec<SeriesData>,
+    histograms: Vec<(Vec<Label>, Vec<i64>)>,
+}
+
+fn matches(matchers: &[Matcher], labels: &[Label]) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches_labels(labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))
 }
 
 impl Storage for MemStorage {
@@ -28,11 +40,7 @@ impl Storage for MemStorage {
         Ok(self
             .series
             .iter()
-            .filter(|s| {
-                matchers.iter().all(|m| {
-                    m.matches_labels(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
-                })
-            })
+            .filter(|s| matches(matchers, &s.labels))
             .map(|s| SeriesData {
                 labels: s.labels.clone(),
                 samples: s
@@ -47,12 +55,30 @@ impl Storage for MemStorage {
     }
 }
 
+/// One eval's view of a script's storage: it notes whether the eval read any native
+/// histogram sample.
+struct Traced {
+    data: Arc<MemStorage>,
+    read_histograms: AtomicBool,
+}
+
+impl Storage for Traced {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> crate::Result<Vec<SeriesData>> {
+        if self.data.histograms.iter().any(|(labels, ts)| {
+            matches(matchers, labels) && ts.iter().any(|&t| t >= mint && t <= maxt)
+        }) {
+            self.read_histograms.store(true, Ordering::Relaxed);
+        }
+        self.data.select(matchers, mint, maxt)
+    }
+}
+
 /// What became of one `eval`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Pass,
     Fail(String),
-    /// Uses the native-histogram notation; not counted.
+    /// Uses the native-histogram notation, or reads native histogram samples; not counted.
     Native,
 }
 
@@ -88,7 +114,7 @@ pub fn run(script: &str) -> Vec<EvalResult> {
         match cmd {
             "clear" => storage = Arc::new(MemStorage::default()),
             "load" | "load_with_nhcb" => {
-                if let Err(e) = load(Arc::make_mut(&mut storage), line, body) {
+                if let Err(e) = load(Arc::make_mut(&mut storage), line, body, cmd != "load") {
                     results.push(EvalResult {
                         line: i + 1,
                         query: line.to_string(),
@@ -101,7 +127,9 @@ pub fn run(script: &str) -> Vec<EvalResult> {
                     .chain(body.iter().copied())
                     .collect::<Vec<_>>()
                     .join("\n");
-                let (query, outcome) = if text.contains("{{") {
+                // `{{` is the histogram notation; `</` and `>/` are the histogram trim operators.
+                let native = text.contains("{{") || line.contains("</") || line.contains(">/");
+                let (query, outcome) = if native {
                     (line.to_string(), Outcome::Native)
                 } else {
                     match eval(&storage, line, body) {
@@ -224,27 +252,78 @@ fn parse_float(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Expands the value notation into one optional value per step (`None` for `_`).
-fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
+/// One step of a series in the expanding notation.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// `_`: no sample at this step.
+    Empty,
+    Float(f64),
+    /// A native histogram sample (`{{...}}`); strata stores none, so only its place is kept.
+    Histogram,
+}
+
+/// Splits a value list on whitespace outside `{{...}}`.
+fn value_tokens(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    for tok in text.split_whitespace() {
+    let mut depth = 0usize;
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            c if c.is_whitespace() && depth == 0 => {
+                if let Some(s) = start.take() {
+                    out.push(&text[s..i]);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(s) = start {
+        out.push(&text[s..]);
+    }
+    out
+}
+
+/// Expands the value notation into one slot per step.
+fn expand_values(text: &str) -> Result<Vec<Slot>, String> {
+    let mut out = Vec::new();
+    for tok in value_tokens(text) {
+        if let Some(end) = tok.rfind("}}") {
+            // `{{...}}`, `{{...}}x<n>` or `{{...}}+{{...}}x<n>`.
+            let n = match tok[end + 2..].strip_prefix('x') {
+                Some(n) => {
+                    n.parse::<usize>()
+                        .map_err(|_| format!("bad count in {tok:?}"))?
+                        + 1
+                }
+                None => 1,
+            };
+            out.extend(std::iter::repeat_n(Slot::Histogram, n));
+            continue;
+        }
         if tok == "_" {
-            out.push(None);
+            out.push(Slot::Empty);
             continue;
         }
         if tok == "stale" {
-            out.push(Some(strata_wire::stale_nan()));
+            out.push(Slot::Float(strata_wire::stale_nan()));
             continue;
         }
         if let Some((head, n)) = tok.rsplit_once('x')
             && let Ok(n) = n.parse::<usize>()
         {
             if head == "_" {
-                out.extend(std::iter::repeat_n(None, n));
+                out.extend(std::iter::repeat_n(Slot::Empty, n));
                 continue;
             }
             if head == "stale" {
-                out.extend(std::iter::repeat_n(Some(strata_wire::stale_nan()), n));
+                out.extend(std::iter::repeat_n(
+                    Slot::Float(strata_wire::stale_nan()),
+                    n,
+                ));
                 continue;
             }
             // `a+bxn` / `a-bxn`: n+1 values; `axn`: a, n+1 times.
@@ -258,16 +337,19 @@ fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
                 None => (parse_float(head)?, 0.0),
             };
             for k in 0..=n {
-                out.push(Some(start + inc * k as f64));
+                out.push(Slot::Float(start + inc * k as f64));
             }
             continue;
         }
-        out.push(Some(parse_float(tok)?));
+        out.push(Slot::Float(parse_float(tok)?));
     }
     Ok(out)
 }
 
-fn load(storage: &mut MemStorage, line: &str, body: &[&str]) -> Result<(), String> {
+/// Loads a `load <interval>` block. With `nhcb` (`load_with_nhcb`), every classic `_bucket`
+/// series also stands for the native histogram with custom buckets that Prometheus would make
+/// of it under the name without `_bucket`.
+fn load(storage: &mut MemStorage, line: &str, body: &[&str], nhcb: bool) -> Result<(), String> {
     let interval = line
         .split_whitespace()
         .nth(1)
@@ -275,21 +357,50 @@ fn load(storage: &mut MemStorage, line: &str, body: &[&str]) -> Result<(), Strin
     let step = duration_ms(interval)?;
     for l in body {
         let l = l.trim();
-        if l.is_empty() || l.starts_with('#') || l.contains("{{") {
+        if l.is_empty() || l.starts_with('#') {
             continue;
         }
         let (desc, values) = split_series(l);
+        if desc.ends_with("@st") || values.starts_with("@st") {
+            // Start timestamps (`series@st <offsets>`): strata does not store them.
+            continue;
+        }
         let labels = parse_labels(desc)?;
-        let samples: Vec<(i64, f64)> = expand_values(values)?
-            .into_iter()
+        let slots = expand_values(values)?;
+        let at = |i: usize| i as i64 * step;
+        let samples: Vec<(i64, f64)> = slots
+            .iter()
             .enumerate()
-            .filter_map(|(i, v)| v.map(|v| (i as i64 * step, v)))
+            .filter_map(|(i, v)| match v {
+                Slot::Float(v) => Some((at(i), *v)),
+                _ => None,
+            })
             .collect();
+        let histograms: Vec<i64> = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| matches!(v, Slot::Histogram))
+            .map(|(i, _)| at(i))
+            .collect();
+        if !histograms.is_empty() {
+            storage.histograms.push((labels.clone(), histograms));
+        }
+        if nhcb && let Some(native) = nhcb_labels(&labels) {
+            storage
+                .histograms
+                .push((native, samples.iter().map(|s| s.0).collect()));
+        }
+        if samples.is_empty() {
+            continue;
+        }
         match storage.series.iter_mut().find(|s| s.labels == labels) {
+            // A later line for the same series wins at equal timestamps.
             Some(s) => {
-                s.samples.extend(samples);
-                s.samples.sort_by_key(|x| x.0);
-                s.samples.dedup_by_key(|x| x.0);
+                let mut merged = samples;
+                merged.append(&mut s.samples);
+                merged.sort_by_key(|x| x.0);
+                merged.dedup_by_key(|x| x.0);
+                s.samples = merged;
             }
             None => storage.series.push(SeriesData { labels, samples }),
         }
@@ -297,21 +408,29 @@ fn load(storage: &mut MemStorage, line: &str, body: &[&str]) -> Result<(), Strin
     Ok(())
 }
 
+/// The labels of the native histogram Prometheus converts a classic `_bucket` series into.
+fn nhcb_labels(labels: &[Label]) -> Option<Vec<Label>> {
+    let name = labels.iter().find(|l| l.name == "__name__")?;
+    let base = name.value.strip_suffix("_bucket")?;
+    labels.iter().find(|l| l.name == "le")?;
+    Some(
+        labels
+            .iter()
+            .filter(|l| l.name != "le")
+            .map(|l| {
+                if l.name == "__name__" {
+                    Label::new("__name__", base)
+                } else {
+                    l.clone()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Prometheus's `almost.Equal` with the test runner's epsilon.
 fn almost_equal(a: f64, b: f64) -> bool {
-    const EPSILON: f64 = 1e-6;
-    if a.is_nan() && b.is_nan() {
-        return true;
-    }
-    if a == b {
-        return true;
-    }
-    let abs_sum = a.abs() + b.abs();
-    let diff = (a - b).abs();
-    if a == 0.0 || b == 0.0 || abs_sum < f64::MIN_POSITIVE {
-        return diff < EPSILON * f64::MIN_POSITIVE;
-    }
-    diff / abs_sum.min(f64::MAX) < EPSILON
+    super::functions::almost_equal(a, b, 1e-6)
 }
 
 #[derive(Default)]
@@ -322,6 +441,8 @@ struct Expectations {
     warn: Option<bool>,
     info: Option<bool>,
     string: Option<String>,
+    /// `expect range vector from <t> to <t> step <d>`: an instant query's range-vector result.
+    range: Option<(i64, i64, i64)>,
     series: Vec<(Vec<Label>, Vec<Option<f64>>)>,
     scalar: Option<f64>,
 }
@@ -362,6 +483,12 @@ fn expectations(head: &str, body: &[&str]) -> Result<Expectations, String> {
                 e.info = Some(true);
             } else if rest == "no_info" {
                 e.info = Some(false);
+            } else if let Some(r) = rest.strip_prefix("range vector") {
+                let w: Vec<&str> = r.split_whitespace().collect();
+                if w.len() != 6 || w[0] != "from" || w[2] != "to" || w[4] != "step" {
+                    return Err(format!("bad expectation {l:?}"));
+                }
+                e.range = Some((duration_ms(w[1])?, duration_ms(w[3])?, duration_ms(w[5])?));
             } else if let Some(s) = rest.strip_prefix("string") {
                 e.string = Some(s.trim().trim_matches(['"', '`']).to_string());
             } else {
@@ -380,7 +507,15 @@ fn expectations(head: &str, body: &[&str]) -> Result<Expectations, String> {
             } else {
                 parse_labels(desc)?
             };
-            e.series.push((labels, expand_values(values)?));
+            let values = expand_values(values)?
+                .into_iter()
+                .map(|v| match v {
+                    Slot::Empty => Ok(None),
+                    Slot::Float(v) => Ok(Some(v)),
+                    Slot::Histogram => Err("expected histogram samples".to_string()),
+                })
+                .collect::<Result<_, _>>()?;
+            e.series.push((labels, values));
         } else {
             e.scalar = Some(parse_float(l)?);
         }
@@ -388,12 +523,16 @@ fn expectations(head: &str, body: &[&str]) -> Result<Expectations, String> {
     Ok(e)
 }
 
-fn eval(storage: &Arc<MemStorage>, line: &str, body: &[&str]) -> Result<(String, Outcome), String> {
+fn eval(data: &Arc<MemStorage>, line: &str, body: &[&str]) -> Result<(String, Outcome), String> {
     let mut words = line.split_whitespace();
     let head = words.next().unwrap_or("");
     let kind = words.next().unwrap_or("");
     let rest: Vec<&str> = words.collect();
     let exp = expectations(head, body)?;
+    let storage = Arc::new(Traced {
+        data: data.clone(),
+        read_histograms: AtomicBool::new(false),
+    });
     let engine = Engine::new(
         storage.clone(),
         Options {
@@ -410,7 +549,11 @@ fn eval(storage: &Arc<MemStorage>, line: &str, body: &[&str]) -> Result<(String,
             let t = duration_ms(rest[1])?;
             let q = rest[2..].join(" ");
             let r = engine.instant(&q, t);
-            (q, r, vec![t])
+            let at = match exp.range {
+                Some((from, to, step)) => steps(from, to, step),
+                None => vec![t],
+            };
+            (q, r, at)
         }
         "range" => {
             // range from <t> to <t> step <d> <expr>
@@ -424,18 +567,22 @@ fn eval(storage: &Arc<MemStorage>, line: &str, body: &[&str]) -> Result<(String,
             );
             let q = rest[6..].join(" ");
             let r = engine.range(&q, start, end, step);
-            let mut steps = Vec::new();
-            let mut t = start;
-            while t <= end {
-                steps.push(t);
-                t += step.max(1);
-            }
-            (q, r, steps)
+            (q, r, steps(start, end, step))
         }
         _ => return Err(format!("bad eval line {line:?}")),
     };
+    let needs_native =
+        matches!(&result, Err(e) if e.message.contains(super::NEEDS_NATIVE_HISTOGRAMS));
+    if needs_native || storage.read_histograms.load(Ordering::Relaxed) {
+        return Ok((query, Outcome::Native));
+    }
     let outcome = check(&exp, result, &steps);
     Ok((query, outcome))
+}
+
+/// The timestamps from `start` to `end` by `step`.
+fn steps(start: i64, end: i64, step: i64) -> Vec<i64> {
+    (start..=end).step_by(step.max(1) as usize).collect()
 }
 
 fn check(
