@@ -153,6 +153,16 @@ struct CentralArgs {
     /// The most samples one remote-read request may return.
     #[arg(long, default_value_t = 50_000_000)]
     read_sample_limit: usize,
+    /// Longest a PromQL query may run (Prometheus's --query.timeout).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    query_timeout: std::time::Duration,
+    /// Most samples one PromQL query may hold at once (Prometheus's --query.max-samples).
+    #[arg(long, default_value_t = 50_000_000)]
+    query_max_samples: usize,
+    /// How far back an instant selector looks for a sample (Prometheus's
+    /// --query.lookback-delta).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    query_lookback_delta: std::time::Duration,
 }
 
 impl CentralArgs {
@@ -169,6 +179,30 @@ impl CentralArgs {
         }
         if self.retention < self.block_duration {
             anyhow::bail!("--retention must be at least --block-duration");
+        }
+        let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        let flags = [
+            ("listen", self.listen.to_string()),
+            ("data-dir", self.data_dir.display().to_string()),
+            ("az", self.az.clone()),
+            ("peer-url", self.peer_url.clone().unwrap_or_default()),
+            ("backfill-interval", d(self.backfill_interval)),
+            ("backfill-lookback", d(self.backfill_lookback)),
+            ("backfill-settle", d(self.backfill_settle)),
+            ("maintenance-interval", d(self.maintenance_interval)),
+            ("block-duration", d(self.block_duration)),
+            ("retention", d(self.retention)),
+            ("out-of-order-window", d(self.out_of_order_window)),
+            ("read-sample-limit", self.read_sample_limit.to_string()),
+            ("query-timeout", d(self.query_timeout)),
+            ("query-max-samples", self.query_max_samples.to_string()),
+            ("query-lookback-delta", d(self.query_lookback_delta)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if self.query_lookback_delta.is_zero() || self.query_timeout.is_zero() {
+            anyhow::bail!("--query-lookback-delta and --query-timeout must be positive");
         }
         let backfill = match self.peer_url {
             Some(url) => {
@@ -199,6 +233,13 @@ impl CentralArgs {
             max_decoded_bytes: RelayConfig::DEFAULT_MAX_DECODED_BYTES,
             read_sample_limit: self.read_sample_limit,
             maintenance_interval: self.maintenance_interval,
+            query: strata_central::promql::Options {
+                lookback_ms: self.query_lookback_delta.as_millis() as i64,
+                max_samples: self.query_max_samples,
+                timeout: self.query_timeout,
+                ..Default::default()
+            },
+            flags,
         })
     }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
+use strata_wire::Label;
 use strata_wire::labels::LabelPair;
 use strata_wire::view::SeriesRef;
 
@@ -364,6 +365,21 @@ impl Db {
         }
         parts.extend(self.head.select(matchers, mint, maxt));
         Ok(merge_series(parts))
+    }
+
+    /// Label sets of the series matching `matchers` with samples in `[mint, maxt]` (blocks by
+    /// their time range, head series by their newest sample), sorted, each once.
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Vec<Label>> {
+        let mut out = Vec::new();
+        for b in self.blocks() {
+            if b.overlaps(mint, maxt) {
+                out.extend(b.series_labels(matchers));
+            }
+        }
+        out.extend(self.head.series_labels(matchers, mint));
+        out.sort_by(|a, b| head::label_order(a, b));
+        out.dedup();
+        out
     }
 
     pub fn head(&self) -> &Head {

@@ -556,13 +556,18 @@ impl Head {
         out
     }
 
-    /// Label sets of the series matching `matchers` (whatever their samples).
-    pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Vec<Label>> {
+    /// Label sets of the series matching `matchers` that hold samples and whose newest one is
+    /// at or after `mint` (out-of-order samples count as recent).
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64) -> Vec<Vec<Label>> {
         self.select_ids(matchers)
             .into_iter()
             .filter_map(|id| {
                 let stripe = lock(&self.stripes[Self::stripe_of(id)]);
-                let syms = stripe.series.get(&id)?.labels.clone();
+                let s = stripe.series.get(&id)?;
+                if s.is_empty() || (s.max_t() < mint && s.ooo.is_none()) {
+                    return None;
+                }
+                let syms = s.labels.clone();
                 drop(stripe);
                 Some(self.resolve(&syms))
             })
@@ -879,7 +884,7 @@ mod tests {
         f.head.start_cut(2 * HOUR);
         assert_eq!(f.head.finish_cut(), 1);
         let m = [Matcher::new(MatchOp::Equal, "job", "x").unwrap()];
-        assert_eq!(f.head.series_labels(&m), vec![labels("b", "x")]);
+        assert_eq!(f.head.series_labels(&m, i64::MIN), vec![labels("b", "x")]);
         assert_eq!(f.head.series_records().len(), 1);
     }
 

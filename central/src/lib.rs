@@ -4,6 +4,7 @@
 //! postings [`index`]); the head is cut into Parquet [`block`]s on a time boundary; [`db`]
 //! merges head and blocks for queries and remote-read.
 
+pub mod api;
 pub mod backfill;
 pub mod block;
 pub mod chunk;

@@ -8,8 +8,10 @@
 //! - `GET /api/v1/status/tsdb`: head statistics and the cardinality view, in Prometheus's shape.
 //! - `GET /api/v1/status/coverage`: per-bucket digests for peer backfill (see [`crate::backfill`]).
 //! - `POST|PUT /api/v1/admin/tsdb/delete_series`, `POST|PUT /api/v1/admin/tsdb/clean_tombstones`.
+//! - The Prometheus query API, for Grafana and promtool: see [`crate::api`].
 //! - `/-/ready`, `/-/healthy`, `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,10 +32,12 @@ use strata_wire::protocol::{self, CONTENT_ENCODING_SNAPPY, CONTENT_TYPE_V1, Writ
 use strata_wire::view::WriteView;
 use strata_wire::{Sample, TimeSeries, validate};
 
+use crate::api;
 use crate::backfill::{self, BackfillConfig};
 use crate::db::{self, Db};
 use crate::head::AppendMode;
 use crate::index::{Matcher, parse_selector};
+use crate::promql;
 use crate::{Error, Result};
 
 /// Everything `strata central` is configured with.
@@ -49,6 +53,10 @@ pub struct CentralConfig {
     /// The most samples one remote-read request may return.
     pub read_sample_limit: usize,
     pub maintenance_interval: Duration,
+    /// Limits and defaults of PromQL queries.
+    pub query: promql::Options,
+    /// The command-line settings, by flag name, for `/api/v1/status/flags`.
+    pub flags: BTreeMap<String, String>,
 }
 
 /// Shared state of the handlers.
@@ -58,6 +66,8 @@ pub struct AppState {
     pub az: String,
     pub max_decoded_bytes: usize,
     pub read_sample_limit: usize,
+    pub query: promql::Options,
+    pub flags: BTreeMap<String, String>,
 }
 
 impl IntoResponse for Error {
@@ -101,6 +111,7 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
             "/-/healthy",
             get(|| async { "strata central is healthy.\n" }),
         )
+        .merge(api::routes())
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(state)
 }
@@ -204,13 +215,16 @@ async fn read(State(st): State<Arc<AppState>>, body: Bytes) -> Result<Response> 
         .into_response())
 }
 
-fn api_error(kind: ErrorType, msg: impl Into<String>) -> Response {
+pub(crate) fn api_error(kind: ErrorType, msg: impl Into<String>) -> Response {
     let status = StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     (status, axum::Json(Envelope::<Value>::error(kind, msg))).into_response()
 }
 
 /// Query and form parameters as the HTTP API takes them: repeated keys (`match[]`) allowed.
-fn params(raw: Option<&str>, body: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
+pub(crate) fn params(
+    raw: Option<&str>,
+    body: &[u8],
+) -> std::result::Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
     for src in [raw.unwrap_or("").as_bytes(), body] {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(src)
@@ -233,7 +247,11 @@ fn parse_time(s: &str) -> std::result::Result<i64, String> {
         })
 }
 
-fn time_param(p: &[(String, String)], key: &str, default: i64) -> std::result::Result<i64, String> {
+pub(crate) fn time_param(
+    p: &[(String, String)],
+    key: &str,
+    default: i64,
+) -> std::result::Result<i64, String> {
     match p.iter().find(|(k, _)| k == key) {
         Some((_, v)) if !v.is_empty() => parse_time(v),
         _ => Ok(default),
@@ -589,6 +607,8 @@ pub async fn run(
         az: config.az.clone(),
         max_decoded_bytes: config.max_decoded_bytes,
         read_sample_limit: config.read_sample_limit,
+        query: config.query.clone(),
+        flags: config.flags.clone(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = {

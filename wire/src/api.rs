@@ -174,6 +174,9 @@ pub struct BuildInfo {
     pub build_user: String,
     pub build_date: String,
     pub go_version: String,
+    /// Prometheus 3's feature list; Grafana reads it when present.
+    #[serde(default)]
+    pub features: BTreeMap<String, String>,
 }
 
 /// Formats a sample value as Prometheus does: Go's `'f'` format with the shortest

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use strata_wire::Label;
 
-use super::{Engine, Options, Storage, Value};
+use super::{Engine, Options, Storage, Value, parse_duration_ms};
 use crate::head::SeriesData;
 use crate::index::Matcher;
 
@@ -148,40 +148,6 @@ pub fn run(script: &str) -> Vec<EvalResult> {
         i = block_end;
     }
     results
-}
-
-/// A PromQL duration (`5m`, `1h30m`, `10s53ms`) or plain seconds, in milliseconds.
-fn duration_ms(s: &str) -> Result<i64, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok((secs * 1000.0).round() as i64);
-    }
-    let mut total = 0i64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let value: i64 = rest[..n]
-            .parse()
-            .map_err(|_| format!("bad duration {s:?}"))?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            other => return Err(format!("bad duration unit {other:?} in {s:?}")),
-        };
-        total += value * unit;
-        rest = &rest[u..];
-    }
-    Ok(total)
 }
 
 /// Splits `metric{a="b c"} rest` into the series description and the rest.
@@ -354,7 +320,7 @@ fn load(storage: &mut MemStorage, line: &str, body: &[&str], nhcb: bool) -> Resu
         .split_whitespace()
         .nth(1)
         .ok_or("load needs an interval")?;
-    let step = duration_ms(interval)?;
+    let step = parse_duration_ms(interval)?;
     for l in body {
         let l = l.trim();
         if l.is_empty() || l.starts_with('#') {
@@ -488,7 +454,11 @@ fn expectations(head: &str, body: &[&str]) -> Result<Expectations, String> {
                 if w.len() != 6 || w[0] != "from" || w[2] != "to" || w[4] != "step" {
                     return Err(format!("bad expectation {l:?}"));
                 }
-                e.range = Some((duration_ms(w[1])?, duration_ms(w[3])?, duration_ms(w[5])?));
+                e.range = Some((
+                    parse_duration_ms(w[1])?,
+                    parse_duration_ms(w[3])?,
+                    parse_duration_ms(w[5])?,
+                ));
             } else if let Some(s) = rest.strip_prefix("string") {
                 e.string = Some(s.trim().trim_matches(['"', '`']).to_string());
             } else {
@@ -546,7 +516,7 @@ fn eval(data: &Arc<MemStorage>, line: &str, body: &[&str]) -> Result<(String, Ou
             if rest.first() != Some(&"at") || rest.len() < 3 {
                 return Err(format!("bad eval line {line:?}"));
             }
-            let t = duration_ms(rest[1])?;
+            let t = parse_duration_ms(rest[1])?;
             let q = rest[2..].join(" ");
             let r = engine.instant(&q, t);
             let at = match exp.range {
@@ -561,9 +531,9 @@ fn eval(data: &Arc<MemStorage>, line: &str, body: &[&str]) -> Result<(String, Ou
                 return Err(format!("bad eval line {line:?}"));
             }
             let (start, end, step) = (
-                duration_ms(rest[1])?,
-                duration_ms(rest[3])?,
-                duration_ms(rest[5])?,
+                parse_duration_ms(rest[1])?,
+                parse_duration_ms(rest[3])?,
+                parse_duration_ms(rest[5])?,
             );
             let q = rest[6..].join(" ");
             let r = engine.range(&q, start, end, step);

@@ -1,0 +1,435 @@
+//! The Prometheus HTTP query API (<https://prometheus.io/docs/prometheus/latest/querying/api/>)
+//! that Grafana, promtool and other clients of a Prometheus datasource call:
+//!
+//! - `GET|POST /api/v1/query`, `/api/v1/query_range`: PromQL (see [`crate::promql`]).
+//! - `GET|POST /api/v1/series`, `/api/v1/labels`, `GET /api/v1/label/<name>/values`, with
+//!   `match[]`, `start`, `end` and `limit`.
+//! - `GET|POST /api/v1/query_exemplars` (strata keeps no exemplars: always an empty list),
+//!   `GET|POST /api/v1/format_query`, `GET /api/v1/status/buildinfo`, `/api/v1/status/config`,
+//!   `/api/v1/status/flags`.
+//!
+//! Answers use Prometheus's envelope, result encodings and error types: `bad_data` (400) for
+//! bad parameters and queries, `execution` (422) for evaluation errors, `timeout` (503).
+//! POST bodies are form-encoded, as Prometheus takes them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use strata_wire::Label;
+use strata_wire::api::{
+    BuildInfo, Envelope, ErrorType, InstantSample, Point, QueryData, RangeSeries, StringPoint,
+};
+
+use crate::index::{MatchOp, Matcher, parse_selector};
+use crate::promql::{self, Annotations, Engine, ErrorKind, QueryError, Value};
+use crate::server::{AppState, api_error, params, time_param};
+
+/// Prometheus's limit on the points of one series in a range query (`web/api/v1/api.go`).
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// The Prometheus version strata reports in `/api/v1/status/buildinfo`: the PromQL semantics
+/// it implements are those of Prometheus 3, so Grafana enables what it enables for 3.x.
+const PROMETHEUS_VERSION: &str = "3.0.0";
+
+/// The query API's routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route(
+            "/api/v1/query_exemplars",
+            get(query_exemplars).post(query_exemplars),
+        )
+        .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/status/config", get(status_config))
+        .route("/api/v1/status/flags", get(status_flags))
+}
+
+type Params = Vec<(String, String)>;
+
+fn param<'p>(p: &'p Params, key: &str) -> Option<&'p str> {
+    p.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .filter(|v| !v.is_empty())
+}
+
+/// An error answer in Prometheus's envelope.
+struct ApiError(ErrorType, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(self.0, self.1)
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn bad_data(msg: impl Into<String>) -> ApiError {
+    ApiError(ErrorType::BadData, msg.into())
+}
+
+fn bad_param(name: &str, msg: impl std::fmt::Display) -> ApiError {
+    bad_data(format!("invalid parameter \"{name}\": {msg}"))
+}
+
+fn form(raw: Option<&str>, body: &[u8]) -> ApiResult<Params> {
+    params(raw, body).map_err(bad_data)
+}
+
+/// A time parameter with Prometheus's error text; `default` when absent.
+fn time_arg(p: &Params, key: &str, default: i64) -> ApiResult<i64> {
+    time_param(p, key, default).map_err(|e| bad_param(key, e))
+}
+
+/// A duration parameter (`15s`, `1m` or float seconds).
+fn duration_arg(p: &Params, key: &str) -> ApiResult<Option<i64>> {
+    param(p, key)
+        .map(|v| {
+            promql::parse_duration_ms(v)
+                .map_err(|_| bad_param(key, format!("cannot parse {v:?} to a valid duration")))
+        })
+        .transpose()
+}
+
+/// The engine options of one request: the central's, with a shorter `timeout` if asked.
+fn engine_options(st: &AppState, p: &Params) -> ApiResult<promql::Options> {
+    let mut opts = st.query.clone();
+    if let Some(ms) = duration_arg(p, "timeout")? {
+        opts.timeout = opts.timeout.min(Duration::from_millis(ms.max(0) as u64));
+    }
+    Ok(opts)
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    let kind = match e.kind {
+        ErrorKind::BadData => ErrorType::BadData,
+        ErrorKind::Execution => ErrorType::Execution,
+        ErrorKind::Timeout => ErrorType::Timeout,
+        ErrorKind::Internal => ErrorType::Internal,
+    };
+    ApiError(kind, e.message)
+}
+
+fn metric_json(labels: &[Label]) -> strata_wire::api::Metric {
+    labels
+        .iter()
+        .map(|l| (l.name.clone(), l.value.clone()))
+        .collect()
+}
+
+/// A result in the API's encoding; a scalar or string carries the evaluation time.
+fn query_data(v: Value, t: i64) -> QueryData {
+    match v {
+        Value::Scalar(value) => QueryData::Scalar(Point {
+            timestamp_ms: t,
+            value,
+        }),
+        Value::String(value) => QueryData::String(StringPoint {
+            timestamp_ms: t,
+            value,
+        }),
+        Value::Vector(v) => QueryData::Vector(
+            v.into_iter()
+                .map(|s| InstantSample {
+                    metric: metric_json(&s.metric),
+                    value: Point {
+                        timestamp_ms: s.t,
+                        value: s.v,
+                    },
+                })
+                .collect(),
+        ),
+        Value::Matrix(m) => QueryData::Matrix(
+            m.into_iter()
+                .map(|s| RangeSeries {
+                    metric: metric_json(&s.metric),
+                    values: s
+                        .points
+                        .into_iter()
+                        .map(|(timestamp_ms, value)| Point {
+                            timestamp_ms,
+                            value,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Runs a query off the async threads and answers with its result and annotations.
+async fn answer(
+    run: impl FnOnce() -> promql::QueryResult<(Value, Annotations)> + Send + 'static,
+    t: i64,
+) -> Response {
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok((value, ann))) => {
+            let mut env = Envelope::success(query_data(value, t));
+            env.warnings = ann.warnings;
+            env.infos = ann.infos;
+            axum::Json(env).into_response()
+        }
+        Ok(Err(e)) => query_error(e).into_response(),
+        Err(_) => api_error(ErrorType::Internal, "query task panicked"),
+    }
+}
+
+fn query_text(p: &Params) -> ApiResult<String> {
+    param(p, "query")
+        .map(str::to_string)
+        .ok_or_else(|| bad_param("query", "no query provided"))
+}
+
+async fn query(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let p = form(raw.as_deref(), &body)?;
+    let q = query_text(&p)?;
+    let t = time_arg(&p, "time", crate::now_ms())?;
+    let engine = Engine::new(st.db.clone(), engine_options(&st, &p)?);
+    Ok(answer(move || engine.instant(&q, t), t).await)
+}
+
+/// A required time parameter.
+fn required_time(p: &Params, key: &str) -> ApiResult<i64> {
+    if param(p, key).is_none() {
+        return Err(bad_param(key, format!("no {key} provided")));
+    }
+    time_arg(p, key, 0)
+}
+
+async fn query_range(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let p = form(raw.as_deref(), &body)?;
+    let q = query_text(&p)?;
+    let start = required_time(&p, "start")?;
+    let end = required_time(&p, "end")?;
+    if end < start {
+        return Err(bad_param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step = duration_arg(&p, "step")?.ok_or_else(|| bad_param("step", "no step provided"))?;
+    if step <= 0 {
+        return Err(bad_param(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS_PER_SERIES {
+        return Err(bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let engine = Engine::new(st.db.clone(), engine_options(&st, &p)?);
+    Ok(answer(move || engine.range(&q, start, end, step), start).await)
+}
+
+/// `match[]`, `start`, `end` and `limit` of the metadata endpoints.
+struct SeriesQuery {
+    selectors: Vec<Vec<Matcher>>,
+    start: i64,
+    end: i64,
+    /// 0: no limit.
+    limit: usize,
+}
+
+fn series_query(p: &Params, need_match: bool) -> ApiResult<SeriesQuery> {
+    let mut selectors = Vec::new();
+    for (_, sel) in p.iter().filter(|(k, _)| k == "match[]") {
+        let m = parse_selector(sel).map_err(|e| bad_param("match[]", e))?;
+        selectors.push(m);
+    }
+    if selectors.is_empty() {
+        if need_match {
+            return Err(bad_data("no match[] parameter provided"));
+        }
+        let all = Matcher::new(MatchOp::Regex, "__name__", ".+")
+            .map_err(|e| ApiError(ErrorType::Internal, e.to_string()))?;
+        selectors.push(vec![all]);
+    }
+    let start = time_arg(p, "start", i64::MIN)?;
+    let end = time_arg(p, "end", i64::MAX)?;
+    if end < start {
+        return Err(bad_param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let limit = match param(p, "limit") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| bad_param("limit", "limit must be a non-negative integer"))?,
+    };
+    Ok(SeriesQuery {
+        selectors,
+        start,
+        end,
+        limit,
+    })
+}
+
+/// The series matching any of the selectors, sorted, each once.
+fn matching_series(st: &AppState, q: &SeriesQuery) -> Vec<Vec<Label>> {
+    let mut out: Vec<Vec<Label>> = q
+        .selectors
+        .iter()
+        .flat_map(|m| st.db.series_labels(m, q.start, q.end))
+        .collect();
+    out.sort_by(|a, b| crate::head::label_order(a, b));
+    out.dedup();
+    out
+}
+
+/// Answers a list, cut at `limit` (0: none) with Prometheus's warning when cut.
+fn limited<T: serde::Serialize>(mut items: Vec<T>, limit: usize) -> Response {
+    let truncated = limit > 0 && items.len() > limit;
+    if truncated {
+        items.truncate(limit);
+    }
+    let mut env = Envelope::success(items);
+    if truncated {
+        env.warnings
+            .push("results truncated due to limit".to_string());
+    }
+    axum::Json(env).into_response()
+}
+
+/// Runs a metadata lookup off the async threads.
+async fn lookup<T: serde::Serialize + Send + 'static>(
+    st: Arc<AppState>,
+    q: SeriesQuery,
+    f: impl FnOnce(&AppState, &SeriesQuery) -> Vec<T> + Send + 'static,
+) -> Response {
+    let limit = q.limit;
+    match tokio::task::spawn_blocking(move || f(&st, &q)).await {
+        Ok(items) => limited(items, limit),
+        Err(_) => api_error(ErrorType::Internal, "lookup task panicked"),
+    }
+}
+
+async fn series(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let q = series_query(&form(raw.as_deref(), &body)?, true)?;
+    Ok(lookup(st, q, |st, q| {
+        matching_series(st, q)
+            .iter()
+            .map(|l| metric_json(l))
+            .collect()
+    })
+    .await)
+}
+
+async fn labels(
+    State(st): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let q = series_query(&form(raw.as_deref(), &body)?, false)?;
+    Ok(lookup(st, q, |st, q| {
+        let mut names: Vec<String> = matching_series(st, q)
+            .into_iter()
+            .flatten()
+            .map(|l| l.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    })
+    .await)
+}
+
+async fn label_values(
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    // strata's label names are Prometheus's legacy ones; anything else cannot match.
+    if !strata_wire::labels::is_valid_label_name(&name) {
+        return Err(bad_data(format!("invalid label name: {name:?}")));
+    }
+    let q = series_query(&form(raw.as_deref(), &[])?, false)?;
+    Ok(lookup(st, q, move |st, q| {
+        let mut values: Vec<String> = matching_series(st, q)
+            .into_iter()
+            .flatten()
+            .filter(|l| l.name == name)
+            .map(|l| l.value)
+            .collect();
+        values.sort();
+        values.dedup();
+        values
+    })
+    .await)
+}
+
+/// strata stores no exemplars, so a valid request gets an empty list, as from a Prometheus
+/// without exemplar storage.
+async fn query_exemplars(RawQuery(raw): RawQuery, body: Bytes) -> ApiResult<Response> {
+    let p = form(raw.as_deref(), &body)?;
+    promql::parse(&query_text(&p)?).map_err(query_error)?;
+    let start = time_arg(&p, "start", i64::MIN)?;
+    let end = time_arg(&p, "end", i64::MAX)?;
+    if end < start {
+        return Err(bad_param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    Ok(axum::Json(Envelope::success(Vec::<serde_json::Value>::new())).into_response())
+}
+
+async fn format_query(RawQuery(raw): RawQuery, body: Bytes) -> ApiResult<Response> {
+    let p = form(raw.as_deref(), &body)?;
+    let expr = promql::parse(&query_text(&p)?).map_err(query_error)?;
+    Ok(axum::Json(Envelope::success(expr.prettify())).into_response())
+}
+
+async fn buildinfo() -> Response {
+    axum::Json(Envelope::success(BuildInfo {
+        version: PROMETHEUS_VERSION.to_string(),
+        revision: format!("strata {}", env!("CARGO_PKG_VERSION")),
+        branch: String::new(),
+        build_user: "strata".to_string(),
+        build_date: String::new(),
+        go_version: String::new(),
+        features: BTreeMap::new(),
+    }))
+    .into_response()
+}
+
+/// The central has no configuration file; this is its effective settings, as YAML.
+async fn status_config(State(st): State<Arc<AppState>>) -> Response {
+    let yaml = st
+        .flags
+        .iter()
+        .map(|(k, v)| format!("{k}: {v:?}\n"))
+        .collect::<String>();
+    axum::Json(Envelope::success(json!({ "yaml": yaml }))).into_response()
+}
+
+async fn status_flags(State(st): State<Arc<AppState>>) -> Response {
+    axum::Json(Envelope::success(&st.flags)).into_response()
+}
