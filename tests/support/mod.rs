@@ -131,7 +131,11 @@ pub async fn start_prometheus(dir: &Path) -> Proc {
 
 /// Starts Debian's Prometheus with `extra` appended to its configuration file.
 pub async fn start_prometheus_with(dir: &Path, extra: &str) -> Proc {
-    let port = free_port();
+    start_prometheus_at(dir, extra, free_port()).await
+}
+
+/// Starts Debian's Prometheus on `port`, with `extra` appended to its configuration file.
+pub async fn start_prometheus_at(dir: &Path, extra: &str, port: u16) -> Proc {
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, format!("global:\n  scrape_interval: 1h\n{extra}")).unwrap();
     let mut command = Command::new(peer_binary("prometheus", "prometheus"));
