@@ -229,6 +229,7 @@ async fn prometheus_and_central_agree_on_dashboard_queries() {
 remote_write:
   - url: {}/api/v1/write
     queue_config: {{batch_send_deadline: 500ms}}
+    metadata_config: {{send_interval: 5s}}
 ",
             central.base()
         ),
@@ -328,6 +329,17 @@ remote_write:
     let p = ask(&prom.base(), "query", &instant(count, edge)).await;
     let s = ask(&central.base(), "query", &instant(count, edge)).await;
     assert_eq!(p.1[0].1[0], s.1[0].1[0] + 1.0, "left edge: {p:?} {s:?}");
+
+    // Metric metadata arrives with remote-write.
+    let meta = get_json(
+        &format!("{}/api/v1/metadata", central.base()),
+        &[("metric", "node_cpu_seconds_total".to_string())],
+    )
+    .await;
+    assert_eq!(
+        meta["data"]["node_cpu_seconds_total"][0]["type"], "counter",
+        "{meta}"
+    );
 
     // promtool against the central.
     let base = central.base();

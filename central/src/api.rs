@@ -4,6 +4,8 @@
 //! - `GET|POST /api/v1/query`, `/api/v1/query_range`: PromQL (see [`crate::promql`]).
 //! - `GET|POST /api/v1/series`, `/api/v1/labels`, `GET /api/v1/label/<name>/values`, with
 //!   `match[]`, `start`, `end` and `limit`.
+//! - `GET /api/v1/metadata` (`metric`, `limit`, `limit_per_metric`): the metric metadata
+//!   senders included in their remote-write requests, kept in memory.
 //! - `GET|POST /api/v1/query_exemplars` (strata keeps no exemplars: always an empty list),
 //!   `GET|POST /api/v1/format_query`, `GET /api/v1/status/buildinfo`, `/api/v1/status/config`,
 //!   `/api/v1/status/flags`.
@@ -13,7 +15,7 @@
 //! POST bodies are form-encoded, as Prometheus takes them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -24,8 +26,11 @@ use axum::routing::get;
 use serde_json::json;
 use strata_wire::Label;
 use strata_wire::api::{
-    BuildInfo, Envelope, ErrorType, InstantSample, Point, QueryData, RangeSeries, StringPoint,
+    BuildInfo, Envelope, ErrorType, InstantSample, MetadataEntry, Point, QueryData, RangeSeries,
+    StringPoint,
 };
+use strata_wire::prompb::MetricType;
+use strata_wire::view::MetadataRef;
 
 use crate::index::{MatchOp, Matcher, parse_selector};
 use crate::promql::{self, Annotations, Engine, ErrorKind, QueryError, Value};
@@ -51,6 +56,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(query_exemplars).post(query_exemplars),
         )
         .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/config", get(status_config))
         .route("/api/v1/status/flags", get(status_flags))
@@ -432,4 +438,72 @@ async fn status_config(State(st): State<Arc<AppState>>) -> Response {
 
 async fn status_flags(State(st): State<Arc<AppState>>) -> Response {
     axum::Json(Envelope::success(&st.flags)).into_response()
+}
+
+/// Most distinct metadata entries kept per metric family (senders that disagree on a help
+/// text cannot grow it without bound).
+const MAX_METADATA_PER_FAMILY: usize = 10;
+
+/// Metric metadata from remote-write requests, by family, in arrival order of distinct entries.
+#[derive(Debug, Default)]
+pub struct MetadataStore {
+    families: Mutex<BTreeMap<String, Vec<MetadataEntry>>>,
+}
+
+impl MetadataStore {
+    /// Keeps the entries of one request.
+    pub fn record(&self, entries: &[MetadataRef<'_>]) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        for m in entries {
+            let entry = MetadataEntry {
+                metric_type: MetricType::try_from(m.metric_type)
+                    .unwrap_or(MetricType::Unknown)
+                    .as_exposition_str()
+                    .to_string(),
+                help: m.help.to_string(),
+                unit: m.unit.to_string(),
+            };
+            let known = families.entry(m.family.to_string()).or_default();
+            if !known.contains(&entry) && known.len() < MAX_METADATA_PER_FAMILY {
+                known.push(entry);
+            }
+        }
+    }
+}
+
+/// `/api/v1/metadata`: `metric` picks one family; `limit` caps families, `limit_per_metric`
+/// entries per family (Prometheus's parameters).
+async fn metadata(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let p = form(raw.as_deref(), &[])?;
+    let number = |key: &str| -> ApiResult<Option<usize>> {
+        param(&p, key)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| bad_param(key, format!("{v:?} is not an integer")))
+            })
+            .transpose()
+            .map(|n| n.and_then(|n| usize::try_from(n).ok().filter(|&n| n > 0)))
+    };
+    let (limit, per_metric) = (number("limit")?, number("limit_per_metric")?);
+    let metric = param(&p, "metric");
+    let families = st
+        .metadata
+        .families
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let out: BTreeMap<&String, &[MetadataEntry]> = families
+        .iter()
+        .filter(|(name, _)| metric.is_none_or(|m| m == name.as_str()))
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(name, entries)| {
+            (
+                name,
+                &entries[..entries.len().min(per_metric.unwrap_or(usize::MAX))],
+            )
+        })
+        .collect();
+    Ok(axum::Json(Envelope::success(out)).into_response())
 }

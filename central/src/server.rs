@@ -68,6 +68,7 @@ pub struct AppState {
     pub read_sample_limit: usize,
     pub query: promql::Options,
     pub flags: BTreeMap<String, String>,
+    pub metadata: api::MetadataStore,
 }
 
 impl IntoResponse for Error {
@@ -126,6 +127,7 @@ async fn write(
         .and_then(|v| v.to_str().ok());
     let (version, raw) = validate::decompress_write(content_type, &body, st.max_decoded_bytes)?;
     let validated = WriteView::decode(version, &raw)?.validate();
+    st.metadata.record(validated.metadata());
     let outcome = st.db.write(validated.accepted(), AppendMode::Live).await?;
     let message = [validated.rejection_message(), outcome.refusal_message()]
         .into_iter()
@@ -609,6 +611,7 @@ pub async fn run(
         read_sample_limit: config.read_sample_limit,
         query: config.query.clone(),
         flags: config.flags.clone(),
+        metadata: api::MetadataStore::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = {

@@ -4,8 +4,8 @@
 //! (`io.prometheus.write.v2.Request`) body into three flat arrays: every label of every series
 //! as a pair of `&str` borrowed from the body, every sample, and one span per series into
 //! both. A request of thousands of series costs three allocations instead of two strings per
-//! label, which is most of the CPU of ingest. Metadata is skipped (a store keeps none);
-//! histograms and exemplars are counted, not decoded.
+//! label, which is most of the CPU of ingest. Metadata is kept as borrowed entries
+//! ([`WriteView::metadata`]); histograms and exemplars are counted, not decoded.
 //!
 //! It follows the protobuf encoding rules (<https://protobuf.dev/programming-guides/encoding/>)
 //! as prost does for [`crate::WriteRequest`] and [`crate::v2::Request`]: unknown fields are
@@ -54,12 +54,24 @@ struct Span {
     exemplars: u32,
 }
 
+/// Metadata of a metric family as a write request carries it: 1.0's `metadata` entries, or
+/// 2.0's per-series metadata under the series' metric name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataRef<'a> {
+    pub family: &'a str,
+    /// A [`crate::prompb::MetricType`] value.
+    pub metric_type: i32,
+    pub help: &'a str,
+    pub unit: &'a str,
+}
+
 /// A decoded write request borrowing its strings from the decompressed body.
 #[derive(Debug, Default)]
 pub struct WriteView<'a> {
     labels: Vec<LabelRef<'a>>,
     samples: Vec<Sample>,
     spans: Vec<Span>,
+    metadata: Vec<MetadataRef<'a>>,
 }
 
 /// A [`WriteView`] split by the partial-acceptance rule of [`crate::validate`].
@@ -99,6 +111,11 @@ impl<'a> WriteView<'a> {
             histograms: span.histograms as usize,
             exemplars: span.exemplars as usize,
         }
+    }
+
+    /// The metadata entries, in request order.
+    pub fn metadata(&self) -> &[MetadataRef<'a>] {
+        &self.metadata
     }
 
     /// Every series in request order.
@@ -141,6 +158,25 @@ impl<'a> WriteView<'a> {
                 (1, wt) => {
                     let series = r.len_field(wt)?;
                     out.series_v1(series)?;
+                }
+                (3, wt) => {
+                    let mut m = Reader::new(r.len_field(wt)?);
+                    let mut meta = MetadataRef {
+                        family: "",
+                        metric_type: 0,
+                        help: "",
+                        unit: "",
+                    };
+                    while !m.done() {
+                        match m.key()? {
+                            (1, wt) => meta.metric_type = m.varint_field(wt)? as i32,
+                            (2, wt) => meta.family = m.str(wt)?,
+                            (4, wt) => meta.help = m.str(wt)?,
+                            (5, wt) => meta.unit = m.str(wt)?,
+                            (_, wire_type) => m.skip(wire_type)?,
+                        }
+                    }
+                    out.metadata.push(meta);
                 }
                 (_, wire_type) => r.skip(wire_type)?,
             }
@@ -236,6 +272,7 @@ impl<'a> WriteView<'a> {
         let mut span = self.open_span();
         refs.clear();
         let mut metadata_refs = [0u32; 2];
+        let mut metric_type = 0i32;
         let mut r = Reader::new(body);
         let mut read = |r: &mut Reader<'a>| -> Result<(), &'static str> {
             match r.key()? {
@@ -270,6 +307,7 @@ impl<'a> WriteView<'a> {
                     let mut m = Reader::new(r.len_field(wt)?);
                     while !m.done() {
                         match m.key()? {
+                            (1, wt) => metric_type = m.varint_field(wt)? as i32,
                             (3, wt) => metadata_refs[0] = m.varint_field(wt)? as u32,
                             (4, wt) => metadata_refs[1] = m.varint_field(wt)? as u32,
                             (_, wire_type) => m.skip(wire_type)?,
@@ -298,16 +336,27 @@ impl<'a> WriteView<'a> {
         for &m in &metadata_refs {
             check_ref(m, symbols.len()).map_err(|_| outside(index, symbols.len()))?;
         }
+        let symbol = |r: u32| {
+            symbols
+                .get(r as usize)
+                .copied()
+                .ok_or_else(|| outside(index, symbols.len()))
+        };
+        let mut family = "";
         for pair in refs.chunks_exact(2) {
-            let symbol = |r: u32| {
-                symbols
-                    .get(r as usize)
-                    .copied()
-                    .ok_or_else(|| outside(index, symbols.len()))
-            };
-            self.labels.push(LabelRef {
-                name: symbol(pair[0])?,
-                value: symbol(pair[1])?,
+            let (name, value) = (symbol(pair[0])?, symbol(pair[1])?);
+            if name == crate::protocol::METRIC_NAME {
+                family = value;
+            }
+            self.labels.push(LabelRef { name, value });
+        }
+        let (help, unit) = (symbol(metadata_refs[0])?, symbol(metadata_refs[1])?);
+        if !family.is_empty() && (metric_type != 0 || !help.is_empty() || !unit.is_empty()) {
+            self.metadata.push(MetadataRef {
+                family,
+                metric_type,
+                help,
+                unit,
             });
         }
         self.close_span(span)
@@ -324,6 +373,11 @@ impl<'a> ValidatedView<'a> {
             .zip(&self.accepted)
             .filter(|(_, ok)| **ok)
             .map(|(s, _)| self.view.series(s))
+    }
+
+    /// The request's metadata entries.
+    pub fn metadata(&self) -> &[MetadataRef<'a>] {
+        self.view.metadata()
     }
 
     /// Number of accepted series.
@@ -520,6 +574,47 @@ mod tests {
     }
 
     #[test]
+    fn v2_metadata_is_kept_under_the_metric_name() {
+        let req = v2::Request {
+            symbols: [
+                "",
+                "__name__",
+                "http_requests_total",
+                "Requests served.",
+                "requests",
+            ]
+            .map(String::from)
+            .to_vec(),
+            timeseries: vec![
+                v2::TimeSeries {
+                    labels_refs: vec![1, 2],
+                    metadata: Some(v2::Metadata {
+                        r#type: crate::prompb::MetricType::Counter as i32,
+                        help_ref: 3,
+                        unit_ref: 4,
+                    }),
+                    ..Default::default()
+                },
+                v2::TimeSeries {
+                    labels_refs: vec![1, 2],
+                    ..Default::default()
+                },
+            ],
+        };
+        let body = req.encode_to_vec();
+        let view = WriteView::decode(WriteVersion::V2, &body).unwrap();
+        assert_eq!(
+            view.metadata(),
+            [MetadataRef {
+                family: "http_requests_total",
+                metric_type: 1,
+                help: "Requests served.",
+                unit: "requests",
+            }]
+        );
+    }
+
+    #[test]
     fn v2_refs_are_checked() {
         let req = v2::Request {
             symbols: vec!["".into(), "__name__".into(), "up".into()],
@@ -616,7 +711,19 @@ mod tests {
         fn v1_agrees_with_prost(req in write_request()) {
             let body = req.encode_to_vec();
             let view = WriteView::decode(WriteVersion::V1, &body).unwrap();
-            assert_same(&view, &WriteRequest::decode(&body[..]).unwrap());
+            let decoded = WriteRequest::decode(&body[..]).unwrap();
+            assert_same(&view, &decoded);
+            let meta: Vec<_> = view
+                .metadata()
+                .iter()
+                .map(|m| (m.family.to_string(), m.metric_type, m.help.to_string(), m.unit.to_string()))
+                .collect();
+            let want: Vec<_> = decoded
+                .metadata
+                .iter()
+                .map(|m| (m.metric_family_name.clone(), m.r#type, m.help.clone(), m.unit.clone()))
+                .collect();
+            assert_eq!(meta, want);
         }
 
         #[test]
