@@ -210,12 +210,22 @@ async fn query(
     Ok(answer(move || engine.instant(&q, t), t).await)
 }
 
-/// A required time parameter.
-fn required_time(p: &Params, key: &str) -> ApiResult<i64> {
-    if param(p, key).is_none() {
-        return Err(bad_param(key, format!("no {key} provided")));
+/// `start` and `end`: required, or all time by default; `end` may not come before `start`.
+fn time_range(p: &Params, required: bool) -> ApiResult<(i64, i64)> {
+    let get = |key: &str, default: i64| {
+        if required && param(p, key).is_none() {
+            return Err(bad_param(key, format!("no {key} provided")));
+        }
+        time_arg(p, key, default)
+    };
+    let (start, end) = (get("start", i64::MIN)?, get("end", i64::MAX)?);
+    if end < start {
+        return Err(bad_param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
     }
-    time_arg(p, key, 0)
+    Ok((start, end))
 }
 
 async fn query_range(
@@ -225,14 +235,7 @@ async fn query_range(
 ) -> ApiResult<Response> {
     let p = form(raw.as_deref(), &body)?;
     let q = query_text(&p)?;
-    let start = required_time(&p, "start")?;
-    let end = required_time(&p, "end")?;
-    if end < start {
-        return Err(bad_param(
-            "end",
-            "end timestamp must not be before start time",
-        ));
-    }
+    let (start, end) = time_range(&p, true)?;
     let step = duration_arg(&p, "step")?.ok_or_else(|| bad_param("step", "no step provided"))?;
     if step <= 0 {
         return Err(bad_param(
@@ -272,14 +275,7 @@ fn series_query(p: &Params, need_match: bool) -> ApiResult<SeriesQuery> {
             .map_err(|e| ApiError(ErrorType::Internal, e.to_string()))?;
         selectors.push(vec![all]);
     }
-    let start = time_arg(p, "start", i64::MIN)?;
-    let end = time_arg(p, "end", i64::MAX)?;
-    if end < start {
-        return Err(bad_param(
-            "end",
-            "end timestamp must not be before start time",
-        ));
-    }
+    let (start, end) = time_range(p, false)?;
     let limit = match param(p, "limit") {
         None => 0,
         Some(v) => v
@@ -396,14 +392,7 @@ async fn label_values(
 async fn query_exemplars(RawQuery(raw): RawQuery, body: Bytes) -> ApiResult<Response> {
     let p = form(raw.as_deref(), &body)?;
     promql::parse(&query_text(&p)?).map_err(query_error)?;
-    let start = time_arg(&p, "start", i64::MIN)?;
-    let end = time_arg(&p, "end", i64::MAX)?;
-    if end < start {
-        return Err(bad_param(
-            "end",
-            "end timestamp must not be before start time",
-        ));
-    }
+    time_range(&p, false)?;
     Ok(axum::Json(Envelope::success(Vec::<serde_json::Value>::new())).into_response())
 }
 

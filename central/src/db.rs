@@ -24,7 +24,7 @@ use strata_wire::view::SeriesRef;
 
 use crate::block::{self, Block, BlockMeta, BlockWriter, SeriesCursor};
 use crate::head::{self, AppendMode, Head, HeadStats, Refusal, SeriesData};
-use crate::index::Matcher;
+use crate::index::{self, Matcher};
 use crate::wal::{self, Record, ReplayReport, SegmentInfo, Wal};
 use crate::{Error, Result};
 
@@ -659,10 +659,7 @@ impl Db {
         )?;
         let mut removed = 0;
         b.for_each_series(|mut s| {
-            let hit = matchers.iter().all(|m| {
-                m.matches_labels(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
-            });
-            if hit {
+            if index::matches_all(matchers, &s.labels) {
                 let before = s.samples.len();
                 s.samples.retain(|x| x.0 < mint || x.0 > maxt);
                 removed += before - s.samples.len();

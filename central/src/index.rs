@@ -11,6 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use regex::Regex;
+use strata_wire::Label;
 use strata_wire::prompb::{LabelMatcher, MatchType};
 
 /// Interned strings: each distinct label name or value is held once.
@@ -155,12 +156,17 @@ impl Matcher {
             MatchOp::NotRegex => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
         }
     }
+}
 
-    /// Whether a label set (name, value pairs) satisfies this matcher.
-    pub fn matches_labels<'a>(&self, mut labels: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-        let v = labels.find(|(n, _)| *n == self.name).map_or("", |(_, v)| v);
-        self.matches(v)
-    }
+/// Whether a label set satisfies every matcher (a missing label matches as the empty string).
+pub fn matches_all(matchers: &[Matcher], labels: &[Label]) -> bool {
+    matchers.iter().all(|m| {
+        let v = labels
+            .iter()
+            .find(|l| l.name == m.name)
+            .map_or("", |l| l.value.as_str());
+        m.matches(v)
+    })
 }
 
 /// Parses a series selector as the HTTP API's `match[]` takes it: `metric{label="value", ...}`

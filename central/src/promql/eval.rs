@@ -789,11 +789,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                     Some(Value::String(s)) => s.clone(),
                     _ => return Err(QueryError::bad_data("expected string parameter")),
                 };
-                if !strata_wire::labels::is_valid_label_name(&label) {
-                    return Err(QueryError::execution(format!(
-                        "invalid label name {label:?}"
-                    )));
-                }
+                check_label_name(&label)?;
                 let mut counts: Vec<(Vec<Label>, f64)> = Vec::new();
                 let mut idx: HashMap<Vec<Label>, usize> = HashMap::new();
                 for (_, members) in groups {
@@ -846,12 +842,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                         T_STDVAR => variance(&values),
                         T_QUANTILE => {
                             let q = q.unwrap_or(f64::NAN);
-                            if !(0.0..=1.0).contains(&q) {
-                                self.annotations.warn(format!(
-                                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                                    format_value(q)
-                                ));
-                            }
+                            self.annotations.check_quantile(q);
                             quantile(q, values)
                         }
                         _ => {
@@ -871,6 +862,18 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             }
         }
         Ok(Value::Vector(out))
+    }
+}
+
+/// Prometheus's check of a label name that a query gives for its output (`count_values`,
+/// `histogram_quantiles`).
+pub(super) fn check_label_name(name: &str) -> QueryResult<()> {
+    if strata_wire::labels::is_valid_label_name(name) {
+        Ok(())
+    } else {
+        Err(QueryError::execution(format!(
+            "invalid label name {name:?}"
+        )))
     }
 }
 

@@ -5,7 +5,8 @@ use regex::Regex;
 use strata_wire::Label;
 
 use super::eval::{
-    Evaluator, format_value, get, kahan_inc, kahan_sum, mean, metric_of, quantile, scalar_sample,
+    Evaluator, check_label_name, format_value, get, kahan_inc, kahan_sum, mean, metric_of,
+    quantile, scalar_sample,
 };
 use super::{Annotations, QueryError, QueryResult, Sample, Series, Storage, Value};
 
@@ -301,10 +302,9 @@ type Buckets = Vec<(f64, f64)>;
 
 /// A classic histogram at one step: its labels without `le` (the name is kept until the end
 /// of evaluation, as in Prometheus 3.x, so two histograms that differ only by name stay
-/// apart and then collide), its metric name for annotations, and its buckets.
+/// apart and then collide), and its buckets.
 struct Histogram {
     labels: Vec<Label>,
-    name: String,
     buckets: Buckets,
 }
 
@@ -332,7 +332,6 @@ fn histograms(ann: &mut Annotations, v: Vec<Sample>) -> Vec<Histogram> {
             Some(h) => h.buckets.push((ub, s.v)),
             None => out.push(Histogram {
                 labels,
-                name: name.to_string(),
                 buckets: vec![(ub, s.v)],
             }),
         }
@@ -395,14 +394,9 @@ fn quantiles(
     ts: i64,
     qs: &[f64],
     label: Option<&str>,
-) -> QueryResult<Value> {
+) -> Value {
     for &q in qs {
-        if !(0.0..=1.0).contains(&q) {
-            ann.warn(format!(
-                "PromQL warning: quantile value should be between 0 and 1, got {}",
-                format_value(q)
-            ));
-        }
+        ann.check_quantile(q);
     }
     let mut out = Vec::new();
     for h in histograms(ann, v) {
@@ -410,7 +404,7 @@ fn quantiles(
         if normalized.as_ref().is_some_and(|n| n.1) {
             ann.info(format!(
                 "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                h.name
+                get(&h.labels, METRIC_NAME).unwrap_or("")
             ));
         }
         for &q in qs {
@@ -431,7 +425,7 @@ fn quantiles(
             });
         }
     }
-    Ok(Value::Vector(out))
+    Value::Vector(out)
 }
 
 /// A quantile as `histogram_quantiles` writes it into its label: always with a fraction
@@ -600,12 +594,7 @@ pub(super) fn call<S: Storage + ?Sized>(
         }),
         "quantile_over_time" => {
             let q = scalar_arg(ev, c, 0, ts)?;
-            if !(0.0..=1.0).contains(&q) {
-                ev.annotations.warnings.push(format!(
-                    "PromQL warning: quantile value should be between 0 and 1, got {}",
-                    format_value(q)
-                ));
-            }
+            ev.annotations.check_quantile(q);
             over_time(ev, arg(1)?, ts, false, |_, p| Some(quantile(q, values(p))))
         }
         "mad_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
@@ -898,21 +887,17 @@ pub(super) fn call<S: Storage + ?Sized>(
         "histogram_quantile" => {
             let q = scalar_arg(ev, c, 0, ts)?;
             let v = ev.eval_vector(arg(1)?, ts)?;
-            quantiles(&mut ev.annotations, v, ts, &[q], None)
+            Ok(quantiles(&mut ev.annotations, v, ts, &[q], None))
         }
         "histogram_quantiles" => {
             let label = string_arg(ev, c, 1, ts)?;
-            if !strata_wire::labels::is_valid_label_name(&label) {
-                return Err(QueryError::execution(format!(
-                    "invalid label name {label:?}"
-                )));
-            }
+            check_label_name(&label)?;
             let mut qs = Vec::new();
             for i in 2..args.len() {
                 qs.push(scalar_arg(ev, c, i, ts)?);
             }
             let v = ev.eval_vector(arg(0)?, ts)?;
-            quantiles(&mut ev.annotations, v, ts, &qs, Some(&label))
+            Ok(quantiles(&mut ev.annotations, v, ts, &qs, Some(&label)))
         }
         "histogram_fraction" => {
             let lower = scalar_arg(ev, c, 0, ts)?;

@@ -165,6 +165,16 @@ impl Annotations {
         }
     }
 
+    /// Prometheus's warning for a quantile outside `[0, 1]` (NaN included).
+    pub fn check_quantile(&mut self, q: f64) {
+        if !(0.0..=1.0).contains(&q) {
+            self.warn(format!(
+                "PromQL warning: quantile value should be between 0 and 1, got {}",
+                eval::format_value(q)
+            ));
+        }
+    }
+
     /// Adds an info once.
     pub fn info(&mut self, msg: String) {
         if !self.infos.contains(&msg) {

@@ -19,7 +19,7 @@ use strata_wire::Label;
 
 use super::{Engine, Options, Storage, Value, parse_duration_ms};
 use crate::head::SeriesData;
-use crate::index::Matcher;
+use crate::index::{Matcher, matches_all};
 
 /// Series held in memory for a script: float samples, and where native histogram samples
 /// would be.
@@ -29,18 +29,12 @@ pub struct MemStorage {
     histograms: Vec<(Vec<Label>, Vec<i64>)>,
 }
 
-fn matches(matchers: &[Matcher], labels: &[Label]) -> bool {
-    matchers
-        .iter()
-        .all(|m| m.matches_labels(labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))
-}
-
 impl Storage for MemStorage {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> crate::Result<Vec<SeriesData>> {
         Ok(self
             .series
             .iter()
-            .filter(|s| matches(matchers, &s.labels))
+            .filter(|s| matches_all(matchers, &s.labels))
             .map(|s| SeriesData {
                 labels: s.labels.clone(),
                 samples: s
@@ -65,7 +59,7 @@ struct Traced {
 impl Storage for Traced {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> crate::Result<Vec<SeriesData>> {
         if self.data.histograms.iter().any(|(labels, ts)| {
-            matches(matchers, labels) && ts.iter().any(|&t| t >= mint && t <= maxt)
+            matches_all(matchers, labels) && ts.iter().any(|&t| t >= mint && t <= maxt)
         }) {
             self.read_histograms.store(true, Ordering::Relaxed);
         }
