@@ -1,7 +1,8 @@
 //! Fleet-shaped synthetic series for load tests: region → cell → cluster → instance labels,
 //! about fifty metric names real exporters use, counters with noisy rates and occasional
-//! resets, gauges as bounded random walks with a daily cycle. Seeded: the same seed gives the
-//! same series and values.
+//! resets, gauges as bounded random walks with a daily cycle, and one classic histogram
+//! (`apiserver_request_duration_seconds_bucket`) whose buckets stay cumulative. Seeded: the same
+//! seed gives the same series and values.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -11,7 +12,11 @@ use strata_wire::{Label, Sample, TimeSeries};
 enum Kind {
     Counter,
     Gauge,
+    /// A classic histogram bucket with this upper bound (`le`).
+    Bucket(f64),
 }
+
+const BUCKET: &str = "apiserver_request_duration_seconds_bucket";
 
 /// (metric name, kind, job)
 const METRICS: &[(&str, Kind, &str)] = &[
@@ -56,6 +61,16 @@ const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "apiserver",
     ),
+    (BUCKET, Kind::Bucket(0.005), "apiserver"),
+    (BUCKET, Kind::Bucket(0.01), "apiserver"),
+    (BUCKET, Kind::Bucket(0.025), "apiserver"),
+    (BUCKET, Kind::Bucket(0.05), "apiserver"),
+    (BUCKET, Kind::Bucket(0.1), "apiserver"),
+    (BUCKET, Kind::Bucket(0.25), "apiserver"),
+    (BUCKET, Kind::Bucket(0.5), "apiserver"),
+    (BUCKET, Kind::Bucket(1.0), "apiserver"),
+    (BUCKET, Kind::Bucket(2.5), "apiserver"),
+    (BUCKET, Kind::Bucket(f64::INFINITY), "apiserver"),
     (
         "apiserver_current_inflight_requests",
         Kind::Gauge,
@@ -148,6 +163,9 @@ pub struct Series {
     low: f64,
     high: f64,
     rng: SmallRng,
+    /// Seeds the randomness the buckets of one instance's histogram share, so that they rise
+    /// and reset together and stay cumulative.
+    instance_seed: u64,
 }
 
 /// A standard normal variate (Box–Muller).
@@ -164,7 +182,7 @@ impl Series {
         let cluster = instance / INSTANCES_PER_CLUSTER;
         let cell = cluster / CLUSTERS_PER_CELL;
         let region = REGIONS[(cell / CELLS_PER_REGION) % REGIONS.len()];
-        let labels = vec![
+        let mut labels = vec![
             Label::new("__name__", name),
             Label::new("cell", format!("{region}-c{:02}", cell % CELLS_PER_REGION)),
             Label::new("cluster", format!("k8s-{cluster:05}")),
@@ -182,6 +200,7 @@ impl Series {
         ];
         let mut rng =
             SmallRng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let instance_seed = seed ^ (instance as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93);
         let magnitude = 10f64.powf(rng.random_range(0.0..9.0));
         let (value, rate) = match kind {
             Kind::Counter => (
@@ -189,6 +208,26 @@ impl Series {
                 10f64.powf(rng.random_range(-1.0..3.0)),
             ),
             Kind::Gauge => (magnitude * rng.random_range(0.3..0.7), 0.0),
+            Kind::Bucket(le) => {
+                labels.insert(
+                    5,
+                    Label::new(
+                        "le",
+                        if le.is_infinite() {
+                            "+Inf".into()
+                        } else {
+                            le.to_string()
+                        },
+                    ),
+                );
+                // Latencies follow a log-logistic distribution around a per-instance median.
+                let mut shared = SmallRng::seed_from_u64(instance_seed);
+                let median = 10f64.powf(shared.random_range(-2.0..-0.5));
+                let requests_per_second = 10f64.powf(shared.random_range(0.0..2.5));
+                let start = shared.random_range(0.0..1e6);
+                let fraction = 1.0 / (1.0 + (median / le).powf(1.7));
+                (start * fraction, requests_per_second * fraction)
+            }
         };
         Series {
             labels,
@@ -198,6 +237,7 @@ impl Series {
             low: 0.0,
             high: magnitude,
             rng,
+            instance_seed,
         }
     }
 
@@ -210,6 +250,21 @@ impl Series {
                 } else {
                     let noisy = self.rate * (1.0 + 0.2 * normal(&mut self.rng)).max(0.0);
                     self.value += noisy * interval_s;
+                }
+                Sample {
+                    value: self.value.round(),
+                    timestamp: t_ms,
+                }
+            }
+            Kind::Bucket(_) => {
+                let mut shared = SmallRng::seed_from_u64(
+                    self.instance_seed ^ (t_ms as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
+                if shared.random_bool(RESET_PROBABILITY) {
+                    self.value = 0.0;
+                } else {
+                    self.value +=
+                        self.rate * (1.0 + 0.2 * normal(&mut shared)).max(0.0) * interval_s;
                 }
                 Sample {
                     value: self.value.round(),
@@ -265,7 +320,8 @@ mod tests {
         }
         let names: std::collections::HashSet<_> =
             ia.iter().map(|t| t.labels[0].value.clone()).collect();
-        assert_eq!(names.len(), METRICS.len());
+        let metric_names: std::collections::HashSet<_> = METRICS.iter().map(|m| m.0).collect();
+        assert_eq!(names.len(), metric_names.len());
         let ids: std::collections::HashSet<_> =
             ia.iter().map(|t| format!("{:?}", t.labels)).collect();
         assert_eq!(ids.len(), 500, "every series is distinct");
@@ -280,14 +336,23 @@ mod tests {
             let cur = interval(&mut s, t * 15_000, 15.0);
             for (i, (p, c)) in prev.iter().zip(&cur).enumerate() {
                 match s[i].kind {
-                    Kind::Counter if c.samples[0].value < p.samples[0].value => {
+                    Kind::Counter | Kind::Bucket(_) if c.samples[0].value < p.samples[0].value => {
                         assert_eq!(c.samples[0].value, 0.0);
                         resets += 1;
                     }
                     Kind::Gauge => assert!(
                         c.samples[0].value >= s[i].low && c.samples[0].value <= s[i].high * 1.001
                     ),
-                    Kind::Counter => {}
+                    Kind::Counter | Kind::Bucket(_) => {}
+                }
+            }
+            // Buckets are cumulative: each holds at least as much as the one before it.
+            for (i, (c, next)) in cur.iter().zip(&cur[1..]).enumerate() {
+                if let (Kind::Bucket(_), Kind::Bucket(le)) = (s[i].kind, s[i + 1].kind) {
+                    assert!(
+                        next.samples[0].value >= c.samples[0].value,
+                        "bucket le={le} below its predecessor"
+                    );
                 }
             }
             prev = cur;

@@ -2,7 +2,9 @@
 //! never asserted in tests.
 
 mod fleet;
+mod promql;
 mod query;
+mod servers;
 mod store;
 mod write;
 
@@ -26,6 +28,12 @@ pub enum BenchCommand {
         after_help = "Example (release build; takes a few minutes per server):\n  cargo run --release -- bench store --series 100000 --intervals 60 \\\n    --disk-series 20000 --disk-intervals 800\n  strata bench store --targets strata,victoria-metrics --series 20000 --intervals 20"
     )]
     Store(store::StoreArgs),
+    /// strata central, Prometheus and VictoriaMetrics hold the same history and answer the same
+    /// dashboard range queries: median latency of each, and strata's ratios.
+    #[command(
+        after_help = "Example (release build; loading takes a few minutes):\n  cargo run --release -- bench promql --series 12000 --history 6h --step 15s\n  strata bench promql --targets strata,prometheus --history 3h \\\n    --expr 'sum by (cell) (rate(node_cpu_seconds_total[5m]))'"
+    )]
+    Promql(promql::PromqlArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -33,5 +41,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Write(args) => write::run(args).await,
         BenchCommand::Query(args) => query::run(args).await,
         BenchCommand::Store(args) => store::run(args).await,
+        BenchCommand::Promql(args) => promql::run(args).await,
     }
 }

@@ -26,6 +26,58 @@ pub struct QueryArgs {
     repeat: usize,
 }
 
+/// What one query took and returned.
+pub struct Timed {
+    /// From sending the request until its whole body is read.
+    pub latency: Duration,
+    pub series: usize,
+    pub points: usize,
+}
+
+/// Runs one query (`path` is `/api/v1/query` or `/api/v1/query_range`) and times it; a failed
+/// query is an error carrying Prometheus's error type and message.
+pub async fn timed(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    params: &[(&str, String)],
+) -> anyhow::Result<Timed> {
+    let started = Instant::now();
+    let resp = client
+        .get(format!("{base}{path}"))
+        .query(params)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}; is the server running?"))?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    let latency = started.elapsed();
+    let env: Envelope<QueryData> = serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "{status}: not a Prometheus API response: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        )
+    })?;
+    if env.status != Status::Success {
+        bail!(
+            "query failed ({status}, {}): {}",
+            env.error_type.map_or("unknown", |t| t.as_str()),
+            env.error.unwrap_or_default()
+        );
+    }
+    let (series, points) = match env.data {
+        Some(QueryData::Matrix(m)) => (m.len(), m.iter().map(|s| s.values.len()).sum()),
+        Some(QueryData::Vector(v)) => (v.len(), v.len()),
+        Some(QueryData::Scalar(_) | QueryData::String(_)) => (1, 1),
+        None => (0, 0),
+    };
+    Ok(Timed {
+        latency,
+        series,
+        points,
+    })
+}
+
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
@@ -57,35 +109,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 "/api/v1/query"
             }
         };
-        let started = Instant::now();
-        let resp = client
-            .get(format!("{base}{path}"))
-            .query(&params)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {base}; is the server running?"))?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        latencies.push(started.elapsed());
-        let env: Envelope<QueryData> = serde_json::from_slice(&body).with_context(|| {
-            format!(
-                "{status}: not a Prometheus API response: {}",
-                String::from_utf8_lossy(&body[..body.len().min(300)])
-            )
-        })?;
-        if env.status != Status::Success {
-            bail!(
-                "query failed ({status}, {}): {}",
-                env.error_type.map_or("unknown", |t| t.as_str()),
-                env.error.unwrap_or_default()
-            );
-        }
-        (series, points) = match env.data {
-            Some(QueryData::Matrix(m)) => (m.len(), m.iter().map(|s| s.values.len()).sum()),
-            Some(QueryData::Vector(v)) => (v.len(), v.len()),
-            Some(QueryData::Scalar(_) | QueryData::String(_)) => (1, 1),
-            None => (0, 0),
-        };
+        let timed = timed(&client, base, path, &params).await?;
+        latencies.push(timed.latency);
+        (series, points) = (timed.series, timed.points);
     }
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -10,32 +10,15 @@
 //!   compacts its head on its own schedule; VictoriaMetrics is asked to flush and merge) and
 //!   the bytes of its persisted data are divided by the samples they hold.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use clap::{Args, ValueEnum};
+use anyhow::bail;
+use clap::Args;
 
+use super::servers::{
+    Binaries, Server, Target, cpu_seconds, dir_bytes, metric_total, peak_rss, ratio, start,
+};
 use super::write::{self, Load, LoadSpec, Protocol};
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
-pub enum Target {
-    Strata,
-    #[value(name = "victoria-metrics")]
-    VictoriaMetrics,
-    Prometheus,
-}
-
-impl Target {
-    fn name(self) -> &'static str {
-        match self {
-            Target::Strata => "strata central",
-            Target::VictoriaMetrics => "VictoriaMetrics",
-            Target::Prometheus => "Prometheus",
-        }
-    }
-}
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -61,151 +44,8 @@ pub struct StoreArgs {
     /// Servers to measure, in order.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Target::Strata, Target::VictoriaMetrics, Target::Prometheus])]
     targets: Vec<Target>,
-    /// The Prometheus binary.
-    #[arg(long, default_value = "/usr/bin/prometheus")]
-    prometheus_bin: PathBuf,
-    /// The VictoriaMetrics single-node binary.
-    #[arg(long, default_value = "/usr/bin/victoria-metrics")]
-    victoria_metrics_bin: PathBuf,
-}
-
-/// A server under test, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// User plus system CPU seconds of a process. `/proc/<pid>/stat` counts in USER_HZ ticks,
-/// 100 per second on every Linux architecture strata supports.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unexpected /proc/<pid>/stat format")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) / 100.0)
-}
-
-/// Peak resident set size of a process, in bytes.
-fn peak_rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("no VmHWM in /proc/<pid>/status")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb * 1024)
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-async fn wait_ready(url: &str, child: &mut Child, what: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited with {status} before becoming ready");
-        }
-        if let Ok(r) = client.get(url).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("{what} not ready at {url} after 60 s")
-}
-
-async fn start(
-    target: Target,
-    args: &StoreArgs,
-    root: &Path,
-    phase: &str,
-) -> anyhow::Result<Server> {
-    let port = free_port()?;
-    let dir = root.join(format!("{target:?}-{phase}"));
-    std::fs::create_dir_all(&dir)?;
-    let listen = format!("127.0.0.1:{port}");
-    let (mut command, ready) = match target {
-        Target::Strata => {
-            let mut c = Command::new(std::env::current_exe()?);
-            c.args([
-                "central",
-                "--listen",
-                &listen,
-                "--maintenance-interval",
-                "1s",
-            ])
-            .arg("--data-dir")
-            .arg(&dir);
-            (c, "/-/ready")
-        }
-        Target::VictoriaMetrics => {
-            let mut c = Command::new(&args.victoria_metrics_bin);
-            c.arg(format!("-storageDataPath={}", dir.display()))
-                .arg(format!("-httpListenAddr={listen}"));
-            (c, "/health")
-        }
-        Target::Prometheus => {
-            let config = dir.join("prometheus.yml");
-            std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
-            let mut c = Command::new(&args.prometheus_bin);
-            c.arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.join("data").display()
-                ))
-                .arg(format!("--web.listen-address={listen}"))
-                .arg("--web.enable-remote-write-receiver");
-            (c, "/-/ready")
-        }
-    };
-    let log = std::fs::File::create(dir.join("server.log"))?;
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("cannot start {}; is it installed?", target.name()))?;
-    wait_ready(
-        &format!("http://{listen}{ready}"),
-        &mut child,
-        target.name(),
-    )
-    .await?;
-    Ok(Server { child, port, dir })
+    #[command(flatten)]
+    binaries: Binaries,
 }
 
 struct Ingest {
@@ -310,17 +150,7 @@ async fn persist(target: Target, server: &Server) -> anyhow::Result<(u64, u64)> 
                 }
                 last = now;
             }
-            let text = client
-                .get(format!("{base}/metrics"))
-                .send()
-                .await?
-                .text()
-                .await?;
-            let rows: f64 = text
-                .lines()
-                .filter(|l| l.starts_with("vm_rows{"))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum();
+            let rows = metric_total(&client, server, "vm_rows").await?;
             Ok((dir_bytes(&server.dir), rows as u64))
         }
     }
@@ -331,14 +161,6 @@ struct Row {
     ingest: Ingest,
     series: usize,
     disk: (u64, u64),
-}
-
-fn ratio(ours: f64, theirs: f64) -> String {
-    if theirs > 0.0 {
-        format!("{:.2}x", ours / theirs)
-    } else {
-        "-".into()
-    }
 }
 
 pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
@@ -360,7 +182,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             args.intervals
         );
         let load = write::build(spec(args.series, args.intervals))?;
-        let server = start(target, &args, root.path(), "ingest").await?;
+        let server = start(target, &args.binaries, root.path(), "ingest").await?;
         let ingest = measure_ingest(&server, &load, args.concurrency).await?;
         drop(server);
         drop(load);
@@ -377,7 +199,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<()> {
             args.disk_intervals
         );
         let load = write::build(spec(args.disk_series, args.disk_intervals))?;
-        let server = start(target, &args, root.path(), "disk").await?;
+        let server = start(target, &args.binaries, root.path(), "disk").await?;
         measure_ingest(&server, &load, args.concurrency).await?;
         drop(load);
         let disk = persist(target, &server).await?;

@@ -77,6 +77,8 @@ pub struct LoadSpec {
 /// Encoded request bodies, interval by interval, ending now.
 pub struct Load {
     spec: LoadSpec,
+    /// Timestamp of the first interval's samples, in milliseconds.
+    pub start_ms: i64,
     intervals: Vec<Vec<(Vec<u8>, u64)>>,
     pub total_samples: usize,
     pub requests: usize,
@@ -134,6 +136,7 @@ pub fn build(spec: LoadSpec) -> anyhow::Result<Load> {
     build.finish_and_clear();
     Ok(Load {
         spec,
+        start_ms,
         requests: intervals.iter().map(Vec::len).sum(),
         total_samples: spec.series * spec.intervals,
         intervals,
