@@ -396,3 +396,70 @@ async fn peer_backfill_makes_both_azs_identical() {
         .unwrap();
     assert!(!fetched.ends_with(" 0"), "{fetched}");
 }
+
+/// Counts of `strata_central_queries_total` by outcome on the central's `/metrics`.
+async fn query_outcomes(base: &str) -> HashMap<String, f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("strata_central_queries_total{"))
+        .filter_map(|l| {
+            let outcome = l.split("outcome=\"").nth(1)?.split('"').next()?;
+            Some((outcome.to_string(), l.rsplit_once(' ')?.1.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A query whose client stops waiting stops too, counted as `canceled`; one that runs out of
+/// time answers Prometheus's `timeout` error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_stop_when_their_client_goes_or_their_time_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let central = start_central(dir.path(), "central", free_port(), &[]).await;
+    let base = central.base();
+    bench_write(&format!("{base}/api/v1/write"), 50, 5, "1");
+    // A millisecond-resolution subquery over an hour at every step: minutes of work.
+    let heavy = "max_over_time(node_load1[1h:1ms])";
+    let now = now_ms() as f64 / 1000.0;
+    let range = [
+        ("query", heavy.to_string()),
+        ("start", format!("{}", now - 3600.0)),
+        ("end", format!("{now}")),
+        ("step", "60".to_string()),
+    ];
+    let gone = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+        .get(format!("{base}/api/v1/query_range"))
+        .query(&range)
+        .send()
+        .await;
+    assert!(gone.is_err(), "the heavy query answered within 500 ms");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while query_outcomes(&base).await.get("canceled").copied() != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "no canceled query counted: {:?}",
+            query_outcomes(&base).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let mut timed = range.to_vec();
+    timed.push(("timeout", "300ms".to_string()));
+    let started = Instant::now();
+    let resp = get_json(&format!("{base}/api/v1/query_range"), &timed).await;
+    assert_eq!(resp["status"], "error", "{resp}");
+    assert_eq!(resp["errorType"], "timeout", "{resp}");
+    assert_eq!(
+        resp["error"], "query timed out in query execution",
+        "{resp}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(query_outcomes(&base).await.get("timeout"), Some(&1.0));
+}

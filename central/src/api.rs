@@ -15,6 +15,7 @@
 //! POST bodies are form-encoded, as Prometheus takes them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,9 +110,13 @@ fn duration_arg(p: &Params, key: &str) -> ApiResult<Option<i64>> {
         .transpose()
 }
 
-/// The engine options of one request: the central's, with a shorter `timeout` if asked.
+/// The engine options of one request: the central's, with a shorter `timeout` if asked, and
+/// a cancel flag of its own.
 fn engine_options(st: &AppState, p: &Params) -> ApiResult<promql::Options> {
-    let mut opts = st.query.clone();
+    let mut opts = promql::Options {
+        canceled: Arc::default(),
+        ..st.query.clone()
+    };
     if let Some(ms) = duration_arg(p, "timeout")? {
         opts.timeout = opts.timeout.min(Duration::from_millis(ms.max(0) as u64));
     }
@@ -123,6 +128,7 @@ fn query_error(e: QueryError) -> ApiError {
         ErrorKind::BadData => ErrorType::BadData,
         ErrorKind::Execution => ErrorType::Execution,
         ErrorKind::Timeout => ErrorType::Timeout,
+        ErrorKind::Canceled => ErrorType::Canceled,
         ErrorKind::Internal => ErrorType::Internal,
     };
     ApiError(kind, e.message)
@@ -175,12 +181,72 @@ fn query_data(v: Value, t: i64) -> QueryData {
     }
 }
 
-/// Runs a query off the async threads and answers with its result and annotations.
+/// Marks a query canceled when dropped before the query is done, as happens to the request
+/// handler when its client disconnects; the query stops at its next check.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Queries run since start, by outcome: `success` or the Prometheus error type.
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    outcomes: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl QueryStats {
+    fn record(&self, outcome: &'static str) {
+        *self
+            .outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    /// The `strata_central_queries_total` family in the text exposition format.
+    pub fn render(&self, out: &mut String, az: &str) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP strata_central_queries_total PromQL queries run, by outcome (success or the Prometheus error type).\n# TYPE strata_central_queries_total counter"
+        );
+        for (outcome, n) in self
+            .outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "strata_central_queries_total{{az=\"{az}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+}
+
+/// Runs a query off the async threads and answers with its result and annotations. `canceled`
+/// is the flag in the query's options.
 async fn answer(
+    st: Arc<AppState>,
     run: impl FnOnce() -> promql::QueryResult<(Value, Annotations)> + Send + 'static,
     t: i64,
+    canceled: Arc<AtomicBool>,
 ) -> Response {
-    match tokio::task::spawn_blocking(run).await {
+    let _cancel = CancelOnDrop(canceled);
+    // The outcome is counted by the task itself: when the client has gone, nobody awaits it.
+    let counted = move || {
+        let result = run();
+        st.queries.record(match &result {
+            Ok(_) => "success",
+            Err(e) => query_error(e.clone()).0.as_str(),
+        });
+        result
+    };
+    match tokio::task::spawn_blocking(counted).await {
         Ok(Ok((value, ann))) => {
             let mut env = Envelope::success(query_data(value, t));
             env.warnings = ann.warnings;
@@ -206,8 +272,10 @@ async fn query(
     let p = form(raw.as_deref(), &body)?;
     let q = query_text(&p)?;
     let t = time_arg(&p, "time", crate::now_ms())?;
-    let engine = Engine::new(st.db.clone(), engine_options(&st, &p)?);
-    Ok(answer(move || engine.instant(&q, t), t).await)
+    let opts = engine_options(&st, &p)?;
+    let canceled = opts.canceled.clone();
+    let engine = Engine::new(st.db.clone(), opts);
+    Ok(answer(st, move || engine.instant(&q, t), t, canceled).await)
 }
 
 /// `start` and `end`: required, or all time by default; `end` may not come before `start`.
@@ -248,8 +316,16 @@ async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    let engine = Engine::new(st.db.clone(), engine_options(&st, &p)?);
-    Ok(answer(move || engine.range(&q, start, end, step), start).await)
+    let opts = engine_options(&st, &p)?;
+    let canceled = opts.canceled.clone();
+    let engine = Engine::new(st.db.clone(), opts);
+    Ok(answer(
+        st,
+        move || engine.range(&q, start, end, step),
+        start,
+        canceled,
+    )
+    .await)
 }
 
 /// `match[]`, `start`, `end` and `limit` of the metadata endpoints.

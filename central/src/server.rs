@@ -69,6 +69,7 @@ pub struct AppState {
     pub query: promql::Options,
     pub flags: BTreeMap<String, String>,
     pub metadata: api::MetadataStore,
+    pub queries: api::QueryStats,
 }
 
 impl IntoResponse for Error {
@@ -435,9 +436,7 @@ fn metric(
 }
 
 async fn metrics_page(State(st): State<Arc<AppState>>) -> Response {
-    let db = st.db.clone();
-    let az = st.az.clone();
-    let text = tokio::task::spawn_blocking(move || render_metrics(&db, &az))
+    let text = tokio::task::spawn_blocking(move || render_metrics(&st))
         .await
         .unwrap_or_default();
     (
@@ -450,7 +449,8 @@ async fn metrics_page(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-fn render_metrics(db: &Db, az: &str) -> String {
+fn render_metrics(st: &AppState) -> String {
+    let (db, az) = (&*st.db, st.az.as_str());
     let mut out = String::new();
     let c = &db.counters;
     let stats = db.head_stats();
@@ -576,6 +576,7 @@ fn render_metrics(db: &Db, az: &str) -> String {
     for (name, help, v) in gauges {
         metric(&mut out, name, "gauge", help, az, v);
     }
+    st.queries.render(&mut out, az);
     out
 }
 
@@ -612,6 +613,7 @@ pub async fn run(
         query: config.query.clone(),
         flags: config.flags.clone(),
         metadata: api::MetadataStore::default(),
+        queries: api::QueryStats::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = {

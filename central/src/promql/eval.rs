@@ -3,7 +3,9 @@
 //! `promql/engine.go` of Prometheus 3.x, including its Kahan-compensated `sum` and `avg`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
@@ -17,6 +19,7 @@ use promql_parser::parser::{
     SubqueryExpr, VectorMatchCardinality, VectorSelector,
 };
 use strata_wire::{Label, is_stale_nan};
+use xxhash_rust::xxh3::{Xxh3Default, Xxh3DefaultBuilder};
 
 use super::{
     Annotations, Metric, Options, QueryError, QueryResult, Sample, Series, Storage, Value,
@@ -28,13 +31,125 @@ const METRIC_NAME: &str = "__name__";
 /// The series of one selector, loaded once per query.
 struct Loaded {
     metric: Metric,
+    /// Every sample, staleness markers included: an instant selector stops at a marker.
     samples: Vec<(i64, f64)>,
+    /// The samples without staleness markers, which range selectors skip; `None` when there
+    /// are no markers.
+    unstale: Option<Vec<(i64, f64)>>,
+}
+
+impl Loaded {
+    fn new(metric: Metric, samples: Vec<(i64, f64)>) -> Self {
+        let unstale = samples.iter().any(|&(_, v)| is_stale_nan(v)).then(|| {
+            samples
+                .iter()
+                .copied()
+                .filter(|&(_, v)| !is_stale_nan(v))
+                .collect()
+        });
+        Self {
+            metric,
+            samples,
+            unstale,
+        }
+    }
+
+    /// The samples a range selector sees in `(lo, hi]`.
+    fn window(&self, lo: i64, hi: i64) -> &[(i64, f64)] {
+        let p = self.unstale.as_deref().unwrap_or(&self.samples);
+        let a = p.partition_point(|&(t, _)| t <= lo);
+        let b = a + p[a..].partition_point(|&(t, _)| t <= hi);
+        &p[a..b]
+    }
+}
+
+/// Steps of a range query that selectors evaluate together, series by series: reading each
+/// series' samples for many steps in one pass keeps them in cache, where going through every
+/// series at every step would not.
+const STEP_BLOCK: usize = 64;
+
+/// The outputs of one selector (or of a function of a range selector) for a block of
+/// consecutive steps of a range query; each step's output is taken once.
+struct StepBlock {
+    first: usize,
+    steps: Vec<Option<Vec<Sample>>>,
+    /// Where each series' reading stopped, for the next block to go on from.
+    cursors: Vec<usize>,
+}
+
+/// Input series remembered per aggregation; past this many, the memory starts over.
+const GROUP_CACHE_SERIES: usize = 1 << 20;
+
+/// The group keys of one aggregation, kept across the steps of a range query.
+#[derive(Default)]
+struct GroupCache {
+    /// Distinct group keys (the grouping labels of a series, sorted) seen so far.
+    keys: Vec<Metric>,
+    /// Indexes into `keys` by a hash of the key.
+    by_hash: HashMap<u64, Vec<usize>>,
+    /// The key of each input series seen so far, by the address of its shared labels; the
+    /// labels are held here so that the address cannot be reused by other labels.
+    by_metric: HashMap<usize, (Metric, usize), BuildHasherDefault<AddrHasher>>,
+}
+
+/// Hashes an address with one multiplication, which spreads it over the high bits the hash
+/// table looks at.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+impl GroupCache {
+    /// The index in `keys` of the group of `m`, whose labels `member` selects.
+    fn key_of(&mut self, m: &Metric, member: impl Fn(&Label) -> bool) -> usize {
+        let addr = Arc::as_ptr(m) as *const Label as usize;
+        if let Some(&(_, id)) = self.by_metric.get(&addr) {
+            return id;
+        }
+        if self.by_metric.len() >= GROUP_CACHE_SERIES {
+            self.by_metric.clear();
+        }
+        let mut h = Xxh3Default::new();
+        for l in m.iter().filter(|l| member(l)) {
+            h.update(l.name.as_bytes());
+            h.update(&[0xff]);
+            h.update(l.value.as_bytes());
+            h.update(&[0xff]);
+        }
+        let candidates = self.by_hash.entry(h.digest()).or_default();
+        let found = candidates
+            .iter()
+            .copied()
+            .find(|&k| m.iter().filter(|l| member(l)).eq(self.keys[k].iter()));
+        let id = found.unwrap_or_else(|| {
+            self.keys
+                .push(m.iter().filter(|l| member(l)).cloned().collect());
+            candidates.push(self.keys.len() - 1);
+            self.keys.len() - 1
+        });
+        self.by_metric.insert(addr, (m.clone(), id));
+        id
+    }
 }
 
 /// Gathers the instant vectors of successive steps into series, in order of appearance.
 #[derive(Default)]
 struct Collector {
-    index: HashMap<Metric, usize>,
+    index: HashMap<Metric, usize, Xxh3DefaultBuilder>,
     series: Vec<Series>,
 }
 
@@ -80,6 +195,12 @@ pub struct Evaluator<'a, S: Storage + ?Sized> {
     ranges: HashMap<usize, (i64, i64)>,
     loaded: HashMap<usize, Arc<Vec<Loaded>>>,
     samples_loaded: usize,
+    /// Precomputed steps of selectors, by the selector's address in the AST.
+    blocks: HashMap<usize, StepBlock>,
+    /// How many subqueries are being evaluated: their steps are not the query's.
+    subquery_depth: usize,
+    /// Group keys of aggregations, by the aggregation's address in the AST.
+    group_cache: HashMap<usize, GroupCache>,
     pub(super) annotations: Annotations,
 }
 
@@ -197,6 +318,9 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             ranges: HashMap::new(),
             loaded: HashMap::new(),
             samples_loaded: 0,
+            blocks: HashMap::new(),
+            subquery_depth: 0,
+            group_cache: HashMap::new(),
             annotations: Annotations::default(),
         }
     }
@@ -317,6 +441,12 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
     }
 
     fn check_deadline(&self) -> QueryResult<()> {
+        if self.opts.canceled.load(Ordering::Relaxed) {
+            return Err(QueryError {
+                kind: super::ErrorKind::Canceled,
+                message: "query was canceled in query execution".into(),
+            });
+        }
         if Instant::now() > self.deadline {
             return Err(QueryError {
                 kind: super::ErrorKind::Timeout,
@@ -375,10 +505,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             for s in series {
                 if seen.insert(s.labels.clone()) {
                     self.samples_loaded += s.samples.len();
-                    found.push(Loaded {
-                        metric: metric_of(s.labels),
-                        samples: s.samples,
-                    });
+                    found.push(Loaded::new(metric_of(s.labels), s.samples));
                 }
             }
         }
@@ -392,8 +519,151 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
         Ok(found)
     }
 
+    /// Which step of the range query `ts` is, unless this is an instant query or a subquery
+    /// is being evaluated.
+    pub(super) fn step_index(&self, ts: i64) -> Option<usize> {
+        (self.step > 0
+            && self.subquery_depth == 0
+            && ts >= self.start
+            && ts <= self.end
+            && (ts - self.start) % self.step == 0)
+            .then(|| ((ts - self.start) / self.step) as usize)
+    }
+
+    /// The output at step `k` of the block of steps keyed by `key`; when the step is not in
+    /// the current block (or was already taken), the block from `k` on is computed by `fill`.
+    /// `fill` gets the block's evaluation times, adds each step's samples, and keeps in
+    /// `cursors` where it stopped reading each series; `cursors` holds the previous block's
+    /// positions when the new block follows it, and is empty otherwise.
+    fn blocked(
+        &mut self,
+        key: usize,
+        k: usize,
+        fill: impl FnOnce(&mut Self, &[i64], &mut [Vec<Sample>], &mut Vec<usize>) -> QueryResult<()>,
+    ) -> QueryResult<Vec<Sample>> {
+        let mut cursors = Vec::new();
+        if let Some(b) = self.blocks.get_mut(&key) {
+            if k >= b.first
+                && let Some(Some(out)) = b.steps.get_mut(k - b.first).map(Option::take)
+            {
+                return Ok(out);
+            }
+            if k == b.first + b.steps.len() {
+                cursors = std::mem::take(&mut b.cursors);
+            }
+        }
+        self.check_deadline()?;
+        let total = ((self.end - self.start) / self.step) as usize + 1;
+        let times: Vec<i64> = (k..total.min(k + STEP_BLOCK))
+            .map(|j| self.start + j as i64 * self.step)
+            .collect();
+        let mut steps = vec![Vec::new(); times.len()];
+        fill(self, &times, &mut steps, &mut cursors)?;
+        let mut steps: Vec<Option<Vec<Sample>>> = steps.into_iter().map(Some).collect();
+        let out = steps[0].take().unwrap_or_default();
+        self.blocks.insert(
+            key,
+            StepBlock {
+                first: k,
+                steps,
+                cursors,
+            },
+        );
+        Ok(out)
+    }
+
+    /// For step `k` of the range query, what `f` makes of the window of every series of a
+    /// matrix selector: `f` gets the labels, the samples in the window, the evaluation time
+    /// and the window's end. Computed series by series for a block of steps.
+    pub(super) fn blocked_windows(
+        &mut self,
+        m: &MatrixSelector,
+        k: usize,
+        f: impl Fn(&Metric, &[(i64, f64)], i64, i64) -> Option<Sample>,
+    ) -> QueryResult<Vec<Sample>> {
+        self.blocked(
+            &m.vs as *const _ as usize,
+            k,
+            |ev, times, steps, cursors| {
+                let data = ev.load(&m.vs)?;
+                let range = ms(&m.range);
+                let ends: Vec<i64> = times
+                    .iter()
+                    .map(|&ts| ev.read_time(&m.vs.at, &m.vs.offset, ts))
+                    .collect();
+                let resume = cursors.len() == data.len();
+                cursors.resize(data.len(), 0);
+                for (s, cursor) in data.iter().zip(cursors.iter_mut()) {
+                    let p = s.unstale.as_deref().unwrap_or(&s.samples);
+                    // Window ends never decrease from step to step, so both bounds only advance.
+                    let mut a = if resume {
+                        *cursor
+                    } else {
+                        p.partition_point(|&(t, _)| t <= ends[0] - range)
+                    };
+                    let mut b = a;
+                    for (j, (&ts, &end)) in times.iter().zip(&ends).enumerate() {
+                        while a < p.len() && p[a].0 <= end - range {
+                            a += 1;
+                        }
+                        b = b.max(a);
+                        while b < p.len() && p[b].0 <= end {
+                            b += 1;
+                        }
+                        if a < b
+                            && let Some(out) = f(&s.metric, &p[a..b], ts, end)
+                        {
+                            steps[j].push(out);
+                        }
+                    }
+                    *cursor = a;
+                }
+                Ok(())
+            },
+        )
+    }
+
     /// The instant vector of a selector at `ts`.
     fn vector_selector(&mut self, vs: &VectorSelector, ts: i64) -> QueryResult<Vec<Sample>> {
+        if let Some(k) = self.step_index(ts) {
+            let lookback = self.opts.lookback_ms;
+            return self.blocked(vs as *const _ as usize, k, |ev, times, steps, cursors| {
+                let data = ev.load(vs)?;
+                let reads: Vec<i64> = times
+                    .iter()
+                    .map(|&ts| ev.read_time(&vs.at, &vs.offset, ts))
+                    .collect();
+                let resume = cursors.len() == data.len();
+                cursors.resize(data.len(), 0);
+                for (s, cursor) in data.iter().zip(cursors.iter_mut()) {
+                    let p = &s.samples;
+                    let mut b = if resume {
+                        *cursor
+                    } else {
+                        p.partition_point(|&(t, _)| t <= reads[0])
+                    };
+                    for (j, &t) in reads.iter().enumerate() {
+                        while b < p.len() && p[b].0 <= t {
+                            b += 1;
+                        }
+                        if b == 0 {
+                            continue;
+                        }
+                        let (st, v) = p[b - 1];
+                        if st > t - lookback && !is_stale_nan(v) {
+                            steps[j].push(Sample {
+                                metric: s.metric.clone(),
+                                t: st,
+                                v,
+                                drop_name: false,
+                            });
+                        }
+                    }
+                    *cursor = b;
+                }
+                Ok(())
+            });
+        }
         let data = self.load(vs)?;
         let t = self.read_time(&vs.at, &vs.offset, ts);
         let lo = t - self.opts.lookback_ms;
@@ -417,32 +687,40 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
         Ok(out)
     }
 
+    /// Calls `f` with the labels and the samples in `(t - range, t]` of every series of a
+    /// matrix selector that has samples there, without copying them.
+    pub(super) fn for_each_window(
+        &mut self,
+        m: &MatrixSelector,
+        ts: i64,
+        mut f: impl FnMut(&Metric, &[(i64, f64)]),
+    ) -> QueryResult<()> {
+        let data = self.load(&m.vs)?;
+        let t = self.read_time(&m.vs.at, &m.vs.offset, ts);
+        let lo = t - ms(&m.range);
+        for s in data.iter() {
+            let points = s.window(lo, t);
+            if !points.is_empty() {
+                f(&s.metric, points);
+            }
+        }
+        Ok(())
+    }
+
     /// The range vector of a matrix selector at `ts`: samples in `(t - range, t]`.
     pub(super) fn matrix_selector(
         &mut self,
         m: &MatrixSelector,
         ts: i64,
     ) -> QueryResult<Vec<Series>> {
-        let data = self.load(&m.vs)?;
-        let t = self.read_time(&m.vs.at, &m.vs.offset, ts);
-        let lo = t - ms(&m.range);
         let mut out = Vec::new();
-        for s in data.iter() {
-            let a = s.samples.partition_point(|&(st, _)| st <= lo);
-            let b = s.samples.partition_point(|&(st, _)| st <= t);
-            let points: Vec<(i64, f64)> = s.samples[a..b]
-                .iter()
-                .copied()
-                .filter(|&(_, v)| !is_stale_nan(v))
-                .collect();
-            if !points.is_empty() {
-                out.push(Series {
-                    metric: s.metric.clone(),
-                    points,
-                    drop_name: false,
-                });
-            }
-        }
+        self.for_each_window(m, ts, |metric, points| {
+            out.push(Series {
+                metric: metric.clone(),
+                points: points.to_vec(),
+                drop_name: false,
+            })
+        })?;
         Ok(out)
     }
 
@@ -465,7 +743,21 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             first += step;
         }
         let mut series = Collector::default();
-        let mut at = first;
+        self.subquery_depth += 1;
+        let result = self.subquery_steps(sq, &mut series, first, t, step);
+        self.subquery_depth -= 1;
+        result?;
+        Ok(series.finish())
+    }
+
+    fn subquery_steps(
+        &mut self,
+        sq: &SubqueryExpr,
+        series: &mut Collector,
+        mut at: i64,
+        t: i64,
+        step: i64,
+    ) -> QueryResult<()> {
         while at <= t {
             self.check_deadline()?;
             let samples = match self.eval(&sq.expr, at)? {
@@ -480,7 +772,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             series.push(at, samples);
             at += step;
         }
-        Ok(series.finish())
+        Ok(())
     }
 
     /// Evaluates `e` at time `ts`.
@@ -666,24 +958,30 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 v
             };
             let drop_name = !comparison || return_bool;
-            let mut labels: Vec<Label> = m.metric.to_vec();
-            if one_to_one {
-                labels.retain(|lb| {
-                    let listed = names.contains(&lb.name);
-                    if on {
-                        listed || (lb.name == METRIC_NAME && !drop_name)
-                    } else {
-                        !listed
-                    }
-                });
-            }
-            for name in &include {
-                labels.retain(|lb| lb.name != *name);
-                if let Some(v) = get(&o.metric, name) {
-                    labels.push(Label::new(name.clone(), v));
+            let kept = |lb: &Label| {
+                let listed = names.contains(&lb.name);
+                if on {
+                    listed || (lb.name == METRIC_NAME && !drop_name)
+                } else {
+                    !listed
                 }
-            }
-            let metric = metric_of(labels);
+            };
+            let metric = if include.is_empty() && (!one_to_one || m.metric.iter().all(kept)) {
+                // The result has exactly the labels of the "many" side: share them.
+                m.metric.clone()
+            } else {
+                let mut labels: Vec<Label> = m.metric.to_vec();
+                if one_to_one {
+                    labels.retain(kept);
+                }
+                for name in &include {
+                    labels.retain(|lb| lb.name != *name);
+                    if let Some(v) = get(&o.metric, name) {
+                        labels.push(Label::new(name.clone(), v));
+                    }
+                }
+                metric_of(labels)
+            };
             if !one_to_one {
                 let check: Vec<Label> = if drop_name {
                     without_name(&metric).to_vec()
@@ -727,20 +1025,32 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 .cloned()
                 .collect()
         };
-        let mut groups: Vec<(Vec<Label>, Vec<Sample>)> = Vec::new();
-        let mut index: HashMap<Vec<Label>, usize> = HashMap::new();
+        // Samples are grouped in order of first appearance. The group of each input series
+        // is remembered across the steps of a range query.
+        let cache_key = a as *const _ as usize;
+        let mut cache = self.group_cache.remove(&cache_key).unwrap_or_default();
+        let mut groups: Vec<(Metric, Vec<Sample>)> = Vec::new();
+        let mut slots: Vec<usize> = vec![usize::MAX; cache.keys.len()];
         for s in input {
-            let key = if op == T_COUNT_VALUES {
-                Vec::new()
+            let i = if op == T_COUNT_VALUES {
+                if groups.is_empty() {
+                    groups.push((Arc::from(Vec::new()), Vec::new()));
+                }
+                0
             } else {
-                group_metric(&s.metric)
+                let id = cache.key_of(&s.metric, |l| grouped(&l.name, by, &names));
+                if id >= slots.len() {
+                    slots.resize(id + 1, usize::MAX);
+                }
+                if slots[id] == usize::MAX {
+                    groups.push((cache.keys[id].clone(), Vec::new()));
+                    slots[id] = groups.len() - 1;
+                }
+                slots[id]
             };
-            let i = *index.entry(key.clone()).or_insert_with(|| {
-                groups.push((key, Vec::new()));
-                groups.len() - 1
-            });
             groups[i].1.push(s);
         }
+        self.group_cache.insert(cache_key, cache);
         let scalar_param = |p: &Option<Value>| -> QueryResult<f64> {
             match p {
                 Some(Value::Scalar(v)) => Ok(*v),
@@ -853,7 +1163,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                         }
                     };
                     out.push(Sample {
-                        metric: metric_of(key),
+                        metric: key,
                         t: ts,
                         v,
                         drop_name,

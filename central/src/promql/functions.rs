@@ -8,40 +8,35 @@ use super::eval::{
     Evaluator, check_label_name, format_value, get, kahan_inc, kahan_sum, mean, metric_of,
     quantile, scalar_sample,
 };
-use super::{Annotations, QueryError, QueryResult, Sample, Series, Storage, Value};
+use super::{Annotations, Metric, QueryError, QueryResult, Sample, Series, Storage, Value};
 
 const METRIC_NAME: &str = "__name__";
 
-/// A range argument evaluated at one step: its series and the window `(start, end]`.
+/// The window `(start, end]` of a range argument at one step, and the step's evaluation time.
 struct Window {
-    series: Vec<Series>,
     start: i64,
     end: i64,
+    at: i64,
 }
 
+/// A range argument evaluated at one step: its series and their window.
 fn window<S: Storage + ?Sized>(
     ev: &mut Evaluator<'_, S>,
     e: &Expr,
     ts: i64,
-) -> QueryResult<Window> {
+) -> QueryResult<(Vec<Series>, Window)> {
     match e {
         Expr::MatrixSelector(m) => {
             let series = ev.matrix_selector(m, ts)?;
             let end = ev.read_time(&m.vs.at, &m.vs.offset, ts);
-            Ok(Window {
-                series,
-                start: end - m.range.as_millis() as i64,
-                end,
-            })
+            let start = end - m.range.as_millis() as i64;
+            Ok((series, Window { start, end, at: ts }))
         }
         Expr::Subquery(sq) => {
             let series = ev.subquery(sq, ts)?;
             let end = ev.read_time(&sq.at, &sq.offset, ts);
-            Ok(Window {
-                series,
-                start: end - sq.range.as_millis() as i64,
-                end,
-            })
+            let start = end - sq.range.as_millis() as i64;
+            Ok((series, Window { start, end, at: ts }))
         }
         Expr::Paren(p) => window(ev, &p.expr, ts),
         _ => Err(QueryError::bad_data(
@@ -50,27 +45,80 @@ fn window<S: Storage + ?Sized>(
     }
 }
 
-/// One output sample per input series of a range argument.
+/// One output sample per input series of range argument `i` of `c`. A matrix selector's
+/// windows are read in place; in a range query, for blocks of steps at once when the other
+/// arguments are constants.
 fn over_time<S: Storage + ?Sized>(
     ev: &mut Evaluator<'_, S>,
-    e: &Expr,
+    c: &Call,
+    i: usize,
     ts: i64,
     keep_name: bool,
     f: impl Fn(&Window, &[(i64, f64)]) -> Option<f64>,
 ) -> QueryResult<Value> {
-    let w = window(ev, e, ts)?;
-    let mut out = Vec::new();
-    for s in &w.series {
-        if let Some(v) = f(&w, &s.points) {
-            out.push(Sample {
-                metric: s.metric.clone(),
-                t: ts,
-                v,
-                drop_name: !keep_name || s.drop_name,
-            });
+    let e =
+        c.args.args.get(i).ok_or_else(|| {
+            QueryError::bad_data(format!("missing argument {i} of {}", c.func.name))
+        })?;
+    let make = |metric: &Metric, drop_name: bool, w: &Window, points: &[(i64, f64)]| {
+        f(w, points).map(|v| Sample {
+            metric: metric.clone(),
+            t: w.at,
+            v,
+            drop_name: !keep_name || drop_name,
+        })
+    };
+    if let Expr::MatrixSelector(m) = strip_parens(e) {
+        let range = m.range.as_millis() as i64;
+        let constant_args = c
+            .args
+            .args
+            .iter()
+            .enumerate()
+            .all(|(j, a)| j == i || is_constant(a));
+        if constant_args && let Some(k) = ev.step_index(ts) {
+            return Ok(Value::Vector(ev.blocked_windows(
+                m,
+                k,
+                |metric, points, at, end| {
+                    let w = Window {
+                        start: end - range,
+                        end,
+                        at,
+                    };
+                    make(metric, false, &w, points)
+                },
+            )?));
         }
+        let end = ev.read_time(&m.vs.at, &m.vs.offset, ts);
+        let w = Window {
+            start: end - range,
+            end,
+            at: ts,
+        };
+        let mut out = Vec::new();
+        ev.for_each_window(m, ts, |metric, points| {
+            out.extend(make(metric, false, &w, points))
+        })?;
+        return Ok(Value::Vector(out));
     }
-    Ok(Value::Vector(out))
+    let (series, w) = window(ev, e, ts)?;
+    Ok(Value::Vector(
+        series
+            .iter()
+            .filter_map(|s| make(&s.metric, s.drop_name, &w, &s.points))
+            .collect(),
+    ))
+}
+
+/// Whether an argument has the same value at every step.
+fn is_constant(e: &Expr) -> bool {
+    match e {
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => true,
+        Expr::Paren(p) => is_constant(&p.expr),
+        Expr::Unary(u) => is_constant(&u.expr),
+        _ => false,
+    }
 }
 
 /// Applies `f` to every sample of an instant-vector argument, dropping the metric name.
@@ -539,77 +587,71 @@ pub(super) fn call<S: Storage + ?Sized>(
             .ok_or_else(|| QueryError::bad_data(format!("missing argument {i} of {name}")))
     };
     match name {
-        "rate" => over_time(ev, arg(0)?, ts, false, |w, p| {
-            extrapolated(w, p, true, true)
-        }),
-        "increase" => over_time(ev, arg(0)?, ts, false, |w, p| {
-            extrapolated(w, p, true, false)
-        }),
-        "delta" => over_time(ev, arg(0)?, ts, false, |w, p| {
-            extrapolated(w, p, false, false)
-        }),
-        "irate" => over_time(ev, arg(0)?, ts, false, |_, p| instant_change(p, true)),
-        "idelta" => over_time(ev, arg(0)?, ts, false, |_, p| instant_change(p, false)),
-        "deriv" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "rate" => over_time(ev, c, 0, ts, false, |w, p| extrapolated(w, p, true, true)),
+        "increase" => over_time(ev, c, 0, ts, false, |w, p| extrapolated(w, p, true, false)),
+        "delta" => over_time(ev, c, 0, ts, false, |w, p| extrapolated(w, p, false, false)),
+        "irate" => over_time(ev, c, 0, ts, false, |_, p| instant_change(p, true)),
+        "idelta" => over_time(ev, c, 0, ts, false, |_, p| instant_change(p, false)),
+        "deriv" => over_time(ev, c, 0, ts, false, |_, p| {
             (p.len() >= 2).then(|| linear_regression(p, p[0].0).0)
         }),
         "predict_linear" => {
             let d = scalar_arg(ev, c, 1, ts)?;
-            over_time(ev, arg(0)?, ts, false, |_, p| {
+            over_time(ev, c, 0, ts, false, |w, p| {
                 (p.len() >= 2).then(|| {
-                    let (slope, intercept) = linear_regression(p, ts);
+                    let (slope, intercept) = linear_regression(p, w.at);
                     intercept + slope * d
                 })
             })
         }
-        "changes" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "changes" => over_time(ev, c, 0, ts, false, |_, p| {
             Some(
                 p.windows(2)
                     .filter(|w| !(w[0].1 == w[1].1 || (w[0].1.is_nan() && w[1].1.is_nan())))
                     .count() as f64,
             )
         }),
-        "resets" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "resets" => over_time(ev, c, 0, ts, false, |_, p| {
             Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
         }),
-        "avg_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(mean(&values(p)))),
-        "sum_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(kahan_sum(&values(p)))),
-        "count_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(p.len() as f64)),
-        "min_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "avg_over_time" => over_time(ev, c, 0, ts, false, |_, p| Some(mean(&values(p)))),
+        "sum_over_time" => over_time(ev, c, 0, ts, false, |_, p| Some(kahan_sum(&values(p)))),
+        "count_over_time" => over_time(ev, c, 0, ts, false, |_, p| Some(p.len() as f64)),
+        "min_over_time" => over_time(ev, c, 0, ts, false, |_, p| {
             p.iter()
                 .map(|&(_, v)| v)
                 .reduce(|m, v| if m > v || m.is_nan() { v } else { m })
         }),
-        "max_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "max_over_time" => over_time(ev, c, 0, ts, false, |_, p| {
             p.iter()
                 .map(|&(_, v)| v)
                 .reduce(|m, v| if m < v || m.is_nan() { v } else { m })
         }),
-        "last_over_time" => over_time(ev, arg(0)?, ts, true, |_, p| p.last().map(|x| x.1)),
-        "first_over_time" => over_time(ev, arg(0)?, ts, true, |_, p| p.first().map(|x| x.1)),
-        "present_over_time" => over_time(ev, arg(0)?, ts, false, |_, _| Some(1.0)),
-        "stdvar_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| Some(variance_over_time(p))),
-        "stddev_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "last_over_time" => over_time(ev, c, 0, ts, true, |_, p| p.last().map(|x| x.1)),
+        "first_over_time" => over_time(ev, c, 0, ts, true, |_, p| p.first().map(|x| x.1)),
+        "present_over_time" => over_time(ev, c, 0, ts, false, |_, _| Some(1.0)),
+        "stdvar_over_time" => over_time(ev, c, 0, ts, false, |_, p| Some(variance_over_time(p))),
+        "stddev_over_time" => over_time(ev, c, 0, ts, false, |_, p| {
             Some(variance_over_time(p).sqrt())
         }),
         "quantile_over_time" => {
             let q = scalar_arg(ev, c, 0, ts)?;
             ev.annotations.check_quantile(q);
-            over_time(ev, arg(1)?, ts, false, |_, p| Some(quantile(q, values(p))))
+            over_time(ev, c, 1, ts, false, |_, p| Some(quantile(q, values(p))))
         }
-        "mad_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "mad_over_time" => over_time(ev, c, 0, ts, false, |_, p| {
             let median = quantile(0.5, values(p));
             Some(quantile(
                 0.5,
                 p.iter().map(|&(_, v)| (v - median).abs()).collect(),
             ))
         }),
-        "ts_of_last_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "ts_of_last_over_time" => over_time(ev, c, 0, ts, false, |_, p| {
             p.last().map(|x| x.0 as f64 / 1000.0)
         }),
         "ts_of_min_over_time" | "ts_of_max_over_time" => {
             let max = name == "ts_of_max_over_time";
-            over_time(ev, arg(0)?, ts, false, move |_, p| {
+            over_time(ev, c, 0, ts, false, move |_, p| {
                 p.iter()
                     .copied()
                     .reduce(|best, x| {
@@ -619,7 +661,7 @@ pub(super) fn call<S: Storage + ?Sized>(
                     .map(|x| x.0 as f64 / 1000.0)
             })
         }
-        "ts_of_first_over_time" => over_time(ev, arg(0)?, ts, false, |_, p| {
+        "ts_of_first_over_time" => over_time(ev, c, 0, ts, false, |_, p| {
             p.first().map(|x| x.0 as f64 / 1000.0)
         }),
         "double_exponential_smoothing" => {
@@ -637,7 +679,7 @@ pub(super) fn call<S: Storage + ?Sized>(
                     format_value(tf)
                 )));
             }
-            over_time(ev, arg(0)?, ts, false, |_, p| {
+            over_time(ev, c, 0, ts, false, |_, p| {
                 if p.len() < 2 {
                     return None;
                 }
@@ -655,8 +697,8 @@ pub(super) fn call<S: Storage + ?Sized>(
             })
         }
         "absent_over_time" => {
-            let w = window(ev, arg(0)?, ts)?;
-            Ok(Value::Vector(if w.series.is_empty() {
+            let (series, _) = window(ev, arg(0)?, ts)?;
+            Ok(Value::Vector(if series.is_empty() {
                 vec![absent_sample(arg(0)?, ts)]
             } else {
                 Vec::new()

@@ -17,6 +17,7 @@ mod functions;
 pub mod script;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use strata_wire::Label;
@@ -49,6 +50,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Step of subqueries that give none, and of instant queries' subqueries (1m).
     pub default_subquery_step_ms: i64,
+    /// Set when whoever asked stopped waiting: the query then stops with `canceled`.
+    pub canceled: Arc<AtomicBool>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
+            canceled: Arc::default(),
         }
     }
 }
@@ -116,6 +120,8 @@ pub enum ErrorKind {
     Execution,
     /// The query ran past its timeout (`timeout`, 503).
     Timeout,
+    /// The client went away before the answer (`canceled`, 499).
+    Canceled,
     /// Reading the store failed (`internal`, 500).
     Internal,
 }
