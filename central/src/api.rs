@@ -33,7 +33,7 @@ use strata_wire::api::{
 use strata_wire::prompb::MetricType;
 use strata_wire::view::MetadataRef;
 
-use crate::index::{MatchOp, Matcher, parse_selector};
+use crate::index::{Matcher, parse_selector};
 use crate::promql::{self, Annotations, Engine, ErrorKind, QueryError, Value};
 use crate::server::{AppState, api_error, params, time_param};
 
@@ -330,6 +330,7 @@ async fn query_range(
 
 /// `match[]`, `start`, `end` and `limit` of the metadata endpoints.
 struct SeriesQuery {
+    /// Empty: no `match[]` given.
     selectors: Vec<Vec<Matcher>>,
     start: i64,
     end: i64,
@@ -343,13 +344,8 @@ fn series_query(p: &Params, need_match: bool) -> ApiResult<SeriesQuery> {
         let m = parse_selector(sel).map_err(|e| bad_param("match[]", e))?;
         selectors.push(m);
     }
-    if selectors.is_empty() {
-        if need_match {
-            return Err(bad_data("no match[] parameter provided"));
-        }
-        let all = Matcher::new(MatchOp::Regex, "__name__", ".+")
-            .map_err(|e| ApiError(ErrorType::Internal, e.to_string()))?;
-        selectors.push(vec![all]);
+    if selectors.is_empty() && need_match {
+        return Err(bad_data("no match[] parameter provided"));
     }
     let (start, end) = time_range(p, false)?;
     let limit = match param(p, "limit") {
@@ -427,6 +423,9 @@ async fn labels(
 ) -> ApiResult<Response> {
     let q = series_query(&form(raw.as_deref(), &body)?, false)?;
     Ok(lookup(st, q, |st, q| {
+        if q.selectors.is_empty() {
+            return st.db.label_index(None, q.start, q.end);
+        }
         let mut names: Vec<String> = matching_series(st, q)
             .into_iter()
             .flatten()
@@ -450,6 +449,9 @@ async fn label_values(
     }
     let q = series_query(&form(raw.as_deref(), &[])?, false)?;
     Ok(lookup(st, q, move |st, q| {
+        if q.selectors.is_empty() {
+            return st.db.label_index(Some(&name), q.start, q.end);
+        }
         let mut values: Vec<String> = matching_series(st, q)
             .into_iter()
             .flatten()

@@ -531,6 +531,16 @@ impl Block {
         self.meta.min_t <= maxt && self.meta.max_t >= mint
     }
 
+    /// Label names of the block's series, unsorted.
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings.label_names(&self.symbols)
+    }
+
+    /// Values of label `name` in the block's series, unsorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.postings.label_values(&self.symbols, name)
+    }
+
     /// Label sets of the matching series.
     pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Vec<Label>> {
         self.postings

@@ -382,6 +382,25 @@ impl Db {
         out
     }
 
+    /// Label names (without `name`) or values of label `name` in the blocks and the head
+    /// when they overlap `[mint, maxt]`, read from their postings
+    /// without building any label set (as Prometheus answers `/api/v1/labels` without
+    /// `match[]`), sorted, each once.
+    pub fn label_index(&self, name: Option<&str>, mint: i64, maxt: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in self.blocks() {
+            if b.overlaps(mint, maxt) {
+                out.extend(name.map_or_else(|| b.label_names(), |n| b.label_values(n)));
+            }
+        }
+        if self.head.overlaps(mint, maxt) {
+            out.extend(name.map_or_else(|| self.head.label_names(), |n| self.head.label_values(n)));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn head(&self) -> &Head {
         &self.head
     }
@@ -784,6 +803,37 @@ mod tests {
         drop(db);
         let db = Db::open(opts(dir.path())).unwrap();
         assert_eq!(all(&db), data);
+    }
+
+    #[tokio::test]
+    async fn label_index_reads_blocks_and_head_by_time_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(opts(dir.path())).unwrap();
+        // Cells c000-c001 only before 2h (cut into a block); c000-c004 from 4h on (head).
+        db.write(req(2, 0, HOUR, 60_000).series_refs(), AppendMode::Live)
+            .await
+            .unwrap();
+        db.write(
+            req(5, 4 * HOUR, 5 * HOUR, 60_000).series_refs(),
+            AppendMode::Live,
+        )
+        .await
+        .unwrap();
+        db.cut().unwrap();
+        assert_eq!(db.block_metas().len(), 1);
+        let cells = |mint, maxt| db.label_index(Some("cell"), mint, maxt);
+        assert_eq!(cells(0, HOUR), ["c000", "c001"]);
+        assert_eq!(
+            cells(4 * HOUR, 5 * HOUR),
+            ["c000", "c001", "c002", "c003", "c004"]
+        );
+        assert_eq!(cells(i64::MIN, i64::MAX).len(), 5);
+        assert!(cells(6 * HOUR, 7 * HOUR).is_empty(), "nothing that late");
+        assert!(db.label_index(Some("zone"), 0, 5 * HOUR).is_empty());
+        assert_eq!(
+            db.label_index(None, i64::MIN, i64::MAX),
+            ["__name__", "cell"]
+        );
     }
 
     #[tokio::test]

@@ -102,6 +102,22 @@ impl MemSeries {
         }
     }
 
+    /// The oldest sample's timestamp, in chunks or out of order; `i64::MAX` when empty.
+    fn min_t(&self) -> i64 {
+        let lo = self.frozen.first().map_or(
+            if self.open.is_empty() {
+                i64::MAX
+            } else {
+                self.open_min_t
+            },
+            |c| c.min_t,
+        );
+        self.ooo
+            .as_ref()
+            .and_then(|o| o.pending.first().or(o.cutting.first()))
+            .map_or(lo, |x| lo.min(x.0))
+    }
+
     fn max_t(&self) -> i64 {
         if self.open.is_empty() {
             self.frozen.last().map_or(i64::MIN, |c| c.max_t)
@@ -574,6 +590,26 @@ impl Head {
             .collect()
     }
 
+    /// Whether the head holds samples in `[mint, maxt]`: its newest is at or after `mint` and
+    /// some series' oldest at or before `maxt` (a walk over the series, without their labels).
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.max_t.load(Ordering::Relaxed) >= mint
+            && self
+                .stripes
+                .iter()
+                .any(|stripe| lock(stripe).series.values().any(|s| s.min_t() <= maxt))
+    }
+
+    /// Label names of the head's series, unsorted.
+    pub fn label_names(&self) -> Vec<String> {
+        read(&self.postings).label_names(&read(&self.symbols))
+    }
+
+    /// Values of label `name` in the head's series, unsorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        read(&self.postings).label_values(&read(&self.symbols), name)
+    }
+
     /// Starts cutting everything older than `boundary` into blocks: freezes open chunks that
     /// end before it, marks the frozen chunks and out-of-order samples to cut, and returns the
     /// series that have any, sorted by labels. Marked samples stay queryable until
@@ -723,19 +759,7 @@ impl Head {
                     .map(|c| usize::from(u16::from_be_bytes([c.data[0], c.data[1]])))
                     .sum::<usize>()
                     + usize::from(s.open.len());
-                let lo = s.frozen.first().map_or(
-                    if s.open.is_empty() {
-                        i64::MAX
-                    } else {
-                        s.open_min_t
-                    },
-                    |c| c.min_t,
-                );
-                let lo = s
-                    .ooo
-                    .as_ref()
-                    .and_then(|o| o.pending.first().or(o.cutting.first()))
-                    .map_or(lo, |x| lo.min(x.0));
+                let lo = s.min_t();
                 if lo < i64::MAX {
                     st.min_t = Some(st.min_t.map_or(lo, |m| m.min(lo)));
                 }

@@ -358,6 +358,26 @@ impl Postings {
             .flat_map(|m| m.iter().map(|(&v, l)| (v, l.len())))
     }
 
+    /// Every label name, unsorted.
+    pub fn label_names(&self, symbols: &Symbols) -> Vec<String> {
+        self.by_label
+            .keys()
+            .map(|&n| symbols.resolve(n).to_owned())
+            .collect()
+    }
+
+    /// Every value of label `name`, unsorted.
+    pub fn label_values(&self, symbols: &Symbols, name: &str) -> Vec<String> {
+        symbols
+            .get(name)
+            .map(|n| {
+                self.values(n)
+                    .map(|(v, _)| symbols.resolve(v).to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Every label name with its number of distinct values and series.
     pub fn names(&self) -> impl Iterator<Item = (u32, usize, usize)> + '_ {
         self.by_label
