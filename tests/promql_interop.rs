@@ -341,6 +341,24 @@ remote_write:
         "{meta}"
     );
 
+    // Label names and the values of every label agree (Grafana's label browser).
+    let names = |base: String| async move {
+        get_json(&format!("{base}/api/v1/labels"), &[]).await["data"].clone()
+    };
+    let ours = names(central.base()).await;
+    assert_eq!(ours, names(prom.base()).await);
+    for name in ours.as_array().unwrap() {
+        let values = |base: String| async move {
+            let url = format!("{base}/api/v1/label/{}/values", name.as_str().unwrap());
+            get_json(&url, &[]).await["data"].clone()
+        };
+        assert_eq!(
+            values(central.base()).await,
+            values(prom.base()).await,
+            "values of {name}"
+        );
+    }
+
     // promtool against the central.
     let base = central.base();
     let out = promtool(&["instant", &base, "count by (job) (up)"]);
