@@ -31,7 +31,7 @@ pub enum BenchCommand {
     /// strata central, Prometheus and VictoriaMetrics hold the same history and answer the same
     /// dashboard range queries: median latency of each, and strata's ratios.
     #[command(
-        after_help = "Example (release build; loading takes a few minutes):\n  cargo run --release -- bench promql --series 12000 --history 6h --step 15s\n  strata bench promql --targets strata,prometheus --history 3h \\\n    --expr 'sum by (cell) (rate(node_cpu_seconds_total[5m]))'"
+        after_help = "Example (release build; loading takes a few minutes):\n  cargo run --release -- bench promql --series 12000 --history 6h --step 15s\n  strata bench promql --targets strata,prometheus --history 2h \\\n    --expr 'sum by (cell) (rate(node_cpu_seconds_total[5m]))'"
     )]
     Promql(promql::PromqlArgs),
 }

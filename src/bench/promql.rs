@@ -4,8 +4,9 @@
 //! strata's ratio to each peer (below 1 means strata is faster).
 //!
 //! - All servers run at once and receive the same remote-write load, one after the other.
-//! - Before querying, each must be idle (background compaction and merges done); Prometheus must
-//!   also have compacted its head once, as it does after three hours of data.
+//! - Before querying, each must be idle (background compaction and merges done); with more
+//!   than three hours of history, Prometheus must also have compacted its head once, as it
+//!   does on its own.
 //! - Queries run round-robin: every repetition asks each server in turn, so drift on the
 //!   machine affects all alike. One unmeasured round first warms caches everywhere.
 //! - Latency is from sending the request until the whole JSON body is read, as Grafana sees it.
@@ -85,11 +86,16 @@ async fn settle(server: &Server, target: Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes the loaded data queryable the way the server would hold it after hours of scraping.
-async fn prepare(server: &Server, target: Target, client: &reqwest::Client) -> anyhow::Result<()> {
+/// Makes the loaded data queryable the way the server would hold it after `history` of
+/// scraping.
+async fn prepare(
+    server: &Server,
+    target: Target,
+    client: &reqwest::Client,
+    history: Duration,
+) -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{}", server.port);
     match target {
-        Target::Strata => {}
         Target::VictoriaMetrics => {
             client
                 .get(format!("{base}/internal/force_flush"))
@@ -97,7 +103,7 @@ async fn prepare(server: &Server, target: Target, client: &reqwest::Client) -> a
                 .await?
                 .error_for_status()?;
         }
-        Target::Prometheus => {
+        Target::Prometheus if history > Duration::from_secs(3 * 3600 + 15 * 60) => {
             // Prometheus checks every minute whether its head spans more than three hours.
             let deadline = Instant::now() + Duration::from_secs(300);
             loop {
@@ -110,6 +116,7 @@ async fn prepare(server: &Server, target: Target, client: &reqwest::Client) -> a
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
+        Target::Strata | Target::Prometheus => {}
     }
     settle(server, target).await
 }
@@ -174,7 +181,7 @@ pub async fn run(args: PromqlArgs) -> anyhow::Result<()> {
     }
     for (target, server) in &servers {
         println!("== {}: waiting until idle", target.name());
-        prepare(server, *target, &client).await?;
+        prepare(server, *target, &client, args.history).await?;
     }
 
     // Evaluate the same aligned steps everywhere, starting once the 5m windows are full.
