@@ -1,0 +1,7 @@
+//! The strata edge: scrapes the targets of one cell with a Prometheus scrape configuration
+//! and forwards the samples over remote-write through the relay's durable queues.
+//!
+//! - `relabel`: Prometheus's relabelling, for `relabel_configs`, `metric_relabel_configs`
+//!   and `write_relabel_configs`.
+
+pub mod relabel;
