@@ -1,7 +1,9 @@
 //! The strata edge: scrapes the targets of one cell with a Prometheus scrape configuration
 //! and forwards the samples over remote-write through the relay's durable queues.
 //!
+//! - `config`: the Prometheus configuration format, read strictly.
 //! - `relabel`: Prometheus's relabelling, for `relabel_configs`, `metric_relabel_configs`
 //!   and `write_relabel_configs`.
 
+pub mod config;
 pub mod relabel;

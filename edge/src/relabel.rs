@@ -70,8 +70,10 @@ pub struct RelabelConfig {
     pub action: Action,
 }
 
-/// A validated rule, ready to apply.
-#[derive(Debug, Clone)]
+/// A validated rule, ready to apply. In a configuration file it is read as a
+/// [`RelabelConfig`] and checked on the spot, so a bad rule is reported at its line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RelabelConfig")]
 pub struct Rule {
     source_labels: Vec<String>,
     separator: String,
@@ -192,6 +194,14 @@ impl RelabelConfig {
             replacement,
             action,
         })
+    }
+}
+
+impl TryFrom<RelabelConfig> for Rule {
+    type Error = String;
+
+    fn try_from(c: RelabelConfig) -> Result<Self, String> {
+        c.compile()
     }
 }
 

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod api;
+pub mod duration;
 pub mod error;
 pub mod exposition;
 pub mod labels;

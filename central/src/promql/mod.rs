@@ -198,36 +198,10 @@ pub struct Engine<S: Storage> {
 /// A duration as PromQL and the HTTP API take it (`5m`, `1h30m`, `10s53ms`) or plain float
 /// seconds, in milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok((secs * 1000.0).round() as i64);
+    match s.parse::<f64>() {
+        Ok(secs) => Ok((secs * 1000.0).round() as i64),
+        Err(_) => strata_wire::duration::parse_duration_ms(s),
     }
-    let mut total = 0i64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let value: i64 = rest[..n]
-            .parse()
-            .map_err(|_| format!("bad duration {s:?}"))?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            other => return Err(format!("bad duration unit {other:?} in {s:?}")),
-        };
-        total += value * unit;
-        rest = &rest[u..];
-    }
-    Ok(total)
 }
 
 /// Parses a PromQL expression, with Prometheus's `bad_data` error when it does not parse.
