@@ -4,6 +4,8 @@
 //! - `config`: the Prometheus configuration format, read strictly.
 //! - `relabel`: Prometheus's relabelling, for `relabel_configs`, `metric_relabel_configs`
 //!   and `write_relabel_configs`.
+//! - `target`: scrape targets from discovered label sets, relabelled as Prometheus does.
 
 pub mod config;
 pub mod relabel;
+pub mod target;

@@ -50,6 +50,27 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     Ok(total)
 }
 
+/// A duration as Prometheus prints one (`model.Duration.String`): the largest units first,
+/// zero parts left out, `0s` for zero; `90s` is `1m30s`, a day is `1d`.
+pub fn format_duration_ms(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms.unsigned_abs();
+    if ms < 0 {
+        out.push('-');
+    }
+    for (unit, size) in UNITS {
+        let size = size as u64;
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +85,16 @@ mod tests {
         assert_eq!(parse_duration_ms("1y"), Ok(365 * 86_400_000));
         for bad in ["", "15", "1.5s", "30m1h", "1s1s", "-1s", "1 s", "s", "1x"] {
             assert!(parse_duration_ms(bad).is_err(), "{bad:?} accepted");
+        }
+        for (ms, text) in [
+            (0, "0s"),
+            (15_000, "15s"),
+            (90_000, "1m30s"),
+            (86_400_000, "1d"),
+            (1_500, "1s500ms"),
+        ] {
+            assert_eq!(format_duration_ms(ms), text);
+            assert_eq!(parse_duration_ms(text), Ok(ms));
         }
         assert_eq!(
             parse_duration_ms("30m1h"),
