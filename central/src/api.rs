@@ -33,6 +33,7 @@ use strata_wire::api::{
 use strata_wire::prompb::MetricType;
 use strata_wire::view::MetadataRef;
 
+use crate::db::Db;
 use crate::index::{Matcher, parse_selector};
 use crate::promql::{self, Annotations, Engine, ErrorKind, QueryError, Value};
 use crate::server::{AppState, api_error, params, time_param};
@@ -123,15 +124,19 @@ fn engine_options(st: &AppState, p: &Params) -> ApiResult<promql::Options> {
     Ok(opts)
 }
 
-fn query_error(e: QueryError) -> ApiError {
-    let kind = match e.kind {
+/// The API error type of an engine error.
+fn error_type(kind: ErrorKind) -> ErrorType {
+    match kind {
         ErrorKind::BadData => ErrorType::BadData,
         ErrorKind::Execution => ErrorType::Execution,
         ErrorKind::Timeout => ErrorType::Timeout,
         ErrorKind::Canceled => ErrorType::Canceled,
         ErrorKind::Internal => ErrorType::Internal,
-    };
-    ApiError(kind, e.message)
+    }
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    ApiError(error_type(e.kind), e.message)
 }
 
 fn metric_json(labels: &[Label]) -> strata_wire::api::Metric {
@@ -228,21 +233,22 @@ impl QueryStats {
     }
 }
 
-/// Runs a query off the async threads and answers with its result and annotations. `canceled`
-/// is the flag in the query's options.
+/// Runs a query with the request's engine options off the async threads and answers with
+/// its result and annotations; the query is canceled if the request is dropped first.
 async fn answer(
     st: Arc<AppState>,
-    run: impl FnOnce() -> promql::QueryResult<(Value, Annotations)> + Send + 'static,
+    opts: promql::Options,
+    run: impl FnOnce(&Engine<Db>) -> promql::QueryResult<(Value, Annotations)> + Send + 'static,
     t: i64,
-    canceled: Arc<AtomicBool>,
 ) -> Response {
-    let _cancel = CancelOnDrop(canceled);
+    let _cancel = CancelOnDrop(opts.canceled.clone());
+    let engine = Engine::new(st.db.clone(), opts);
     // The outcome is counted by the task itself: when the client has gone, nobody awaits it.
     let counted = move || {
-        let result = run();
+        let result = run(&engine);
         st.queries.record(match &result {
             Ok(_) => "success",
-            Err(e) => query_error(e.clone()).0.as_str(),
+            Err(e) => error_type(e.kind).as_str(),
         });
         result
     };
@@ -273,9 +279,7 @@ async fn query(
     let q = query_text(&p)?;
     let t = time_arg(&p, "time", crate::now_ms())?;
     let opts = engine_options(&st, &p)?;
-    let canceled = opts.canceled.clone();
-    let engine = Engine::new(st.db.clone(), opts);
-    Ok(answer(st, move || engine.instant(&q, t), t, canceled).await)
+    Ok(answer(st, opts, move |engine| engine.instant(&q, t), t).await)
 }
 
 /// `start` and `end`: required, or all time by default; `end` may not come before `start`.
@@ -317,13 +321,11 @@ async fn query_range(
         ));
     }
     let opts = engine_options(&st, &p)?;
-    let canceled = opts.canceled.clone();
-    let engine = Engine::new(st.db.clone(), opts);
     Ok(answer(
         st,
-        move || engine.range(&q, start, end, step),
+        opts,
+        move |engine| engine.range(&q, start, end, step),
         start,
-        canceled,
     )
     .await)
 }

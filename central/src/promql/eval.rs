@@ -54,9 +54,14 @@ impl Loaded {
         }
     }
 
+    /// The samples range selectors see: all but staleness markers.
+    fn points(&self) -> &[(i64, f64)] {
+        self.unstale.as_deref().unwrap_or(&self.samples)
+    }
+
     /// The samples a range selector sees in `(lo, hi]`.
     fn window(&self, lo: i64, hi: i64) -> &[(i64, f64)] {
-        let p = self.unstale.as_deref().unwrap_or(&self.samples);
+        let p = self.points();
         let a = p.partition_point(|&(t, _)| t <= lo);
         let b = a + p[a..].partition_point(|&(t, _)| t <= hi);
         &p[a..b]
@@ -594,7 +599,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 let resume = cursors.len() == data.len();
                 cursors.resize(data.len(), 0);
                 for (s, cursor) in data.iter().zip(cursors.iter_mut()) {
-                    let p = s.unstale.as_deref().unwrap_or(&s.samples);
+                    let p = s.points();
                     // Window ends never decrease from step to step, so both bounds only advance.
                     let mut a = if resume {
                         *cursor

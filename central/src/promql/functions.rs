@@ -56,10 +56,7 @@ fn over_time<S: Storage + ?Sized>(
     keep_name: bool,
     f: impl Fn(&Window, &[(i64, f64)]) -> Option<f64>,
 ) -> QueryResult<Value> {
-    let e =
-        c.args.args.get(i).ok_or_else(|| {
-            QueryError::bad_data(format!("missing argument {i} of {}", c.func.name))
-        })?;
+    let e = argument(c, i)?;
     let make = |metric: &Metric, drop_name: bool, w: &Window, points: &[(i64, f64)]| {
         f(w, points).map(|v| Sample {
             metric: metric.clone(),
@@ -248,13 +245,16 @@ fn scalar_arg<S: Storage + ?Sized>(
     i: usize,
     ts: i64,
 ) -> QueryResult<f64> {
-    match c.args.args.get(i) {
-        Some(a) => ev.eval_scalar(a, ts),
-        None => Err(QueryError::bad_data(format!(
-            "missing argument {i} of {}",
-            c.func.name
-        ))),
-    }
+    ev.eval_scalar(argument(c, i)?, ts)
+}
+
+/// Argument `i` of a call.
+fn argument(c: &Call, i: usize) -> QueryResult<&Expr> {
+    c.args
+        .args
+        .get(i)
+        .map(|b| &**b)
+        .ok_or_else(|| QueryError::bad_data(format!("missing argument {i} of {}", c.func.name)))
 }
 
 fn string_arg<S: Storage + ?Sized>(
@@ -581,11 +581,7 @@ pub(super) fn call<S: Storage + ?Sized>(
 ) -> QueryResult<Value> {
     let name = c.func.name;
     let args = &c.args.args;
-    let arg = |i: usize| -> QueryResult<&Expr> {
-        args.get(i)
-            .map(|b| &**b)
-            .ok_or_else(|| QueryError::bad_data(format!("missing argument {i} of {name}")))
-    };
+    let arg = |i: usize| argument(c, i);
     match name {
         "rate" => over_time(ev, c, 0, ts, false, |w, p| extrapolated(w, p, true, true)),
         "increase" => over_time(ev, c, 0, ts, false, |w, p| extrapolated(w, p, true, false)),
