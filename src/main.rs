@@ -20,7 +20,7 @@ use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
     name = "strata",
     version,
     about = "Hierarchical metrics pipeline and capacity planner for Kubernetes fleets",
-    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
+    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +34,12 @@ enum Command {
         after_help = "Example:\n  strata relay --listen 127.0.0.1:9201 --queue-dir ./strata-data/relay \\\n    --remote-write-url http://127.0.0.1:9090/api/v1/write\n\nSenders then use http://127.0.0.1:9201/api/v1/write; /metrics, /-/ready and /-/healthy are served on the same address."
     )]
     Relay(RelayArgs),
+    /// The per-cell scraper: Prometheus scrape configuration in, remote-write out through one
+    /// durable queue per destination.
+    #[command(
+        after_help = "Example:\n  strata edge --config edge.yaml --listen 127.0.0.1:9401 --data-dir ./strata-data/edge\n\nwith edge.yaml in Prometheus's format, e.g.\n  global: {scrape_interval: 15s, external_labels: {region: cn-hangzhou, cell: hz-07}}\n  scrape_configs:\n    - job_name: node\n      static_configs: [{targets: ['127.0.0.1:9100']}]\n  remote_write:\n    - url: http://127.0.0.1:9201/api/v1/write\n\nReload with SIGHUP or `curl -X POST http://127.0.0.1:9401/-/reload`; targets at /api/v1/targets;\n/metrics, /-/ready and /-/healthy on the same address."
+    )]
+    Edge(EdgeArgs),
     /// The store of one availability zone: remote-write in, WAL, compressed head, Parquet
     /// blocks, remote-read, peer backfill.
     #[command(
@@ -51,6 +57,22 @@ enum Command {
 enum Overflow {
     Block,
     DropOldest,
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// Prometheus configuration file (global, scrape_configs, remote_write).
+    #[arg(long)]
+    config: PathBuf,
+    /// Address of the edge's own endpoints.
+    #[arg(long, default_value = "127.0.0.1:9401")]
+    listen: SocketAddr,
+    /// Directory of the remote-write queues (one subdirectory per destination).
+    #[arg(long, default_value = "./strata-data/edge")]
+    data_dir: PathBuf,
+    /// Bound of each destination's queue on disk; when full, the oldest data is dropped.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_queue_bytes: u64,
 }
 
 #[derive(Args)]
@@ -279,6 +301,17 @@ fn try_main() -> anyhow::Result<()> {
                 .block_on(strata_relay::server::run(config, shutdown_signal()))
                 .with_context(|| format!("relay stopped with an error (queue {})", dir.display()))
         }
+        Command::Edge(args) => {
+            let opts = strata_edge::EdgeOptions {
+                config: args.config,
+                listen: args.listen,
+                data_dir: args.data_dir,
+                max_queue_bytes: args.max_queue_bytes,
+            };
+            runtime
+                .block_on(strata_edge::run(opts, shutdown_signal()))
+                .map_err(|e| anyhow::anyhow!("edge stopped: {e}"))
+        }
         Command::Central(args) => {
             let config = args.into_config()?;
             let dir = config.storage.data_dir.clone();
@@ -289,7 +322,7 @@ fn try_main() -> anyhow::Result<()> {
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
-            println!("remote-write: 1.0 (send, receive), 2.0 (receive)");
+            println!("remote-write: 1.0 and 2.0 (send, receive)");
             println!("remote-read: SAMPLES (serve as central, fetch for peer backfill)");
             Ok(())
         }

@@ -134,9 +134,63 @@ pub struct HttpClient {
     pub tls_config: Option<TlsConfig>,
 }
 
+/// A secret's text: the file's contents without surrounding whitespace, as Prometheus reads
+/// `password_file`, `credentials_file` and `bearer_token_file`.
+fn read_secret(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
+}
+
 impl HttpClient {
+    /// The `Authorization` header to send, if any. Secret files are read on every call, so a
+    /// rotated token is picked up without a reload, as Prometheus does.
+    pub fn authorization_header(&self) -> Result<Option<String>, String> {
+        use base64::Engine;
+        if let Some(b) = &self.basic_auth {
+            let password = match (&b.password, &b.password_file) {
+                (_, Some(file)) => read_secret(file)?,
+                (Some(p), None) => p.clone(),
+                (None, None) => String::new(),
+            };
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{password}", b.username));
+            return Ok(Some(format!("Basic {encoded}")));
+        }
+        let (kind, credentials) = match (
+            &self.authorization,
+            &self.bearer_token,
+            &self.bearer_token_file,
+        ) {
+            (Some(a), _, _) => (
+                a.kind.clone().unwrap_or_else(|| "Bearer".into()),
+                match (&a.credentials, &a.credentials_file) {
+                    (_, Some(file)) => read_secret(file)?,
+                    (Some(c), None) => c.clone(),
+                    (None, None) => return Ok(None),
+                },
+            ),
+            (None, Some(token), _) => ("Bearer".into(), token.clone()),
+            (None, None, Some(file)) => ("Bearer".into(), read_secret(file)?),
+            (None, None, None) => return Ok(None),
+        };
+        Ok(Some(format!("{kind} {credentials}")))
+    }
+
     /// Prometheus allows one way of authenticating per client.
     fn check(&self) -> Result<(), String> {
+        if self.tls_config.is_some() {
+            return Err(TLS_UNSUPPORTED.into());
+        }
+        if let Some(a) = &self.authorization
+            && a.kind
+                .as_deref()
+                .is_some_and(|k| k.eq_ignore_ascii_case("basic"))
+        {
+            return Err(
+                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into(),
+            );
+        }
         let ways = [
             self.basic_auth.is_some(),
             self.authorization.is_some(),
@@ -322,6 +376,9 @@ macro_rules! http_client_fields {
 
 http_client_fields!(ScrapeConfig, HttpSdConfig, RemoteWriteConfig);
 
+/// Why `https` and `tls_config` are refused: this build carries no TLS stack.
+const TLS_UNSUPPORTED: &str = "TLS (https and tls_config) is not supported by this build of strata edge; scrape and forward over http, or put a TLS-terminating proxy in front";
+
 /// A configuration that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -382,7 +439,11 @@ impl Config {
             .global
             .scrape_interval
             .map_or(DEFAULT_INTERVAL, |d| d.0);
-        let timeout = self.global.scrape_timeout.map_or(DEFAULT_TIMEOUT, |d| d.0);
+        // Prometheus: the default timeout, unless the global interval is shorter.
+        let timeout = self
+            .global
+            .scrape_timeout
+            .map_or(DEFAULT_TIMEOUT.min(interval), |d| d.0);
         if timeout > interval {
             return Err("global scrape timeout greater than scrape interval".into());
         }
@@ -413,11 +474,14 @@ impl Config {
             }
             sc.scrape_interval = Some(PromDuration(job_interval));
             sc.scrape_timeout = Some(PromDuration(job_timeout));
-            if !matches!(sc.scheme.as_str(), "http" | "https") {
-                return Err(in_job(format!(
-                    "scheme {:?} is not supported; use http or https",
-                    sc.scheme
-                )));
+            match sc.scheme.as_str() {
+                "http" => {}
+                "https" => return Err(in_job(TLS_UNSUPPORTED.into())),
+                other => {
+                    return Err(in_job(format!(
+                        "scheme {other:?} is not supported; use http"
+                    )));
+                }
             }
             if !sc.metrics_path.starts_with('/') {
                 return Err(in_job(format!(
@@ -484,8 +548,9 @@ impl Config {
 
 fn check_url(url: &str) -> Result<(), String> {
     match url.split_once("://") {
-        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
-        _ => Err(format!("{url:?} is not an http or https URL")),
+        Some(("http", rest)) if !rest.is_empty() => Ok(()),
+        Some(("https", rest)) if !rest.is_empty() => Err(TLS_UNSUPPORTED.into()),
+        _ => Err(format!("{url:?} is not an http URL")),
     }
 }
 
@@ -518,7 +583,6 @@ scrape_configs:
     basic_auth: {username: edge, password_file: /etc/edge/pw}
   - job_name: apiserver
     scrape_interval: 5s
-    scheme: https
     metrics_path: /metrics/cadvisor
     params: {format: [prometheus]}
     honor_labels: true
@@ -528,7 +592,6 @@ scrape_configs:
     http_sd_configs:
       - url: http://127.0.0.1:8080/sd
     authorization: {credentials_file: /var/run/token}
-    tls_config: {insecure_skip_verify: true}
 remote_write:
   - url: http://cascade:9201/api/v1/write
     headers: {X-Scope-OrgID: fleet}
@@ -563,6 +626,13 @@ remote_write:
         );
         assert!(api.honor_labels);
         assert_eq!(c.remote_write[0].queue_config.capacity, Some(10_000));
+        let short =
+            Config::parse("global: {scrape_interval: 2s}\nscrape_configs: [{job_name: a}]\n")
+                .expect("a short global interval caps the default timeout");
+        assert_eq!(
+            short.scrape_configs[0].scrape_timeout,
+            Some(PromDuration(Duration::from_secs(2)))
+        );
         assert!(
             Config::parse("")
                 .expect("empty is valid")
@@ -612,13 +682,48 @@ remote_write:
         );
         assert!(e.contains("not a valid target address"), "{e}");
         let e = err("remote_write:\n  - url: cascade:9201\n");
-        assert!(e.contains("not an http or https URL"), "{e}");
+        assert!(e.contains("not an http URL"), "{e}");
+        let e = err("scrape_configs:\n  - job_name: a\n    scheme: https\n");
+        assert!(
+            e.contains("TLS (https and tls_config) is not supported"),
+            "{e}"
+        );
         let e = err("remote_write:\n  - url: http://c/w\n    headers: {Content-Type: x}\n");
         assert!(e.contains("reserved header"), "{e}");
         let e = err(
             "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u}\n    bearer_token: t\n",
         );
         assert!(e.contains("at most one of"), "{e}");
+    }
+
+    #[test]
+    fn credentials_become_the_authorization_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").expect("write");
+        let client = |yaml: &str| {
+            let c = Config::parse(&format!("scrape_configs:\n  - job_name: a\n    {yaml}\n"))
+                .expect("valid");
+            c.scrape_configs[0].client().authorization_header()
+        };
+        assert_eq!(
+            client("basic_auth: {username: edge, password: pw}"),
+            Ok(Some("Basic ZWRnZTpwdw==".into()))
+        );
+        assert_eq!(
+            client(&format!("bearer_token_file: {}", token.display())),
+            Ok(Some("Bearer s3cret".into()))
+        );
+        assert_eq!(
+            client(&format!(
+                "authorization: {{type: Token, credentials_file: {}}}",
+                token.display()
+            )),
+            Ok(Some("Token s3cret".into()))
+        );
+        assert_eq!(client("honor_labels: true"), Ok(None));
+        let missing = client("bearer_token_file: /nonexistent/token").expect_err("missing");
+        assert!(missing.contains("cannot read secret file"), "{missing}");
     }
 
     #[test]

@@ -6,8 +6,18 @@
 //! - `relabel`: Prometheus's relabelling, for `relabel_configs`, `metric_relabel_configs`
 //!   and `write_relabel_configs`.
 //! - `target`: scrape targets from discovered label sets, relabelled as Prometheus does.
+//! - `scrape`: the scrape loop of one target: staleness, synthetic series, limits.
+//! - `jobs`: one task per job keeps discovery and the scrape loops in step.
+//! - `forward`: scraped series into one durable relay queue per `remote_write`.
+//! - `server`: `strata edge` itself: reload, `/api/v1/targets`, `/metrics`, health.
 
 pub mod config;
 pub mod discovery;
+pub mod forward;
+pub mod jobs;
 pub mod relabel;
+pub mod scrape;
+pub mod server;
 pub mod target;
+
+pub use server::{EdgeOptions, run};

@@ -89,6 +89,8 @@ pub struct SenderConfig {
     pub retry_on_http_429: bool,
     /// Drop samples older than this instead of sending them; 0 disables. Default 0.
     pub sample_age_limit_seconds: u64,
+    /// Send remote-write 2.0 (`io.prometheus.write.v2.Request`) instead of 1.0. Default false.
+    pub remote_write_v2: bool,
 }
 
 impl Default for SenderConfig {
@@ -105,6 +107,7 @@ impl Default for SenderConfig {
             remote_timeout_seconds: 30.0,
             retry_on_http_429: true,
             sample_age_limit_seconds: 0,
+            remote_write_v2: false,
         }
     }
 }

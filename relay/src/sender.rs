@@ -177,7 +177,18 @@ impl Shard {
             if batch.items == 0 && batch.request.metadata.is_empty() {
                 return;
             }
-            let body = match batch.request.encode_snappy() {
+            let version = if self.config.remote_write_v2 {
+                WriteVersion::V2
+            } else {
+                WriteVersion::V1
+            };
+            let encoded = match version {
+                WriteVersion::V1 => batch.request.encode_snappy(),
+                WriteVersion::V2 => {
+                    strata_wire::v2::Request::from_v1(&batch.request).encode_snappy()
+                }
+            };
+            let body = match encoded {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode batch; dropping it");
@@ -188,7 +199,7 @@ impl Shard {
             };
             let start = Instant::now();
             let mut req = self.client.post(&self.config.url);
-            for (k, v) in request_headers(WriteVersion::V1) {
+            for (k, v) in request_headers(version) {
                 req = req.header(k, v);
             }
             for (k, v) in &self.config.headers {

@@ -1,0 +1,318 @@
+//! From scrape loops to the remote-write destinations: one durable relay queue per
+//! `remote_write`, drained by the relay's sender.
+//!
+//! The forwarder takes whatever batches the scrape loops have handed over since its last
+//! write and appends them as one record to every destination's queue, so a busy edge makes
+//! one disk sync per destination for many scrapes. Per destination, as Prometheus's queue
+//! manager does: the external labels are added to series that lack them, then the
+//! destination's `write_relabel_configs` run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use strata_relay::metrics::RelayMetrics;
+use strata_relay::{OverflowPolicy, Queue, QueueConfig, SenderConfig};
+use strata_wire::{Label, TimeSeries, WriteRequest};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::RemoteWriteConfig;
+use crate::relabel::{self, Rule};
+
+/// Samples per queue record at most; more pending batches wait for the next record.
+const RECORD_SAMPLES: usize = 100_000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DestinationLabel {
+    destination: String,
+}
+
+/// One `remote_write` destination: its queue and how series are prepared for it.
+#[derive(Debug)]
+pub struct Destination {
+    pub name: String,
+    pub queue: Queue,
+    pub metrics: RelayMetrics,
+    rules: Vec<Rule>,
+}
+
+/// Where the forwarder writes: the external labels and the destinations of the running
+/// configuration.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Sorted by name.
+    pub external: Vec<Label>,
+    pub destinations: Vec<Arc<Destination>>,
+}
+
+/// The relay's sender settings for a `remote_write` section, Prometheus's `queue_config`
+/// mapped onto the relay: `max_shards` → `shards`, `max_samples_per_send`,
+/// `batch_send_deadline`, `min_backoff`, `max_backoff`, `retry_on_http_429`,
+/// `sample_age_limit`, `remote_timeout`. `capacity` and `min_shards` size Prometheus's
+/// in-memory buffers and have no counterpart: the queue is on disk, bounded by
+/// `--max-queue-bytes`.
+pub fn sender_config(rw: &RemoteWriteConfig) -> Result<SenderConfig, String> {
+    let d = SenderConfig::default();
+    let q = &rw.queue_config;
+    let mut headers = rw.headers.clone();
+    if let Some(auth) = rw.client().authorization_header()? {
+        headers.insert("Authorization".into(), auth);
+    }
+    let ms = |v: Option<crate::config::PromDuration>, default: u64| {
+        v.map_or(default, |d| d.0.as_millis() as u64)
+    };
+    let config = SenderConfig {
+        url: rw.url.clone(),
+        name: rw.name.clone(),
+        headers,
+        max_samples_per_send: q.max_samples_per_send.unwrap_or(d.max_samples_per_send),
+        batch_send_deadline_seconds: q
+            .batch_send_deadline
+            .map_or(d.batch_send_deadline_seconds, |v| v.0.as_secs_f64()),
+        shards: q.max_shards.unwrap_or(d.shards),
+        min_backoff_ms: ms(q.min_backoff, d.min_backoff_ms),
+        max_backoff_ms: ms(q.max_backoff, d.max_backoff_ms),
+        remote_timeout_seconds: rw
+            .remote_timeout
+            .map_or(d.remote_timeout_seconds, |v| v.0.as_secs_f64()),
+        retry_on_http_429: q.retry_on_http_429.unwrap_or(d.retry_on_http_429),
+        sample_age_limit_seconds: q.sample_age_limit.map_or(0, |v| v.0.as_secs()),
+        remote_write_v2: rw.protobuf_message.as_deref() == Some("io.prometheus.write.v2.Request"),
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// The directory of a destination's queue: its name and a hash of its URL, so two
+/// destinations never share a queue and a restart finds its own.
+pub fn queue_dir(root: &Path, name: &str, url: &str) -> std::path::PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    root.join(format!(
+        "{safe}-{:016x}",
+        xxhash_rust::xxh3::xxh3_64(url.as_bytes())
+    ))
+}
+
+impl Destination {
+    /// Opens the destination's queue (recovering what a previous run left in it).
+    pub fn open(
+        rw: &RemoteWriteConfig,
+        name: &str,
+        queue_root: &Path,
+        max_queue_bytes: u64,
+        metrics: RelayMetrics,
+    ) -> Result<Self, String> {
+        let config = QueueConfig {
+            max_queue_bytes,
+            // An edge cannot push back on its targets: when a destination is down for
+            // longer than the queue holds, the oldest data goes first.
+            overflow: OverflowPolicy::DropOldest,
+            ..QueueConfig::default()
+        };
+        let dir = queue_dir(queue_root, name, &rw.url);
+        let queue = Queue::open(&dir, config, metrics.clone())
+            .map_err(|e| format!("remote_write {name}: cannot open its queue: {e}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            queue,
+            metrics,
+            rules: rw.write_relabel_configs.clone(),
+        })
+    }
+
+    /// The destination with a reloaded section: the same queue, the new relabelling.
+    pub fn reuse(old: &Destination, rw: &RemoteWriteConfig) -> Self {
+        Self {
+            name: old.name.clone(),
+            queue: old.queue.clone(),
+            metrics: old.metrics.clone(),
+            rules: rw.write_relabel_configs.clone(),
+        }
+    }
+
+    /// The series as this destination gets them.
+    fn prepare(&self, external: &[Label], series: &[TimeSeries]) -> Vec<TimeSeries> {
+        series
+            .iter()
+            .filter_map(|ts| {
+                let mut labels = ts.labels.clone();
+                if external
+                    .iter()
+                    .any(|e| !labels.iter().any(|l| l.name == e.name))
+                {
+                    let mut by_name: BTreeMap<String, String> =
+                        labels.into_iter().map(|l| (l.name, l.value)).collect();
+                    for e in external {
+                        by_name
+                            .entry(e.name.clone())
+                            .or_insert_with(|| e.value.clone());
+                    }
+                    labels = by_name.into_iter().map(|(n, v)| Label::new(n, v)).collect();
+                }
+                if !self.rules.is_empty() {
+                    labels = relabel::process(&labels, &self.rules)?;
+                }
+                Some(TimeSeries {
+                    labels,
+                    samples: ts.samples.clone(),
+                    exemplars: ts.exemplars.clone(),
+                    histograms: ts.histograms.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Samples that could not be queued, per destination.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardMetrics {
+    not_queued: Family<DestinationLabel, Counter>,
+}
+
+impl ForwardMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "strata_edge_samples_not_queued",
+            "Scraped samples that could not be written to a destination's queue (disk failure, or a batch larger than the queue)",
+            m.not_queued.clone(),
+        );
+        m
+    }
+}
+
+/// Appends what the scrape loops send to every destination. When `stop` fires it writes
+/// what is already handed over, then returns.
+pub async fn run(
+    mut batches: mpsc::Receiver<Vec<TimeSeries>>,
+    outputs: watch::Receiver<Arc<Outputs>>,
+    metrics: ForwardMetrics,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut stopping = false;
+    loop {
+        let first = tokio::select! {
+            batch = batches.recv() => match batch {
+                Some(b) => b,
+                None => return,
+            },
+            _ = &mut stop, if !stopping => {
+                // Buffered batches are still received; then `recv` answers None.
+                batches.close();
+                stopping = true;
+                continue;
+            }
+        };
+        let mut series = first;
+        while series.len() < RECORD_SAMPLES {
+            match batches.try_recv() {
+                Ok(more) => series.extend(more),
+                Err(_) => break,
+            }
+        }
+        let out = outputs.borrow().clone();
+        let mut writes = tokio::task::JoinSet::new();
+        for dest in &out.destinations {
+            let request = WriteRequest {
+                timeseries: dest.prepare(&out.external, &series),
+                metadata: Vec::new(),
+            };
+            if request.timeseries.is_empty() {
+                continue;
+            }
+            let dest = dest.clone();
+            let metrics = metrics.clone();
+            writes.spawn(async move {
+                if let Err(e) = dest.queue.append(&request).await {
+                    tracing::error!(destination = %dest.name, error = %e, "cannot queue scraped samples");
+                    metrics
+                        .not_queued
+                        .get_or_create(&DestinationLabel {
+                            destination: dest.name.clone(),
+                        })
+                        .inc_by(request.item_count() as u64);
+                    // A failing disk: give it a moment rather than spinning on it.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+        while writes.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_labels_fill_gaps_and_write_relabelling_runs_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = crate::config::Config::parse(
+            "remote_write:\n  - url: http://127.0.0.1:1/api/v1/write\n    write_relabel_configs:\n      - source_labels: [cell]\n        regex: hz-07\n        target_label: zone\n        replacement: hz\n      - source_labels: [__name__]\n        regex: drop_me\n        action: drop\n",
+        )
+        .expect("valid");
+        let mut registry = Registry::default();
+        let metrics = RelayMetrics::register(&mut registry, "d");
+        let dest =
+            Destination::open(&c.remote_write[0], "d", dir.path(), 1 << 20, metrics).expect("open");
+        let series = |name: &str, extra: &[(&str, &str)]| {
+            let mut labels = vec![Label::new("__name__", name)];
+            labels.extend(extra.iter().map(|(n, v)| Label::new(*n, *v)));
+            TimeSeries {
+                labels,
+                ..Default::default()
+            }
+        };
+        let external = vec![Label::new("cell", "hz-07"), Label::new("region", "r")];
+        let out = dest.prepare(
+            &external,
+            &[
+                series("up", &[]),
+                series("up", &[("region", "own")]),
+                series("drop_me", &[]),
+            ],
+        );
+        let rendered: Vec<String> = out
+            .iter()
+            .map(|s| strata_wire::labels::render(&s.labels))
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                r#"up{cell="hz-07", region="r", zone="hz"}"#,
+                r#"up{cell="hz-07", region="own", zone="hz"}"#,
+            ]
+        );
+        dest.queue.close();
+    }
+
+    #[test]
+    fn queue_config_maps_onto_the_sender() {
+        let c = crate::config::Config::parse(
+            "remote_write:\n  - url: http://127.0.0.1:1/w\n    remote_timeout: 10s\n    basic_auth: {username: u, password: p}\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {max_shards: 3, max_samples_per_send: 700, batch_send_deadline: 2s, min_backoff: 50ms, max_backoff: 1s}\n",
+        )
+        .expect("valid");
+        let s = sender_config(&c.remote_write[0]).expect("valid");
+        assert_eq!(s.shards, 3);
+        assert_eq!(s.max_samples_per_send, 700);
+        assert_eq!(s.batch_send_deadline_seconds, 2.0);
+        assert_eq!((s.min_backoff_ms, s.max_backoff_ms), (50, 1000));
+        assert_eq!(s.remote_timeout_seconds, 10.0);
+        assert!(s.remote_write_v2);
+        assert_eq!(s.headers["Authorization"], "Basic dTpw");
+    }
+}
