@@ -155,12 +155,7 @@ async fn relay_survives_repeated_sigkill() {
         );
     }
     // After the backlog drained, the queue is empty.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://127.0.0.1:{port}/metrics")).await;
     assert!(
         metrics.contains("strata_relay_queue_pending_samples{destination="),
         "{metrics}"

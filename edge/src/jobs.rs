@@ -275,29 +275,39 @@ async fn run(
     let mut poll = tokio::time::interval(FILE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            why = &mut stop => {
-                let why = why.unwrap_or(Stop::Shutdown);
-                let stopping: Vec<_> = loops.into_values().map(|l| l.stop(why)).collect();
-                shared.views.write().unwrap_or_else(|e| e.into_inner()).remove(&job);
-                for state in ["active", "dropped"] {
-                    shared.targets.remove(&TargetsLabel { job: job.clone(), state });
+        // Biased: `Job::stop` sends the reason before it drops the configuration's sender.
+        let stopping = tokio::select! {
+            biased;
+            why = &mut stop => Some(why.unwrap_or(Stop::Shutdown)),
+            changed = config.changed() => match changed {
+                Ok(()) => {
+                    cfg = config.borrow_and_update().clone();
+                    settings.send_replace(Arc::new(JobSettings::new(&cfg)));
+                    discovery = Discovery::default();
+                    last = None;
+                    None
                 }
-                for task in stopping {
-                    let _ = task.await;
-                }
-                return;
+                Err(_) => Some(Stop::Shutdown),
+            },
+            _ = poll.tick() => None,
+        };
+        if let Some(why) = stopping {
+            let tasks: Vec<_> = loops.into_values().map(|l| l.stop(why)).collect();
+            shared
+                .views
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&job);
+            for state in ["active", "dropped"] {
+                shared.targets.remove(&TargetsLabel {
+                    job: job.clone(),
+                    state,
+                });
             }
-            changed = config.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                cfg = config.borrow_and_update().clone();
-                settings.send_replace(Arc::new(JobSettings::new(&cfg)));
-                discovery = Discovery::default();
-                last = None;
+            for task in tasks {
+                let _ = task.await;
             }
-            _ = poll.tick() => {}
+            return;
         }
         let discovered = discovery.refresh(&cfg, &shared.client).await;
         if last.as_ref() == Some(&discovered) {

@@ -21,6 +21,15 @@ impl Proc {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// SIGTERM (a clean stop), then reap.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -152,7 +161,11 @@ pub async fn start_prometheus_at(dir: &Path, extra: &str, port: u16) -> Proc {
 
 /// Starts Debian's VictoriaMetrics single-node.
 pub async fn start_victoria_metrics(dir: &Path) -> Proc {
-    let port = free_port();
+    start_victoria_metrics_at(dir, free_port()).await
+}
+
+/// Starts Debian's VictoriaMetrics single-node on `port`, with its data in `dir/vm-data`.
+pub async fn start_victoria_metrics_at(dir: &Path, port: u16) -> Proc {
     let mut command = Command::new(peer_binary("victoria-metrics", "victoria-metrics"));
     command
         .arg(format!(
@@ -197,6 +210,11 @@ pub fn bench_write(url: &str, series: usize, intervals: usize, protocol: &str) {
     assert!(stdout.contains("failed requests: 0"), "{stdout}");
 }
 
+/// The body of the answer to GET `url`, as text.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// The JSON body of the answer to GET `url` with `query` parameters.
 pub async fn get_json(url: &str, query: &[(&str, String)]) -> serde_json::Value {
     let body = reqwest::Client::new()
@@ -239,4 +257,30 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Starts `strata edge` on `port` with `config` as its configuration file (`dir/edge.yaml`)
+/// and its queues under `dir/edge-data`.
+pub async fn start_edge(dir: &Path, config: &str, port: u16) -> Proc {
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(["edge", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("edge-data"));
+    spawn_ready(dir, "strata edge", command, port, "/-/ready").await
+}
+
+/// Starts Debian's node exporter.
+pub async fn start_node_exporter(dir: &Path) -> Proc {
+    let port = free_port();
+    let mut command = Command::new(peer_binary(
+        "prometheus-node-exporter",
+        "prometheus-node-exporter",
+    ));
+    command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    spawn_ready(dir, "node exporter", command, port, "/metrics").await
 }

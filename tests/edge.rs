@@ -1,0 +1,436 @@
+//! `strata edge` end to end:
+//!
+//! - real node exporter → strata edge → real VictoriaMetrics, compared with real Prometheus 2.42
+//!   scraping the same exporter with the same scrape and relabel configuration;
+//! - a minute-long outage of VictoriaMetrics while the edge scrapes: every sample arrives;
+//! - file and HTTP discovery, reloads, `/api/v1/targets` and staleness markers, with in-test
+//!   targets and an in-test remote-write receiver.
+
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::routing::{get, post};
+use serde_json::Value;
+use strata_wire::{WriteRequest, is_stale_nan};
+use support::*;
+
+/// An in-test target: `edge_test_scrapes_total` counts the scrapes it served.
+struct Exposer {
+    port: u16,
+    served: Arc<AtomicU64>,
+}
+
+async fn start_exposer() -> Exposer {
+    let served = Arc::new(AtomicU64::new(0));
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(n): State<Arc<AtomicU64>>| async move {
+                let n = n.fetch_add(1, Ordering::SeqCst) + 1;
+                format!(
+                    "# TYPE edge_test_scrapes_total counter\nedge_test_scrapes_total {n}\nedge_test_info{{version=\"1\"}} 1\n"
+                )
+            }),
+        )
+        .with_state(served.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Exposer { port, served }
+}
+
+/// Every sample an in-test receiver got, in arrival order, by rendered series.
+type Received = Arc<Mutex<BTreeMap<String, Vec<(i64, f64)>>>>;
+
+async fn receive(State(rx): State<Received>, body: Bytes) -> StatusCode {
+    let Ok(req) = WriteRequest::decode_snappy(&body, 64 << 20) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let mut r = rx.lock().unwrap();
+    for ts in req.timeseries {
+        let key = strata_wire::labels::render(&ts.labels);
+        let samples = r.entry(key).or_default();
+        samples.extend(ts.samples.iter().map(|s| (s.timestamp, s.value)));
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn targets(edge: &Proc, state: &str) -> Vec<Value> {
+    let v = get_json(
+        &format!("{}/api/v1/targets", edge.base()),
+        &[("state", state.to_string())],
+    )
+    .await;
+    assert_eq!(v["status"], "success", "{v}");
+    let key = if state == "dropped" {
+        "droppedTargets"
+    } else {
+        "activeTargets"
+    };
+    v["data"][key].as_array().unwrap().clone()
+}
+
+async fn reload(edge: &Proc) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/-/reload", edge.base()))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls until `check` holds (or 30 s pass, then fails with `what`).
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn label_sets(series: &Value, strip: &[&str]) -> BTreeSet<BTreeMap<String, String>> {
+    series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s.as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| !strip.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_exporter_through_edge_reaches_victoria_metrics_as_prometheus_scrapes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ne = start_node_exporter(dir.path()).await;
+    let vm = start_victoria_metrics(dir.path()).await;
+    let job = format!(
+        r#"scrape_configs:
+  - job_name: node
+    scrape_interval: 1s
+    static_configs:
+      - targets: ['127.0.0.1:{}']
+        labels: {{tier: meta}}
+    relabel_configs:
+      - source_labels: [__address__]
+        regex: '([^:]+):\d+'
+        target_label: host
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: 'go_.*|promhttp_.*'
+        action: drop
+      - source_labels: [__name__, mode]
+        regex: 'node_cpu_seconds_total;(idle|user)'
+        target_label: busy
+        replacement: '${{1}}'
+"#,
+        ne.port
+    );
+    let prom = start_prometheus_with(dir.path(), &job).await;
+    let edge_config = format!(
+        "global:\n  external_labels: {{region: cn-hangzhou, cell: hz-07}}\n{job}remote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms}}\n",
+        vm.base()
+    );
+    let edge = start_edge(dir.path(), &edge_config, free_port()).await;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Both scrape at least three times.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let series_of = |base: String| async move {
+        get_json(
+            &format!("{base}/api/v1/series"),
+            &[
+                ("match[]", r#"{job="node"}"#.to_string()),
+                ("start", (start - 60).to_string()),
+            ],
+        )
+        .await["data"]
+            .clone()
+    };
+    let vm_base = vm.base();
+    until("the edge's samples in VictoriaMetrics", || {
+        let f = series_of(vm_base.clone());
+        async move { f.await.as_array().is_some_and(|a| a.len() > 100) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from_edge = series_of(vm.base()).await;
+    for s in from_edge.as_array().unwrap() {
+        assert_eq!(s["region"], "cn-hangzhou", "{s}");
+        assert_eq!(s["cell"], "hz-07", "{s}");
+    }
+    let from_edge = label_sets(&from_edge, &["region", "cell"]);
+    let from_prometheus = label_sets(&series_of(prom.base()).await, &[]);
+    let only_edge: Vec<_> = from_edge.difference(&from_prometheus).collect();
+    let only_prom: Vec<_> = from_prometheus.difference(&from_edge).collect();
+    assert!(
+        only_edge.is_empty() && only_prom.is_empty(),
+        "label sets differ\nonly from strata edge: {only_edge:?}\nonly in Prometheus: {only_prom:?}"
+    );
+    assert!(
+        from_edge
+            .iter()
+            .any(|l| l.get("busy").map(String::as_str) == Some("idle"))
+    );
+    assert!(!from_edge.iter().any(|l| l["__name__"].starts_with("go_")));
+    for name in [
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    ] {
+        assert!(
+            from_edge
+                .iter()
+                .any(|l| l["__name__"] == name && l["host"] == "127.0.0.1" && l["tier"] == "meta"),
+            "{name} missing"
+        );
+    }
+    let active = targets(&edge, "active").await;
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0]["health"], "up", "{}", active[0]);
+    assert_eq!(active[0]["labels"]["host"], "127.0.0.1");
+}
+
+/// Every value of `edge_test_scrapes_total` in VictoriaMetrics, by timestamp.
+async fn exported(vm: &str) -> Vec<(i64, f64)> {
+    let body = reqwest::Client::new()
+        .get(format!("{vm}/api/v1/export"))
+        .query(&[("match[]", "edge_test_scrapes_total")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let ts = v["timestamps"].as_array().unwrap();
+        let vals = v["values"].as_array().unwrap();
+        out.extend(
+            ts.iter()
+                .zip(vals)
+                .map(|(t, v)| (t.as_i64().unwrap(), v.as_f64().unwrap())),
+        );
+    }
+    out.sort_by_key(|&(t, _)| t);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_without_the_receiver_loses_no_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = start_exposer().await;
+    let vm_port = free_port();
+    let mut vm = start_victoria_metrics_at(dir.path(), vm_port).await;
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: outage\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\nremote_write:\n  - url: {}/api/v1/write\n    queue_config: {{batch_send_deadline: 200ms, max_backoff: 2s}}\n",
+        target.port,
+        vm.base()
+    );
+    let edge = start_edge(dir.path(), &config, free_port()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    vm.terminate();
+    let down_at = target.served.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let during = target.served.load(Ordering::SeqCst) - down_at;
+    assert!(during >= 55, "the edge kept scraping: {during} scrapes");
+    let vm = start_victoria_metrics_at(dir.path(), vm_port).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let served = target.served.load(Ordering::SeqCst);
+    let base = vm.base();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        got = exported(&base).await;
+        let values: BTreeSet<u64> = got.iter().map(|&(_, v)| v as u64).collect();
+        if (1..=served).all(|n| values.contains(&n)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let values: BTreeSet<u64> = got.iter().map(|&(_, v)| v as u64).collect();
+    let missing: Vec<u64> = (1..=served).filter(|n| !values.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {served} scrapes missing: {missing:?}",
+        missing.len()
+    );
+    // In timestamp order the counter only grows: nothing arrived out of order, and a
+    // repeat is only ever an exact duplicate (an at-least-once retry).
+    for w in got.windows(2) {
+        assert!(
+            w[1].1 > w[0].1 || w[1] == w[0],
+            "out of order: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    let duplicates = got.len() - values.len();
+    eprintln!(
+        "outage: {served} scrapes, {during} while the receiver was down, {duplicates} duplicates"
+    );
+    drop(edge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_reloads_and_staleness() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_exposer().await;
+    let b = start_exposer().await;
+    let received: Received = Received::default();
+    let sd_body = format!(
+        r#"[{{"targets": ["127.0.0.1:{}"], "labels": {{"sd": "http"}}}}]"#,
+        b.port
+    );
+    let app = Router::new()
+        .route("/api/v1/write", post(receive))
+        .with_state(received.clone())
+        .route(
+            "/sd",
+            get(move || {
+                let body = sd_body.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rx_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let sd_file = dir.path().join("targets.json");
+    std::fs::write(
+        &sd_file,
+        format!(
+            r#"[{{"targets": ["127.0.0.1:{}"], "labels": {{"sd": "file"}}}}]"#,
+            a.port
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        r#"global:
+  scrape_interval: 1s
+  external_labels: {{cell: hz-07}}
+scrape_configs:
+  - job_name: files
+    file_sd_configs: [{{files: ['{}']}}]
+  - job_name: http
+    http_sd_configs: [{{url: 'http://127.0.0.1:{rx_port}/sd', refresh_interval: 1s}}]
+  - job_name: unwanted
+    static_configs: [{{targets: ['127.0.0.1:1'], labels: {{env: dev}}}}]
+    relabel_configs: [{{source_labels: [env], regex: dev, action: drop}}]
+remote_write:
+  - url: http://127.0.0.1:{rx_port}/api/v1/write
+    queue_config: {{batch_send_deadline: 100ms}}
+"#,
+        dir.path().join("*.json").display()
+    );
+    let edge = start_edge(dir.path(), &config, free_port()).await;
+    until("both discovered targets up", || async {
+        let t = targets(&edge, "active").await;
+        t.len() == 2 && t.iter().all(|t| t["health"] == "up")
+    })
+    .await;
+    let t = targets(&edge, "active").await;
+    let pools: BTreeSet<&str> = t
+        .iter()
+        .map(|t| t["scrapePool"].as_str().unwrap())
+        .collect();
+    assert_eq!(pools, BTreeSet::from(["files", "http"]));
+    let http = t.iter().find(|t| t["scrapePool"] == "http").unwrap();
+    assert_eq!(http["labels"]["sd"], "http");
+    assert_eq!(
+        http["discoveredLabels"]["__meta_url"],
+        format!("http://127.0.0.1:{rx_port}/sd")
+    );
+    let file = t.iter().find(|t| t["scrapePool"] == "files").unwrap();
+    assert_eq!(
+        file["discoveredLabels"]["__meta_filepath"],
+        sd_file.display().to_string()
+    );
+    let dropped = targets(&edge, "dropped").await;
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(dropped[0]["discoveredLabels"]["env"], "dev");
+
+    // The file target goes away: its series end with staleness markers.
+    let a_series = format!(
+        r#"edge_test_scrapes_total{{cell="hz-07", instance="127.0.0.1:{}", job="files", sd="file"}}"#,
+        a.port
+    );
+    let a_up = format!(
+        r#"up{{cell="hz-07", instance="127.0.0.1:{}", job="files", sd="file"}}"#,
+        a.port
+    );
+    until("samples of the file target", || async {
+        received.lock().unwrap().contains_key(&a_series)
+    })
+    .await;
+    std::fs::write(&sd_file, "[]").unwrap();
+    until("staleness markers for the removed target", || async {
+        let r = received.lock().unwrap();
+        [&a_series, &a_up].iter().all(|k| {
+            r.get(*k)
+                .and_then(|s| s.last())
+                .is_some_and(|&(_, v)| is_stale_nan(v))
+        })
+    })
+    .await;
+    assert_eq!(targets(&edge, "active").await.len(), 1);
+
+    // A bad reload is refused and the running configuration stays.
+    std::fs::write(
+        dir.path().join("edge.yaml"),
+        "scrape_configs:\n  - job_nme: x\n",
+    )
+    .unwrap();
+    let resp = reload(&edge).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let msg = resp.text().await.unwrap();
+    assert!(
+        msg.contains("unknown field `job_nme`") && msg.contains("line 2"),
+        "{msg}"
+    );
+    let metrics = get_text(&format!("{}/metrics", edge.base())).await;
+    assert!(
+        metrics.contains("strata_edge_config_last_reload_successful 0"),
+        "{metrics}"
+    );
+    assert_eq!(targets(&edge, "active").await.len(), 1);
+
+    // A good reload takes effect: the http job is gone.
+    std::fs::write(
+        dir.path().join("edge.yaml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: files\n    file_sd_configs: [{{files: ['{}']}}]\nremote_write:\n  - url: http://127.0.0.1:{rx_port}/api/v1/write\n",
+            sd_file.display()
+        ),
+    )
+    .unwrap();
+    let resp = reload(&edge).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    until("the http job to stop", || async {
+        targets(&edge, "active").await.is_empty()
+    })
+    .await;
+}
