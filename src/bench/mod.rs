@@ -1,6 +1,7 @@
 //! `strata bench`: load generators that print numbers. Performance is measured with these,
 //! never asserted in tests.
 
+mod edge;
 mod fleet;
 mod promql;
 mod query;
@@ -34,6 +35,12 @@ pub enum BenchCommand {
         after_help = "Example (release build; loading takes a few minutes):\n  cargo run --release -- bench promql --series 12000 --history 6h --step 15s\n  strata bench promql --targets strata,prometheus --history 2h \\\n    --expr 'sum by (cell) (rate(node_cpu_seconds_total[5m]))'"
     )]
     Promql(promql::PromqlArgs),
+    /// strata edge and vmagent scrape the same large pages side by side and forward to the
+    /// same receiver: samples delivered per CPU-second and peak RSS of each.
+    #[command(
+        after_help = "Example (release build; about two minutes):\n  cargo run --release -- bench edge --targets 10 --series-per-target 10000 \\\n    --interval 5s --duration 60s"
+    )]
+    Edge(edge::EdgeArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -42,5 +49,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Query(args) => query::run(args).await,
         BenchCommand::Store(args) => store::run(args).await,
         BenchCommand::Promql(args) => promql::run(args).await,
+        BenchCommand::Edge(args) => edge::run(args).await,
     }
 }

@@ -52,7 +52,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -130,7 +130,7 @@ pub async fn start(
     let dir = root.join(format!("{target:?}-{phase}"));
     std::fs::create_dir_all(&dir)?;
     let listen = format!("127.0.0.1:{port}");
-    let (mut command, ready) = match target {
+    let (command, ready) = match target {
         Target::Strata => {
             let mut c = Command::new(std::env::current_exe()?);
             c.args([
@@ -164,16 +164,28 @@ pub async fn start(
             (c, "/-/ready")
         }
     };
+    launch(command, port, dir, ready, target.name()).await
+}
+
+/// Spawns `command` (its output to `dir/server.log`) and waits until `ready_path` on `port`
+/// answers 2xx.
+pub async fn launch(
+    mut command: Command,
+    port: u16,
+    dir: PathBuf,
+    ready_path: &str,
+    what: &str,
+) -> anyhow::Result<Server> {
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
-        .with_context(|| format!("cannot start {}; is it installed?", target.name()))?;
+        .with_context(|| format!("cannot start {what}; is it installed?"))?;
     wait_ready(
-        &format!("http://{listen}{ready}"),
+        &format!("http://127.0.0.1:{port}{ready_path}"),
         &mut child,
-        target.name(),
+        what,
     )
     .await?;
     Ok(Server { child, port, dir })
