@@ -3,11 +3,10 @@
 //!
 //! The forwarder takes whatever batches the scrape loops have handed over since its last
 //! write and appends them as one record to every destination's queue, so a busy edge makes
-//! one disk sync per destination for many scrapes. Per destination, as Prometheus's queue
-//! manager does: the external labels are added to series that lack them, then the
-//! destination's `write_relabel_configs` run.
+//! one disk sync per destination for many scrapes. The scrape loops have already added the
+//! external labels (to series that lack them, as Prometheus's queue manager does); each
+//! destination's `write_relabel_configs` run here.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use strata_relay::metrics::RelayMetrics;
 use strata_relay::{OverflowPolicy, Queue, QueueConfig, SenderConfig};
-use strata_wire::{Label, TimeSeries, WriteRequest};
+use strata_wire::{TimeSeries, WriteRequest};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RemoteWriteConfig;
@@ -41,12 +40,9 @@ pub struct Destination {
     rules: Vec<Rule>,
 }
 
-/// Where the forwarder writes: the external labels and the destinations of the running
-/// configuration.
+/// Where the forwarder writes: the destinations of the running configuration.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    /// Sorted by name.
-    pub external: Vec<Label>,
     pub destinations: Vec<Arc<Destination>>,
 }
 
@@ -144,36 +140,18 @@ impl Destination {
         }
     }
 
-    /// The series as this destination gets them.
-    fn prepare(&self, external: &[Label], series: &[TimeSeries]) -> Vec<TimeSeries> {
+    /// The series as this destination gets them: its `write_relabel_configs` applied.
+    fn prepare(&self, mut series: Vec<TimeSeries>) -> Vec<TimeSeries> {
+        if !self.rules.is_empty() {
+            series.retain_mut(|ts| match relabel::process(&ts.labels, &self.rules) {
+                Some(labels) => {
+                    ts.labels = labels;
+                    true
+                }
+                None => false,
+            });
+        }
         series
-            .iter()
-            .filter_map(|ts| {
-                let mut labels = ts.labels.clone();
-                if external
-                    .iter()
-                    .any(|e| !labels.iter().any(|l| l.name == e.name))
-                {
-                    let mut by_name: BTreeMap<String, String> =
-                        labels.into_iter().map(|l| (l.name, l.value)).collect();
-                    for e in external {
-                        by_name
-                            .entry(e.name.clone())
-                            .or_insert_with(|| e.value.clone());
-                    }
-                    labels = by_name.into_iter().map(|(n, v)| Label::new(n, v)).collect();
-                }
-                if !self.rules.is_empty() {
-                    labels = relabel::process(&labels, &self.rules)?;
-                }
-                Some(TimeSeries {
-                    labels,
-                    samples: ts.samples.clone(),
-                    exemplars: ts.exemplars.clone(),
-                    histograms: ts.histograms.clone(),
-                })
-            })
-            .collect()
     }
 }
 
@@ -226,9 +204,16 @@ pub async fn run(
         }
         let out = outputs.borrow().clone();
         let mut writes = tokio::task::JoinSet::new();
-        for dest in &out.destinations {
+        let last = out.destinations.len().saturating_sub(1);
+        for (i, dest) in out.destinations.iter().enumerate() {
+            // The last destination takes the batch itself; the others a copy.
+            let batch = if i == last {
+                std::mem::take(&mut series)
+            } else {
+                series.clone()
+            };
             let request = WriteRequest {
-                timeseries: dest.prepare(&out.external, &series),
+                timeseries: dest.prepare(batch),
                 metadata: Vec::new(),
             };
             if request.timeseries.is_empty() {
@@ -259,7 +244,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn external_labels_fill_gaps_and_write_relabelling_runs_after() {
+    fn write_relabelling_rewrites_and_drops() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = crate::config::Config::parse(
             "remote_write:\n  - url: http://127.0.0.1:1/api/v1/write\n    write_relabel_configs:\n      - source_labels: [cell]\n        regex: hz-07\n        target_label: zone\n        replacement: hz\n      - source_labels: [__name__]\n        regex: drop_me\n        action: drop\n",
@@ -269,34 +254,19 @@ mod tests {
         let metrics = RelayMetrics::register(&mut registry, "d");
         let dest =
             Destination::open(&c.remote_write[0], "d", dir.path(), 1 << 20, metrics).expect("open");
-        let series = |name: &str, extra: &[(&str, &str)]| {
-            let mut labels = vec![Label::new("__name__", name)];
-            labels.extend(extra.iter().map(|(n, v)| Label::new(*n, *v)));
-            TimeSeries {
-                labels,
-                ..Default::default()
-            }
-        };
-        let external = vec![Label::new("cell", "hz-07"), Label::new("region", "r")];
-        let out = dest.prepare(
-            &external,
-            &[
-                series("up", &[]),
-                series("up", &[("region", "own")]),
-                series("drop_me", &[]),
+        let series = |name: &str| TimeSeries {
+            labels: vec![
+                strata_wire::Label::new("__name__", name),
+                strata_wire::Label::new("cell", "hz-07"),
             ],
-        );
+            ..Default::default()
+        };
+        let out = dest.prepare(vec![series("up"), series("drop_me")]);
         let rendered: Vec<String> = out
             .iter()
             .map(|s| strata_wire::labels::render(&s.labels))
             .collect();
-        assert_eq!(
-            rendered,
-            [
-                r#"up{cell="hz-07", region="r", zone="hz"}"#,
-                r#"up{cell="hz-07", region="own", zone="hz"}"#,
-            ]
-        );
+        assert_eq!(rendered, [r#"up{cell="hz-07", zone="hz"}"#]);
         dest.queue.close();
     }
 

@@ -52,6 +52,8 @@ pub struct TargetsLabel {
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub client: reqwest::Client,
+    /// The global external labels of the running configuration, sorted.
+    pub external: watch::Receiver<Arc<Vec<Label>>>,
     pub sink: Sink,
     pub seed: u64,
     pub views: Views,
@@ -268,7 +270,9 @@ async fn run(
 ) {
     let mut cfg = config.borrow_and_update().clone();
     let job = cfg.job_name.clone();
-    let (settings, _) = watch::channel(Arc::new(JobSettings::new(&cfg)));
+    let job_settings =
+        |cfg: &ScrapeConfig| Arc::new(JobSettings::new(cfg, shared.external.borrow().clone()));
+    let (settings, _) = watch::channel(job_settings(&cfg));
     let mut discovery = Discovery::default();
     let mut loops: HashMap<u64, LoopHandle> = HashMap::new();
     let mut last: Option<Vec<(LabelMap, LabelMap)>> = None;
@@ -282,7 +286,7 @@ async fn run(
             changed = config.changed() => match changed {
                 Ok(()) => {
                     cfg = config.borrow_and_update().clone();
-                    settings.send_replace(Arc::new(JobSettings::new(&cfg)));
+                    settings.send_replace(job_settings(&cfg));
                     discovery = Discovery::default();
                     last = None;
                     None

@@ -45,10 +45,12 @@ pub struct JobSettings {
     /// 0 is no limit.
     pub body_size_limit: u64,
     pub client: HttpClient,
+    /// The global external labels, sorted; added to every series that lacks them.
+    pub external: Arc<Vec<Label>>,
 }
 
 impl JobSettings {
-    pub fn new(cfg: &ScrapeConfig) -> Self {
+    pub fn new(cfg: &ScrapeConfig, external: Arc<Vec<Label>>) -> Self {
         Self {
             honor_labels: cfg.honor_labels,
             honor_timestamps: cfg.honor_timestamps,
@@ -59,6 +61,7 @@ impl JobSettings {
             label_value_length_limit: cfg.label_value_length_limit,
             body_size_limit: cfg.body_size_limit.0,
             client: cfg.client(),
+            external,
         }
     }
 }
@@ -197,7 +200,8 @@ impl ScrapeLoop {
                 why = &mut stop => {
                     if why == Ok(Stop::Removed) {
                         ticker.tick().await;
-                        let markers = self.state.end_of_run(&self.series_labels, now_ms());
+                        let settings = self.settings.borrow().clone();
+                        let markers = self.state.end_of_run(&self.series_labels, &settings.external, now_ms());
                         let _ = self.sink.send(markers).await;
                     }
                     return;
@@ -235,7 +239,13 @@ impl ScrapeLoop {
             Ok((series, report)) => (series, report, None),
             Err(failure) => (self.state.fail(ts), failure.report, Some(failure.error)),
         };
-        series.extend(report.series(&self.series_labels, ts, error.is_none(), duration));
+        series.extend(report.series(
+            &self.series_labels,
+            &settings.external,
+            ts,
+            error.is_none(),
+            duration,
+        ));
         {
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             st.health = if error.is_none() {
@@ -339,7 +349,14 @@ pub const REPORT_NAMES: [&str; 5] = [
 ];
 
 impl Report {
-    fn series(&self, target: &[Label], ts: i64, up: bool, duration: Duration) -> Vec<TimeSeries> {
+    fn series(
+        &self,
+        target: &[Label],
+        external: &[Label],
+        ts: i64,
+        up: bool,
+        duration: Duration,
+    ) -> Vec<TimeSeries> {
         let values = [
             if up { 1.0 } else { 0.0 },
             duration.as_secs_f64(),
@@ -350,7 +367,7 @@ impl Report {
         REPORT_NAMES
             .iter()
             .zip(values)
-            .map(|(name, value)| one_sample(with_name(target, name), value, ts))
+            .map(|(name, value)| one_sample(with_name(target, external, name), value, ts))
             .collect()
     }
 }
@@ -362,12 +379,24 @@ pub struct Failure {
     pub report: Report,
 }
 
-fn with_name(target: &[Label], name: &str) -> Vec<Label> {
-    let mut labels = Vec::with_capacity(target.len() + 1);
+/// A synthetic series' labels: its name, the target's labels, the external labels.
+fn with_name(target: &[Label], external: &[Label], name: &str) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(target.len() + external.len() + 1);
     labels.push(Label::new(strata_wire::protocol::METRIC_NAME, name));
     labels.extend(target.iter().cloned());
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    add_external(&mut labels, external);
     labels
+}
+
+/// Adds the external labels a series lacks (Prometheus's remote-write rule: a series' own
+/// label wins) and sorts by name.
+fn add_external(labels: &mut Vec<Label>, external: &[Label]) {
+    for e in external {
+        if !labels.iter().any(|l| l.name == e.name) {
+            labels.push(e.clone());
+        }
+    }
+    labels.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 fn one_sample(labels: Vec<Label>, value: f64, timestamp: i64) -> TimeSeries {
@@ -384,16 +413,22 @@ struct CacheEntry {
     exposed: Vec<Label>,
     /// The labels it is stored with and their fingerprint; `None` when relabelling drops it.
     out: Option<(Vec<Label>, u64)>,
+    /// The scrape that last exposed it.
+    seen: u64,
+    /// The scrape that last stored it with the scrape's timestamp (so with staleness).
+    tracked: u64,
 }
 
 /// What a loop remembers between scrapes.
 #[derive(Debug, Default)]
 pub struct ScrapeState {
     /// By fingerprint of the exposed labels (in exposition order); a series missing from it
-    /// is new (`scrape_series_added`).
+    /// is new (`scrape_series_added`). Entries not exposed by the last scrape are removed.
     cache: HashMap<u64, CacheEntry>,
-    /// The series of the last good scrape that get staleness markers, by fingerprint.
-    tracked: HashMap<u64, Vec<Label>>,
+    /// Scrapes so far.
+    scrape: u64,
+    /// The last scrape whose series were stored; 0 after a failure.
+    last_good: u64,
     /// The settings the cache was built with.
     settings_seen: Option<Arc<JobSettings>>,
 }
@@ -473,46 +508,55 @@ impl ScrapeState {
             error: e.to_string(),
             report: Report::default(),
         })?;
+        self.scrape += 1;
+        let scrape = self.scrape;
         let mut report = Report {
             scraped: parsed.samples.len(),
             ..Report::default()
         };
         let mut out = Vec::with_capacity(parsed.samples.len());
-        let mut seen: HashSet<u64> = HashSet::with_capacity(self.tracked.len());
-        let mut tracked = HashMap::with_capacity(self.tracked.len());
-        let mut used = HashSet::with_capacity(parsed.samples.len());
+        let mut stored: HashSet<u64> = HashSet::with_capacity(parsed.samples.len());
+        // Marked once the scrape succeeded: a failed scrape must not change which series
+        // the last good one stored.
+        let mut tracked = Vec::with_capacity(parsed.samples.len());
         for sample in parsed.samples {
             let key = fingerprint(&sample.labels);
-            let mut new_series = false;
-            let entry = match self.cache.get(&key) {
-                Some(e) if e.exposed == sample.labels => e,
-                _ => {
-                    new_series = true;
-                    let merged = merge_target_labels(&sample.labels, target, settings.honor_labels);
-                    let relabelled = relabel::process(&merged, &settings.metric_relabel);
-                    if let Some(labels) = &relabelled {
-                        check_label_limits(labels, settings)
+            let cached = self
+                .cache
+                .get(&key)
+                .is_some_and(|e| e.exposed == sample.labels);
+            if !cached {
+                let merged = merge_target_labels(&sample.labels, target, settings.honor_labels);
+                let relabelled = relabel::process(&merged, &settings.metric_relabel);
+                let out = match relabelled {
+                    Some(mut labels) => {
+                        check_label_limits(&labels, settings)
                             .map_err(|error| Failure { error, report })?;
+                        add_external(&mut labels, &settings.external);
+                        let fp = fingerprint(&labels);
+                        Some((labels, fp))
                     }
-                    let out = relabelled.map(|l| {
-                        let fp = fingerprint(&l);
-                        (l, fp)
-                    });
-                    self.cache.insert(
-                        key,
-                        CacheEntry {
-                            exposed: sample.labels,
-                            out,
-                        },
-                    );
-                    &self.cache[&key]
-                }
+                    None => None,
+                };
+                report.series_added += usize::from(out.is_some());
+                self.cache.insert(
+                    key,
+                    CacheEntry {
+                        exposed: sample.labels,
+                        out,
+                        seen: 0,
+                        tracked: 0,
+                    },
+                );
+            }
+            let Some(entry) = self.cache.get_mut(&key) else {
+                continue;
             };
-            used.insert(key);
+            entry.seen = scrape;
             let Some((labels, fp)) = &entry.out else {
                 continue;
             };
-            if !seen.insert(*fp) {
+            if !stored.insert(*fp) {
                 // The same series twice in one scrape: Prometheus keeps the first.
                 continue;
             }
@@ -526,13 +570,10 @@ impl ScrapeState {
                     report,
                 });
             }
-            if new_series {
-                report.series_added += 1;
-            }
             let timestamp = match sample.timestamp_ms {
                 Some(t) if settings.honor_timestamps => t,
                 _ => {
-                    tracked.insert(*fp, labels.clone());
+                    tracked.push(key);
                     ts
                 }
             };
@@ -542,31 +583,50 @@ impl ScrapeState {
             }
             out.push(series);
         }
-        self.cache.retain(|k, _| used.contains(k));
-        for (fp, labels) in self.tracked.drain() {
-            if !seen.contains(&fp) {
-                out.push(one_sample(labels, stale_nan(), ts));
+        let previous = self.last_good;
+        for key in tracked {
+            if let Some(e) = self.cache.get_mut(&key) {
+                e.tracked = scrape;
             }
         }
-        self.tracked = tracked;
+        self.cache.retain(|_, e| {
+            if e.seen == scrape {
+                return true;
+            }
+            if let Some((labels, fp)) = &e.out
+                && previous > 0
+                && e.tracked == previous
+                && !stored.contains(fp)
+            {
+                out.push(one_sample(labels.clone(), stale_nan(), ts));
+            }
+            false
+        });
+        self.last_good = scrape;
         Ok((out, report))
     }
 
     /// A failed scrape: every series of the last good one ends with a staleness marker.
     pub fn fail(&mut self, ts: i64) -> Vec<TimeSeries> {
-        self.tracked
-            .drain()
-            .map(|(_, labels)| one_sample(labels, stale_nan(), ts))
+        let last_good = std::mem::take(&mut self.last_good);
+        if last_good == 0 {
+            return Vec::new();
+        }
+        self.cache
+            .values()
+            .filter(|e| e.tracked == last_good)
+            .filter_map(|e| e.out.as_ref())
+            .map(|(labels, _)| one_sample(labels.clone(), stale_nan(), ts))
             .collect()
     }
 
     /// The target went away: markers for its series and its synthetic series.
-    pub fn end_of_run(&mut self, target: &[Label], ts: i64) -> Vec<TimeSeries> {
+    pub fn end_of_run(&mut self, target: &[Label], external: &[Label], ts: i64) -> Vec<TimeSeries> {
         let mut markers = self.fail(ts);
         markers.extend(
             REPORT_NAMES
                 .iter()
-                .map(|name| one_sample(with_name(target, name), stale_nan(), ts)),
+                .map(|name| one_sample(with_name(target, external, name), stale_nan(), ts)),
         );
         markers
     }
@@ -580,7 +640,10 @@ mod tests {
     fn settings(yaml: &str) -> JobSettings {
         let c = crate::config::Config::parse(&format!("scrape_configs:\n  - job_name: j\n{yaml}"))
             .expect("valid");
-        JobSettings::new(&c.scrape_configs[0])
+        JobSettings::new(
+            &c.scrape_configs[0],
+            Arc::new(vec![Label::new("cell", "hz-07")]),
+        )
     }
 
     fn target() -> Vec<Label> {
@@ -662,18 +725,18 @@ mod tests {
         assert_eq!(
             names(&out),
             [
-                r#"a{instance="h:9100", job="node"}"#,
-                r#"b{instance="h:9100", job="node", x="1"} stale"#,
-                r#"c{instance="h:9100", job="node"}"#,
+                r#"a{cell="hz-07", instance="h:9100", job="node"}"#,
+                r#"b{cell="hz-07", instance="h:9100", job="node", x="1"} stale"#,
+                r#"c{cell="hz-07", instance="h:9100", job="node"}"#,
             ]
         );
         let markers = st.fail(30);
         assert_eq!(
             names(&markers),
-            [r#"a{instance="h:9100", job="node"} stale"#]
+            [r#"a{cell="hz-07", instance="h:9100", job="node"} stale"#]
         );
         assert!(st.fail(40).is_empty(), "markers are written once");
-        let end = st.end_of_run(&target(), 50);
+        let end = st.end_of_run(&target(), &[], 50);
         assert_eq!(end.len(), 5);
         assert!(end.iter().all(|s| is_stale_nan(s.samples[0].value)));
     }
@@ -710,7 +773,7 @@ mod tests {
         assert!(f.error.contains("sample_limit exceeded"), "{}", f.error);
         assert_eq!(
             names(&st.fail(20)),
-            [r#"a{instance="h:9100", job="node"} stale"#]
+            [r#"a{cell="hz-07", instance="h:9100", job="node"} stale"#]
         );
 
         let labels = settings("    label_limit: 3\n");
@@ -738,11 +801,17 @@ mod tests {
             post_relabel: 5,
             series_added: 2,
         };
-        let series = r.series(&target(), 99, true, Duration::from_millis(250));
+        let series = r.series(
+            &target(),
+            &[Label::new("cell", "hz-07")],
+            99,
+            true,
+            Duration::from_millis(250),
+        );
         assert_eq!(series.len(), 5);
         assert_eq!(
             strata_wire::labels::render(&series[0].labels),
-            r#"up{instance="h:9100", job="node"}"#
+            r#"up{cell="hz-07", instance="h:9100", job="node"}"#
         );
         let values: Vec<f64> = series.iter().map(|s| s.samples[0].value).collect();
         assert_eq!(values, [1.0, 0.25, 7.0, 5.0, 2.0]);

@@ -73,6 +73,7 @@ struct Edge {
     reload_time: Gauge<f64, AtomicU64>,
     ready: AtomicBool,
     shared: Shared,
+    external: watch::Sender<Arc<Vec<Label>>>,
     outputs: watch::Sender<Arc<Outputs>>,
     running: tokio::sync::Mutex<Running>,
 }
@@ -169,10 +170,10 @@ impl Edge {
                 .destinations
                 .insert(dir, RunningDestination { dest, stop, sender });
         }
-        self.outputs.send_replace(Arc::new(Outputs {
-            external,
-            destinations,
-        }));
+        self.outputs
+            .send_replace(Arc::new(Outputs { destinations }));
+        // Before the jobs are updated: their new settings read these.
+        self.external.send_replace(Arc::new(external));
         let mut jobs: HashMap<String, Job> = std::mem::take(&mut running.jobs);
         for sc in config.scrape_configs {
             let name = sc.job_name.clone();
@@ -401,6 +402,7 @@ pub async fn run(
     let forward_metrics = ForwardMetrics::register(&mut registry);
     let (sink, batches) = mpsc::channel(1024);
     let (outputs, outputs_rx) = watch::channel(Arc::new(Outputs::default()));
+    let (external, external_rx) = watch::channel(Arc::new(Vec::new()));
     let (forwarder_stop, forwarder_stopped) = oneshot::channel();
     let forwarder = tokio::spawn(forward::run(
         batches,
@@ -429,11 +431,13 @@ pub async fn run(
         ready: AtomicBool::new(false),
         shared: Shared {
             client,
+            external: external_rx,
             sink,
             seed,
             views: Views::default(),
             targets,
         },
+        external,
         outputs,
         running: tokio::sync::Mutex::new(Running::default()),
     });
