@@ -93,6 +93,17 @@ pub struct Global {
     pub external_labels: BTreeMap<String, String>,
 }
 
+impl Global {
+    /// The external labels as a label set: sorted by name, empty values left out.
+    pub fn external_label_list(&self) -> Vec<strata_wire::Label> {
+        self.external_labels
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| strata_wire::Label::new(n.clone(), v.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {

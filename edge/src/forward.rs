@@ -52,7 +52,8 @@ pub struct Outputs {
 /// `sample_age_limit`, `remote_timeout`. `capacity` and `min_shards` size Prometheus's
 /// in-memory buffers and have no counterpart: the queue is on disk, bounded by
 /// `--max-queue-bytes`.
-pub fn sender_config(rw: &RemoteWriteConfig) -> Result<SenderConfig, String> {
+/// Returns the checked settings and the destination's name (`name`, or the URL's host:port).
+pub fn sender_config(rw: &RemoteWriteConfig) -> Result<(SenderConfig, String), String> {
     let d = SenderConfig::default();
     let q = &rw.queue_config;
     let mut headers = rw.headers.clone();
@@ -80,8 +81,8 @@ pub fn sender_config(rw: &RemoteWriteConfig) -> Result<SenderConfig, String> {
         sample_age_limit_seconds: q.sample_age_limit.map_or(0, |v| v.0.as_secs()),
         remote_write_v2: rw.protobuf_message.as_deref() == Some("io.prometheus.write.v2.Request"),
     };
-    config.validate().map_err(|e| e.to_string())?;
-    Ok(config)
+    let name = config.validate().map_err(|e| e.to_string())?;
+    Ok((config, name))
 }
 
 /// The directory of a destination's queue: its name and a hash of its URL, so two
@@ -104,11 +105,12 @@ pub fn queue_dir(root: &Path, name: &str, url: &str) -> std::path::PathBuf {
 }
 
 impl Destination {
-    /// Opens the destination's queue (recovering what a previous run left in it).
+    /// Opens the destination's queue in `dir` (see [`queue_dir`]), recovering what a
+    /// previous run left in it.
     pub fn open(
         rw: &RemoteWriteConfig,
         name: &str,
-        queue_root: &Path,
+        dir: &Path,
         max_queue_bytes: u64,
         metrics: RelayMetrics,
     ) -> Result<Self, String> {
@@ -119,8 +121,7 @@ impl Destination {
             overflow: OverflowPolicy::DropOldest,
             ..QueueConfig::default()
         };
-        let dir = queue_dir(queue_root, name, &rw.url);
-        let queue = Queue::open(&dir, config, metrics.clone())
+        let queue = Queue::open(dir, config, metrics.clone())
             .map_err(|e| format!("remote_write {name}: cannot open its queue: {e}"))?;
         Ok(Self {
             name: name.to_string(),
@@ -276,7 +277,8 @@ mod tests {
             "remote_write:\n  - url: http://127.0.0.1:1/w\n    remote_timeout: 10s\n    basic_auth: {username: u, password: p}\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {max_shards: 3, max_samples_per_send: 700, batch_send_deadline: 2s, min_backoff: 50ms, max_backoff: 1s}\n",
         )
         .expect("valid");
-        let s = sender_config(&c.remote_write[0]).expect("valid");
+        let (s, name) = sender_config(&c.remote_write[0]).expect("valid");
+        assert_eq!(name, "127.0.0.1:1");
         assert_eq!(s.shards, 3);
         assert_eq!(s.max_samples_per_send, 700);
         assert_eq!(s.batch_send_deadline_seconds, 2.0);

@@ -10,7 +10,7 @@
 //! - A reload that changes the job updates the running loops' settings in place; targets whose
 //!   labels change are restarted, targets that disappear end with staleness markers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -148,21 +148,17 @@ impl Discovery {
     }
 
     fn refresh_files(&mut self, cfg: &ScrapeConfig) {
-        let mut current = BTreeMap::new();
+        let mut current = BTreeSet::new();
         for pattern in cfg.file_sd_configs.iter().flat_map(|f| &f.files) {
             match discovery::expand(pattern) {
-                Ok(paths) => {
-                    for p in paths {
-                        current.insert(p, ());
-                    }
-                }
+                Ok(paths) => current.extend(paths),
                 Err(e) => {
                     tracing::warn!(job = %cfg.job_name, pattern = %pattern, error = %e, "file service discovery")
                 }
             }
         }
-        self.files.retain(|p, _| current.contains_key(p));
-        for path in current.into_keys() {
+        self.files.retain(|p, _| current.contains(p));
+        for path in current {
             let stamp = std::fs::metadata(&path)
                 .ok()
                 .and_then(|m| Some((m.modified().ok()?, m.len())));
@@ -188,12 +184,7 @@ impl Discovery {
 
 fn expand_groups(groups: &[TargetGroup]) -> impl Iterator<Item = (LabelMap, LabelMap)> + '_ {
     groups.iter().flat_map(|g| {
-        g.targets.iter().map(|t| {
-            (
-                BTreeMap::from([("__address__".to_string(), t.clone())]),
-                g.labels.clone(),
-            )
-        })
+        target::group_targets(&g.targets, &g.labels).map(|(t, labels)| (t, labels.clone()))
     })
 }
 

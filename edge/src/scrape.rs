@@ -463,10 +463,12 @@ fn merge_target_labels(exposed: &[Label], target: &[Label], honor: bool) -> Vec<
 
 /// Prometheus's `verifyLabelLimits`.
 fn check_label_limits(labels: &[Label], s: &JobSettings) -> Result<(), String> {
-    let metric = strata_wire::labels::render(labels);
+    // Rendered only for a message: this runs for every new series.
+    let metric = || strata_wire::labels::render(labels);
     if s.label_limit > 0 && labels.len() as u64 > s.label_limit {
         return Err(format!(
-            "label_limit exceeded (metric: {metric}, number of labels: {}, limit: {})",
+            "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+            metric(),
             labels.len(),
             s.label_limit
         ));
@@ -474,7 +476,8 @@ fn check_label_limits(labels: &[Label], s: &JobSettings) -> Result<(), String> {
     for l in labels {
         if s.label_name_length_limit > 0 && l.name.len() as u64 > s.label_name_length_limit {
             return Err(format!(
-                "label_name_length_limit exceeded (metric: {metric}, label name: {}, length: {}, limit: {})",
+                "label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {})",
+                metric(),
                 l.name,
                 l.name.len(),
                 s.label_name_length_limit
@@ -482,7 +485,8 @@ fn check_label_limits(labels: &[Label], s: &JobSettings) -> Result<(), String> {
         }
         if s.label_value_length_limit > 0 && l.value.len() as u64 > s.label_value_length_limit {
             return Err(format!(
-                "label_value_length_limit exceeded (metric: {metric}, label name: {}, value: {:?}, length: {}, limit: {})",
+                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {}, limit: {})",
+                metric(),
                 l.name,
                 l.value,
                 l.value.len(),

@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use strata_relay::SenderConfig;
 use strata_relay::metrics::RelayMetrics;
 use strata_wire::Label;
 use strata_wire::duration::format_duration_ms;
@@ -94,63 +95,48 @@ impl Edge {
     async fn apply(&self, config: Config) -> Result<(), String> {
         let mut running = self.running.lock().await;
         let queue_root = self.opts.data_dir.join("queues");
-        let mut senders = Vec::new();
+        // Open the new destinations' queues before changing anything; on failure close
+        // the ones opened here.
+        let mut opened: Vec<(PathBuf, SenderConfig, Arc<Destination>)> = Vec::new();
         for rw in &config.remote_write {
-            let sc =
-                forward::sender_config(rw).map_err(|e| format!("remote_write {}: {e}", rw.url))?;
-            let name = sc.validate().map_err(|e| e.to_string())?;
-            senders.push((rw, sc, name));
-        }
-        // Open the new destinations' queues before changing anything.
-        let mut opened: HashMap<PathBuf, Arc<Destination>> = HashMap::new();
-        for (rw, _, name) in &senders {
-            let dir = forward::queue_dir(&queue_root, name, &rw.url);
-            let dest = match running.destinations.get(&dir) {
-                Some(old) => Destination::reuse(&old.dest, rw),
-                None => {
-                    match Destination::open(
-                        rw,
-                        name,
-                        &queue_root,
-                        self.opts.max_queue_bytes,
-                        self.relay_metrics(name),
-                    ) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            for (dir, d) in &opened {
-                                if !running.destinations.contains_key(dir) {
-                                    d.queue.close();
-                                }
-                            }
-                            return Err(e);
+            let dest = forward::sender_config(rw)
+                .map_err(|e| format!("remote_write {}: {e}", rw.url))
+                .and_then(|(sc, name)| {
+                    let dir = forward::queue_dir(&queue_root, &name, &rw.url);
+                    let dest = match running.destinations.get(&dir) {
+                        Some(old) => Destination::reuse(&old.dest, rw),
+                        None => Destination::open(
+                            rw,
+                            &name,
+                            &dir,
+                            self.opts.max_queue_bytes,
+                            self.relay_metrics(&name),
+                        )?,
+                    };
+                    Ok((dir, sc, Arc::new(dest)))
+                });
+            match dest {
+                Ok(d) => opened.push(d),
+                Err(e) => {
+                    for (dir, _, d) in &opened {
+                        if !running.destinations.contains_key(dir) {
+                            d.queue.close();
                         }
                     }
+                    return Err(e);
                 }
-            };
-            opened.insert(dir, Arc::new(dest));
+            }
         }
         for (dir, old) in running.destinations.drain() {
             let _ = old.stop.send(());
             let _ = old.sender.await;
-            if !opened.contains_key(&dir) {
+            if !opened.iter().any(|(d, _, _)| *d == dir) {
                 tracing::info!(destination = %old.dest.name, "remote_write removed; its queue stays on disk");
                 old.dest.queue.close();
             }
         }
-        let mut external: Vec<Label> = config
-            .global
-            .external_labels
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(n, v)| Label::new(n.clone(), v.clone()))
-            .collect();
-        external.sort_by(|a, b| a.name.cmp(&b.name));
         let mut destinations = Vec::new();
-        for (rw, sc, name) in senders {
-            let dir = forward::queue_dir(&queue_root, &name, &rw.url);
-            let Some(dest) = opened.remove(&dir) else {
-                continue;
-            };
+        for (dir, sc, dest) in opened {
             let (stop, stopped) = oneshot::channel::<()>();
             let sender = tokio::spawn(strata_relay::sender::run(
                 dest.queue.clone(),
@@ -173,7 +159,8 @@ impl Edge {
         self.outputs
             .send_replace(Arc::new(Outputs { destinations }));
         // Before the jobs are updated: their new settings read these.
-        self.external.send_replace(Arc::new(external));
+        self.external
+            .send_replace(Arc::new(config.global.external_label_list()));
         let mut jobs: HashMap<String, Job> = std::mem::take(&mut running.jobs);
         for sc in config.scrape_configs {
             let name = sc.job_name.clone();
@@ -414,14 +401,7 @@ pub async fn run(
         .user_agent(concat!("strata-edge/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let seed = fingerprint(
-        &config
-            .global
-            .external_labels
-            .iter()
-            .map(|(n, v)| Label::new(n.clone(), v.clone()))
-            .collect::<Vec<_>>(),
-    );
+    let seed = fingerprint(&config.global.external_label_list());
     let edge = Arc::new(Edge {
         opts,
         registry: Mutex::new(registry),

@@ -182,19 +182,22 @@ impl Target {
     }
 }
 
-/// The discovered label sets of a job's `static_configs`: for each target its `__address__`,
-/// with its group's labels.
+/// The discovered label sets of one target group: for each target its `__address__`, with
+/// the group's labels.
+pub fn group_targets<'a>(
+    targets: &'a [String],
+    labels: &'a LabelMap,
+) -> impl Iterator<Item = (LabelMap, &'a LabelMap)> + 'a {
+    targets
+        .iter()
+        .map(move |t| (BTreeMap::from([(ADDRESS.to_string(), t.clone())]), labels))
+}
+
+/// The discovered label sets of a job's `static_configs`.
 pub fn static_targets(cfg: &ScrapeConfig) -> Vec<(LabelMap, &LabelMap)> {
     cfg.static_configs
         .iter()
-        .flat_map(|sc| {
-            sc.targets.iter().map(move |t| {
-                (
-                    BTreeMap::from([(ADDRESS.to_string(), t.clone())]),
-                    &sc.labels,
-                )
-            })
-        })
+        .flat_map(|sc| group_targets(&sc.targets, &sc.labels))
         .collect()
 }
 
