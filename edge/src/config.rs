@@ -524,10 +524,18 @@ impl Config {
             }
         }
         let mut names = HashSet::new();
+        let mut destinations = HashSet::new();
         for (i, rw) in self.remote_write.iter().enumerate() {
             let at = |m: String| format!("remote_write[{i}] ({}): {m}", rw.url);
             check_url(&rw.url).map_err(at)?;
             rw.client().check().map_err(at)?;
+            // Each destination has its own queue, named by name and URL.
+            if !destinations.insert((rw.name.clone(), rw.url.clone())) {
+                return Err(at(
+                    "another remote_write has the same url and name; give each a distinct name"
+                        .into(),
+                ));
+            }
             if let Some(name) = &rw.name
                 && !names.insert(name.clone())
             {
@@ -699,6 +707,10 @@ remote_write:
             e.contains("TLS (https and tls_config) is not supported"),
             "{e}"
         );
+        let e = err("remote_write:\n  - url: http://c/w\n  - url: http://c/w\n");
+        assert!(e.contains("same url and name"), "{e}");
+        Config::parse("remote_write:\n  - url: http://c/w\n  - {url: http://c/w, name: copy}\n")
+            .expect("distinct names make distinct queues");
         let e = err("remote_write:\n  - url: http://c/w\n    headers: {Content-Type: x}\n");
         assert!(e.contains("reserved header"), "{e}");
         let e = err(
