@@ -341,22 +341,32 @@ remote_write:
         "{meta}"
     );
 
-    // Label names and the values of every label agree (Grafana's label browser).
-    let names = |base: String| async move {
-        get_json(&format!("{base}/api/v1/labels"), &[]).await["data"].clone()
+    // Label names and the values of every label agree (Grafana's label browser). Prometheus
+    // keeps scraping itself, so a label value it just created (the status code of a query
+    // above) may still be on its way to the central: compare until both agree, for 10 s.
+    let agree = |path: String| {
+        let (ours, theirs) = (central.base(), prom.base());
+        async move {
+            let mut pair = (Value::Null, Value::Null);
+            for _ in 0..40 {
+                pair = (
+                    get_json(&format!("{ours}{path}"), &[]).await["data"].clone(),
+                    get_json(&format!("{theirs}{path}"), &[]).await["data"].clone(),
+                );
+                if pair.0 == pair.1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            pair
+        }
     };
-    let ours = names(central.base()).await;
-    assert_eq!(ours, names(prom.base()).await);
+    let (ours, theirs) = agree("/api/v1/labels".into()).await;
+    assert_eq!(ours, theirs);
     for name in ours.as_array().unwrap() {
-        let values = |base: String| async move {
-            let url = format!("{base}/api/v1/label/{}/values", name.as_str().unwrap());
-            get_json(&url, &[]).await["data"].clone()
-        };
-        assert_eq!(
-            values(central.base()).await,
-            values(prom.base()).await,
-            "values of {name}"
-        );
+        let path = format!("/api/v1/label/{}/values", name.as_str().unwrap());
+        let (ours, theirs) = agree(path).await;
+        assert_eq!(ours, theirs, "values of {name}");
     }
 
     // promtool against the central.
