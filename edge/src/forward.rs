@@ -17,14 +17,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use strata_relay::metrics::RelayMetrics;
 use strata_relay::{OverflowPolicy, Queue, QueueConfig, SenderConfig};
-use strata_wire::{TimeSeries, WriteRequest};
+use strata_wire::{WriteRequest, snappy};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RemoteWriteConfig;
 use crate::relabel::{self, Rule};
+use crate::scrape::Encoded;
 
 /// Samples per queue record at most; more pending batches wait for the next record.
-const RECORD_SAMPLES: usize = 100_000;
+const RECORD_SAMPLES: u64 = 100_000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabel {
@@ -141,18 +142,39 @@ impl Destination {
         }
     }
 
-    /// The series as this destination gets them: its `write_relabel_configs` applied.
-    fn prepare(&self, mut series: Vec<TimeSeries>) -> Vec<TimeSeries> {
-        if !self.rules.is_empty() {
-            series.retain_mut(|ts| match relabel::process(&ts.labels, &self.rules) {
+    /// The batch as this destination gets it: a queue record (snappy-compressed) and its item
+    /// count, after the destination's `write_relabel_configs`. Without rules the scraped
+    /// bytes go as they are; with rules the batch is decoded, relabelled and encoded again.
+    fn prepare(&self, batch: &Encoded) -> Result<Option<(Vec<u8>, u64)>, strata_wire::Error> {
+        if self.rules.is_empty() {
+            return Ok(Some((snappy::compress(&batch.body)?, batch.items)));
+        }
+        let mut request = WriteRequest::decode_body(&batch.body)?;
+        request
+            .timeseries
+            .retain_mut(|ts| match relabel::process(&ts.labels, &self.rules) {
                 Some(labels) => {
                     ts.labels = labels;
                     true
                 }
                 None => false,
             });
+        if request.timeseries.is_empty() {
+            return Ok(None);
         }
-        series
+        Ok(Some((
+            request.encode_snappy()?,
+            request.item_count() as u64,
+        )))
+    }
+
+    fn not_queued(&self, metrics: &ForwardMetrics, items: u64) {
+        metrics
+            .not_queued
+            .get_or_create(&DestinationLabel {
+                destination: self.name.clone(),
+            })
+            .inc_by(items);
     }
 }
 
@@ -177,14 +199,14 @@ impl ForwardMetrics {
 /// Appends what the scrape loops send to every destination. When `stop` fires it writes
 /// what is already handed over, then returns.
 pub async fn run(
-    mut batches: mpsc::Receiver<Vec<TimeSeries>>,
+    mut batches: mpsc::Receiver<Encoded>,
     outputs: watch::Receiver<Arc<Outputs>>,
     metrics: ForwardMetrics,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut stopping = false;
     loop {
-        let first = tokio::select! {
+        let mut batch = tokio::select! {
             batch = batches.recv() => match batch {
                 Some(b) => b,
                 None => return,
@@ -196,41 +218,32 @@ pub async fn run(
                 continue;
             }
         };
-        let mut series = first;
-        while series.len() < RECORD_SAMPLES {
+        while batch.items < RECORD_SAMPLES {
             match batches.try_recv() {
-                Ok(more) => series.extend(more),
+                Ok(more) => batch.append(&more),
                 Err(_) => break,
             }
         }
+        let batch = Arc::new(batch);
         let out = outputs.borrow().clone();
         let mut writes = tokio::task::JoinSet::new();
-        let last = out.destinations.len().saturating_sub(1);
-        for (i, dest) in out.destinations.iter().enumerate() {
-            // The last destination takes the batch itself; the others a copy.
-            let batch = if i == last {
-                std::mem::take(&mut series)
-            } else {
-                series.clone()
-            };
-            let request = WriteRequest {
-                timeseries: dest.prepare(batch),
-                metadata: Vec::new(),
-            };
-            if request.timeseries.is_empty() {
-                continue;
-            }
+        for dest in &out.destinations {
             let dest = dest.clone();
             let metrics = metrics.clone();
+            let batch = batch.clone();
             writes.spawn(async move {
-                if let Err(e) = dest.queue.append(&request).await {
+                let written = match dest.prepare(&batch) {
+                    Ok(Some((payload, items))) => dest
+                        .queue
+                        .append_payload(&payload, items)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = written {
                     tracing::error!(destination = %dest.name, error = %e, "cannot queue scraped samples");
-                    metrics
-                        .not_queued
-                        .get_or_create(&DestinationLabel {
-                            destination: dest.name.clone(),
-                        })
-                        .inc_by(request.item_count() as u64);
+                    dest.not_queued(&metrics, batch.items);
                     // A failing disk: give it a moment rather than spinning on it.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -255,15 +268,30 @@ mod tests {
         let metrics = RelayMetrics::register(&mut registry, "d");
         let dest =
             Destination::open(&c.remote_write[0], "d", dir.path(), 1 << 20, metrics).expect("open");
-        let series = |name: &str| TimeSeries {
+        let series = |name: &str| strata_wire::TimeSeries {
             labels: vec![
                 strata_wire::Label::new("__name__", name),
                 strata_wire::Label::new("cell", "hz-07"),
             ],
+            samples: vec![strata_wire::Sample {
+                value: 1.0,
+                timestamp: 5,
+            }],
             ..Default::default()
         };
-        let out = dest.prepare(vec![series("up"), series("drop_me")]);
+        let request = WriteRequest {
+            timeseries: vec![series("up"), series("drop_me")],
+            metadata: vec![],
+        };
+        let batch = Encoded {
+            body: request.encode_body(),
+            items: 2,
+        };
+        let (payload, items) = dest.prepare(&batch).expect("valid").expect("one kept");
+        assert_eq!(items, 1);
+        let out = WriteRequest::decode_snappy(&payload, 1 << 20).expect("valid");
         let rendered: Vec<String> = out
+            .timeseries
             .iter()
             .map(|s| strata_wire::labels::render(&s.labels))
             .collect();

@@ -19,10 +19,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use strata_wire::exposition::{self, Format};
+use strata_wire::exposition::{Format, Scanner};
 use strata_wire::labels::fingerprint;
-use strata_wire::{Label, Sample, TimeSeries, stale_nan};
+use strata_wire::prompb::Exemplar;
+use strata_wire::{Label, Sample, raw, stale_nan};
 use tokio::sync::{mpsc, oneshot, watch};
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::config::{HttpClient, ScrapeConfig};
 use crate::relabel::{self, Rule};
@@ -105,7 +107,42 @@ pub enum Stop {
 
 /// Where a loop's samples go: the forwarder, which makes them durable in every remote-write
 /// queue.
-pub type Sink = mpsc::Sender<Vec<TimeSeries>>;
+pub type Sink = mpsc::Sender<Encoded>;
+
+/// Scraped samples as a remote-write 1.0 body made of series entries
+/// ([`strata_wire::raw`]), and how many samples and exemplars it holds. Bodies are joined by
+/// appending them.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub body: Vec<u8>,
+    pub items: u64,
+}
+
+impl Encoded {
+    /// One sample of a series whose labels are already encoded.
+    fn push(&mut self, labels: &[u8], value: f64, timestamp: i64, exemplar: Option<&Exemplar>) {
+        raw::push_series(
+            &mut self.body,
+            labels,
+            Sample { value, timestamp },
+            exemplar,
+        );
+        self.items += 1 + u64::from(exemplar.is_some());
+    }
+
+    /// One sample of a series given by its labels.
+    fn push_labels(&mut self, labels: &[Label], value: f64, timestamp: i64) {
+        let mut encoded = Vec::new();
+        raw::encode_labels(labels, &mut encoded);
+        self.push(&encoded, value, timestamp, None);
+    }
+
+    /// Appends `other`.
+    pub fn append(&mut self, other: &Encoded) {
+        self.body.extend_from_slice(&other.body);
+        self.items += other.items;
+    }
+}
 
 /// A running scrape loop.
 #[derive(Debug)]
@@ -139,6 +176,7 @@ impl LoopHandle {
             sink,
             status: status.clone(),
             state: ScrapeState::default(),
+            body_hint: 0,
         };
         let task = tokio::spawn(scrape_loop.run(stopped));
         Self {
@@ -187,6 +225,8 @@ struct ScrapeLoop {
     sink: Sink,
     status: Arc<Mutex<Status>>,
     state: ScrapeState,
+    /// The size of the last body, to size the next one's buffer.
+    body_hint: usize,
 }
 
 impl ScrapeLoop {
@@ -229,8 +269,16 @@ impl ScrapeLoop {
         }
         let start = Instant::now();
         let ts = now_ms();
-        let fetched = fetch(&self.client, &self.url, self.timeout, &settings).await;
+        let fetched = fetch(
+            &self.client,
+            &self.url,
+            self.timeout,
+            &settings,
+            self.body_hint,
+        )
+        .await;
         let outcome = fetched.and_then(|(body, format)| {
+            self.body_hint = body.len();
             self.state
                 .append(&body, format, ts, &settings, &self.series_labels)
         });
@@ -239,13 +287,14 @@ impl ScrapeLoop {
             Ok((series, report)) => (series, report, None),
             Err(failure) => (self.state.fail(ts), failure.report, Some(failure.error)),
         };
-        series.extend(report.series(
+        report.push_series(
+            &mut series,
             &self.series_labels,
             &settings.external,
             ts,
             error.is_none(),
             duration,
-        ));
+        );
         {
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             st.health = if error.is_none() {
@@ -267,6 +316,7 @@ async fn fetch(
     url: &str,
     timeout: Duration,
     settings: &JobSettings,
+    hint: usize,
 ) -> Result<(String, Format), Failure> {
     let fail = |error: String| Failure {
         error,
@@ -299,7 +349,15 @@ async fn fetch(
                 .and_then(|v| v.to_str().ok()),
         );
         let limit = settings.body_size_limit;
-        let mut body = Vec::new();
+        // Sized for the last body (or the declared length), so a large page is not copied
+        // again and again as it grows.
+        let expected = hint.max(resp.content_length().unwrap_or(0) as usize);
+        let expected = if limit > 0 {
+            expected.min(limit as usize + 1)
+        } else {
+            expected
+        };
+        let mut body = Vec::with_capacity(expected);
         while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
             body.extend_from_slice(&chunk);
             if limit > 0 && body.len() as u64 > limit {
@@ -349,14 +407,16 @@ pub const REPORT_NAMES: [&str; 5] = [
 ];
 
 impl Report {
-    fn series(
+    /// Appends the synthetic series of one scrape.
+    fn push_series(
         &self,
+        out: &mut Encoded,
         target: &[Label],
         external: &[Label],
         ts: i64,
         up: bool,
         duration: Duration,
-    ) -> Vec<TimeSeries> {
+    ) {
         let values = [
             if up { 1.0 } else { 0.0 },
             duration.as_secs_f64(),
@@ -364,11 +424,9 @@ impl Report {
             self.post_relabel as f64,
             self.series_added as f64,
         ];
-        REPORT_NAMES
-            .iter()
-            .zip(values)
-            .map(|(name, value)| one_sample(with_name(target, external, name), value, ts))
-            .collect()
+        for (name, value) in REPORT_NAMES.iter().zip(values) {
+            out.push_labels(&with_name(target, external, name), value, ts);
+        }
     }
 }
 
@@ -399,31 +457,31 @@ fn add_external(labels: &mut Vec<Label>, external: &[Label]) {
     labels.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
-fn one_sample(labels: Vec<Label>, value: f64, timestamp: i64) -> TimeSeries {
-    TimeSeries {
-        labels,
-        samples: vec![Sample { value, timestamp }],
-        ..Default::default()
-    }
-}
-
 /// What relabelling made of one exposed series.
 #[derive(Debug)]
 struct CacheEntry {
-    exposed: Vec<Label>,
-    /// The labels it is stored with and their fingerprint; `None` when relabelling drops it.
-    out: Option<(Vec<Label>, u64)>,
+    /// The series as the target writes it (name and label set).
+    exposed: Box<str>,
+    /// What it is stored as; `None` when relabelling drops it.
+    out: Option<Stored>,
     /// The scrape that last exposed it.
     seen: u64,
     /// The scrape that last stored it with the scrape's timestamp (so with staleness).
     tracked: u64,
 }
 
+/// The labels a series is stored with, encoded for remote-write, and their fingerprint.
+#[derive(Debug)]
+struct Stored {
+    labels: Box<[u8]>,
+    fingerprint: u64,
+}
+
 /// What a loop remembers between scrapes.
 #[derive(Debug, Default)]
 pub struct ScrapeState {
-    /// By fingerprint of the exposed labels (in exposition order); a series missing from it
-    /// is new (`scrape_series_added`). Entries not exposed by the last scrape are removed.
+    /// By hash of the series text as exposed; a series missing from it is new
+    /// (`scrape_series_added`). Entries not exposed by the last scrape are removed.
     cache: HashMap<u64, CacheEntry>,
     /// Scrapes so far.
     scrape: u64,
@@ -499,7 +557,8 @@ fn check_label_limits(labels: &[Label], s: &JobSettings) -> Result<(), String> {
 
 impl ScrapeState {
     /// Turns a scraped body into the series to store (with staleness markers for series that
-    /// disappeared) and the report; on failure nothing of the body is kept.
+    /// disappeared) and the report; on failure nothing of the body is kept. A series seen in
+    /// the previous scrape is found by its text and costs no parsing and no allocation.
     pub fn append(
         &mut self,
         body: &str,
@@ -507,38 +566,46 @@ impl ScrapeState {
         ts: i64,
         settings: &JobSettings,
         target: &[Label],
-    ) -> Result<(Vec<TimeSeries>, Report), Failure> {
-        let parsed = exposition::parse(body, format).map_err(|e| Failure {
-            error: e.to_string(),
-            report: Report::default(),
-        })?;
+    ) -> Result<(Encoded, Report), Failure> {
         self.scrape += 1;
         let scrape = self.scrape;
-        let mut report = Report {
-            scraped: parsed.samples.len(),
-            ..Report::default()
+        let mut report = Report::default();
+        let mut out = Encoded {
+            body: Vec::with_capacity(body.len() * 2),
+            items: 0,
         };
-        let mut out = Vec::with_capacity(parsed.samples.len());
-        let mut stored: HashSet<u64> = HashSet::with_capacity(parsed.samples.len());
+        let mut stored: HashSet<u64> = HashSet::with_capacity(self.cache.len());
         // Marked once the scrape succeeded: a failed scrape must not change which series
         // the last good one stored.
-        let mut tracked = Vec::with_capacity(parsed.samples.len());
-        for sample in parsed.samples {
-            let key = fingerprint(&sample.labels);
+        let mut tracked = Vec::with_capacity(self.cache.len());
+        for line in Scanner::new(body, format) {
+            let line = line.map_err(|e| Failure {
+                error: e.to_string(),
+                report,
+            })?;
+            report.scraped += 1;
+            let key = xxh3_64(line.series.as_bytes());
             let cached = self
                 .cache
                 .get(&key)
-                .is_some_and(|e| e.exposed == sample.labels);
+                .is_some_and(|e| *e.exposed == *line.series);
             if !cached {
-                let merged = merge_target_labels(&sample.labels, target, settings.honor_labels);
-                let relabelled = relabel::process(&merged, &settings.metric_relabel);
-                let out = match relabelled {
+                let exposed = line.labels().map_err(|e| Failure {
+                    error: e.to_string(),
+                    report,
+                })?;
+                let merged = merge_target_labels(&exposed, target, settings.honor_labels);
+                let out = match relabel::process(&merged, &settings.metric_relabel) {
                     Some(mut labels) => {
                         check_label_limits(&labels, settings)
                             .map_err(|error| Failure { error, report })?;
                         add_external(&mut labels, &settings.external);
-                        let fp = fingerprint(&labels);
-                        Some((labels, fp))
+                        let mut encoded = Vec::new();
+                        raw::encode_labels(&labels, &mut encoded);
+                        Some(Stored {
+                            labels: encoded.into_boxed_slice(),
+                            fingerprint: fingerprint(&labels),
+                        })
                     }
                     None => None,
                 };
@@ -546,7 +613,7 @@ impl ScrapeState {
                 self.cache.insert(
                     key,
                     CacheEntry {
-                        exposed: sample.labels,
+                        exposed: line.series.into(),
                         out,
                         seen: 0,
                         tracked: 0,
@@ -557,10 +624,10 @@ impl ScrapeState {
                 continue;
             };
             entry.seen = scrape;
-            let Some((labels, fp)) = &entry.out else {
+            let Some(series) = &entry.out else {
                 continue;
             };
-            if !stored.insert(*fp) {
+            if !stored.insert(series.fingerprint) {
                 // The same series twice in one scrape: Prometheus keeps the first.
                 continue;
             }
@@ -574,18 +641,19 @@ impl ScrapeState {
                     report,
                 });
             }
-            let timestamp = match sample.timestamp_ms {
+            let timestamp = match line.timestamp_ms {
                 Some(t) if settings.honor_timestamps => t,
                 _ => {
                     tracked.push(key);
                     ts
                 }
             };
-            let mut series = one_sample(labels.clone(), sample.value, timestamp);
-            if let Some(ex) = sample.exemplar {
-                series.exemplars.push(ex);
-            }
-            out.push(series);
+            out.push(
+                &series.labels,
+                line.value,
+                timestamp,
+                line.exemplar.as_ref(),
+            );
         }
         let previous = self.last_good;
         for key in tracked {
@@ -597,12 +665,12 @@ impl ScrapeState {
             if e.seen == scrape {
                 return true;
             }
-            if let Some((labels, fp)) = &e.out
+            if let Some(series) = &e.out
                 && previous > 0
                 && e.tracked == previous
-                && !stored.contains(fp)
+                && !stored.contains(&series.fingerprint)
             {
-                out.push(one_sample(labels.clone(), stale_nan(), ts));
+                out.push(&series.labels, stale_nan(), ts, None);
             }
             false
         });
@@ -611,27 +679,29 @@ impl ScrapeState {
     }
 
     /// A failed scrape: every series of the last good one ends with a staleness marker.
-    pub fn fail(&mut self, ts: i64) -> Vec<TimeSeries> {
+    pub fn fail(&mut self, ts: i64) -> Encoded {
+        let mut markers = Encoded::default();
         let last_good = std::mem::take(&mut self.last_good);
         if last_good == 0 {
-            return Vec::new();
+            return markers;
         }
-        self.cache
+        for series in self
+            .cache
             .values()
             .filter(|e| e.tracked == last_good)
             .filter_map(|e| e.out.as_ref())
-            .map(|(labels, _)| one_sample(labels.clone(), stale_nan(), ts))
-            .collect()
+        {
+            markers.push(&series.labels, stale_nan(), ts, None);
+        }
+        markers
     }
 
     /// The target went away: markers for its series and its synthetic series.
-    pub fn end_of_run(&mut self, target: &[Label], external: &[Label], ts: i64) -> Vec<TimeSeries> {
+    pub fn end_of_run(&mut self, target: &[Label], external: &[Label], ts: i64) -> Encoded {
         let mut markers = self.fail(ts);
-        markers.extend(
-            REPORT_NAMES
-                .iter()
-                .map(|name| one_sample(with_name(target, external, name), stale_nan(), ts)),
-        );
+        for name in REPORT_NAMES {
+            markers.push_labels(&with_name(target, external, name), stale_nan(), ts);
+        }
         markers
     }
 }
@@ -639,7 +709,13 @@ impl ScrapeState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strata_wire::is_stale_nan;
+    use strata_wire::{TimeSeries, WriteRequest, is_stale_nan};
+
+    fn decoded(e: &Encoded) -> Vec<TimeSeries> {
+        let req = WriteRequest::decode_body(&e.body).expect("an encoded batch decodes");
+        assert_eq!(req.item_count() as u64, e.items);
+        req.timeseries
+    }
 
     fn settings(yaml: &str) -> JobSettings {
         let c = crate::config::Config::parse(&format!("scrape_configs:\n  - job_name: j\n{yaml}"))
@@ -654,8 +730,8 @@ mod tests {
         vec![Label::new("instance", "h:9100"), Label::new("job", "node")]
     }
 
-    fn names(series: &[TimeSeries]) -> Vec<String> {
-        let mut v: Vec<String> = series
+    fn names(series: &Encoded) -> Vec<String> {
+        let mut v: Vec<String> = decoded(series)
             .iter()
             .map(|s| {
                 let stale = if is_stale_nan(s.samples[0].value) {
@@ -720,6 +796,7 @@ mod tests {
                 series_added: 3
             }
         );
+        let out = decoded(&out);
         assert_eq!(out.len(), 3);
         assert_eq!(out.iter().map(|s| s.samples[0].timestamp).max(), Some(1000));
         let (out, report) = st
@@ -739,8 +816,8 @@ mod tests {
             names(&markers),
             [r#"a{cell="hz-07", instance="h:9100", job="node"} stale"#]
         );
-        assert!(st.fail(40).is_empty(), "markers are written once");
-        let end = st.end_of_run(&target(), &[], 50);
+        assert_eq!(st.fail(40).items, 0, "markers are written once");
+        let end = decoded(&st.end_of_run(&target(), &[], 50));
         assert_eq!(end.len(), 5);
         assert!(end.iter().all(|s| is_stale_nan(s.samples[0].value)));
     }
@@ -765,7 +842,11 @@ mod tests {
             report.post_relabel, 1,
             "dropped and duplicate samples do not count"
         );
-        assert_eq!(out[0].samples[0].timestamp, 10, "exposed timestamp ignored");
+        assert_eq!(
+            decoded(&out)[0].samples[0].timestamp,
+            10,
+            "exposed timestamp ignored"
+        );
 
         let limited = settings("    sample_limit: 1\n");
         let mut st = ScrapeState::default();
@@ -805,13 +886,16 @@ mod tests {
             post_relabel: 5,
             series_added: 2,
         };
-        let series = r.series(
+        let mut out = Encoded::default();
+        r.push_series(
+            &mut out,
             &target(),
             &[Label::new("cell", "hz-07")],
             99,
             true,
             Duration::from_millis(250),
         );
+        let series = decoded(&out);
         assert_eq!(series.len(), 5);
         assert_eq!(
             strata_wire::labels::render(&series[0].labels),

@@ -43,6 +43,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use strata_wire::WriteRequest;
+use strata_wire::raw::Entry;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{OverflowPolicy, QueueConfig};
@@ -59,7 +60,10 @@ const CHECKPOINT: &str = "checkpoint";
 pub struct Record {
     /// Position in the queue; pass it to [`Queue::ack`] once delivered.
     pub seq: u64,
-    pub request: WriteRequest,
+    /// The decompressed `prometheus.WriteRequest`.
+    pub body: Vec<u8>,
+    /// Its series and metadata entries, in order.
+    pub entries: Vec<Entry>,
     pub samples: u64,
 }
 
@@ -214,8 +218,14 @@ impl Queue {
     /// Appends `request` and waits until it is durable on disk.
     pub async fn append(&self, request: &WriteRequest) -> Result<()> {
         let payload = request.encode_snappy()?;
-        let samples = request.item_count() as u64;
-        let seq = self.append_encoded(&payload, samples)?;
+        self.append_payload(&payload, request.item_count() as u64)
+            .await
+    }
+
+    /// Appends an already encoded record, a snappy-compressed `prometheus.WriteRequest`
+    /// holding `items` samples, histograms and exemplars, and waits until it is durable.
+    pub async fn append_payload(&self, payload: &[u8], items: u64) -> Result<()> {
+        let seq = self.append_encoded(payload, items)?;
         let mut rx = self.inner.synced.subscribe();
         let durable = *rx
             .wait_for(|d| d.synced >= seq || d.stopped)
@@ -419,10 +429,12 @@ impl Queue {
         let mut buf = vec![0; (meta.len - HEADER_LEN) as usize];
         file.read_exact_at(&mut buf, meta.offset + HEADER_LEN)
             .map_err(Error::io(&path))?;
-        let request = WriteRequest::decode_snappy(&buf, usize::MAX)?;
+        let body = strata_wire::snappy::decompress(&buf, usize::MAX)?;
+        let entries = strata_wire::raw::entries(&body)?;
         Ok(Record {
             seq: meta.seq,
-            request,
+            body,
+            entries,
             samples: meta.samples,
         })
     }
@@ -714,7 +726,8 @@ mod tests {
     }
 
     fn label_i(r: &Record) -> String {
-        r.request.timeseries[0].labels[1].value.clone()
+        let request = WriteRequest::decode_body(&r.body).expect("a queued request decodes");
+        request.timeseries[0].labels[1].value.clone()
     }
 
     #[tokio::test]

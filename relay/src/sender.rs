@@ -1,7 +1,10 @@
 //! The remote-write sender: drains a [`Queue`] to one destination.
 //!
 //! Records are split by series fingerprint over `shards` concurrent senders, so every series
-//! keeps its sample order while shards proceed independently. Each shard batches up to
+//! keeps its sample order while shards proceed independently. Series travel as the bytes the
+//! queue holds ([`strata_wire::raw`]): a record is split and regrouped into requests by
+//! copying its entries, never decoded and encoded again, except to cut a series longer than
+//! one request, to apply the age limit to a batch that holds old samples, or to send 2.0. Each shard batches up to
 //! `max_samples_per_send` samples or `batch_send_deadline_seconds`, whichever comes first, and
 //! has one request in flight. A queue record is acknowledged (and its disk space reclaimed) only
 //! when every part of it was answered 2xx, or given up on for a reason that is counted.
@@ -18,9 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 use reqwest::StatusCode;
-use strata_wire::labels::fingerprint;
 use strata_wire::protocol::{WriteVersion, request_headers};
-use strata_wire::{MetricMetadata, TimeSeries, WriteRequest};
+use strata_wire::raw::{self, Entry, EntryKind};
+use strata_wire::{TimeSeries, WriteRequest, snappy};
 use tokio::sync::mpsc;
 
 use crate::config::SenderConfig;
@@ -35,12 +38,14 @@ struct RecordAck {
     remaining: AtomicUsize,
 }
 
-/// The share of one record that belongs to one shard.
+/// The share of one record that belongs to one shard: entries of the record's body, in order,
+/// from `next` on.
 #[derive(Debug)]
 struct Part {
     ack: Arc<RecordAck>,
-    series: Vec<TimeSeries>,
-    metadata: Vec<MetricMetadata>,
+    body: Arc<Vec<u8>>,
+    entries: Vec<Entry>,
+    next: usize,
 }
 
 /// Runs the sender until `shutdown` resolves. Unacknowledged records stay in the queue.
@@ -70,7 +75,7 @@ pub async fn run(
         };
         tasks.spawn(shard.run(rx));
     }
-    let dispatch = dispatch(&queue, &senders);
+    let dispatch = dispatch(&queue, &senders, config.max_samples_per_send);
     tokio::select! {
         () = dispatch => {}
         () = shutdown => {}
@@ -79,41 +84,89 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads records in order and hands each shard its part.
-async fn dispatch(queue: &Queue, shards: &[mpsc::Sender<Part>]) {
+/// Reads records in order and hands each shard its part. Series are never decoded here: the
+/// record's entries are routed by the fingerprint of their labels and copied as bytes.
+async fn dispatch(queue: &Queue, shards: &[mpsc::Sender<Part>], max: usize) {
     while let Some(record) = queue.next().await {
+        let (body, entries) = split_long_series(record.body, record.entries, max);
         let n = shards.len();
-        let mut parts: Vec<(Vec<TimeSeries>, Vec<MetricMetadata>)> =
-            (0..n).map(|_| (Vec::new(), Vec::new())).collect();
-        for ts in record.request.timeseries {
-            let shard = (fingerprint(&ts.labels) % n as u64) as usize;
-            parts[shard].0.push(ts);
+        let mut parts: Vec<Vec<Entry>> = vec![Vec::new(); n];
+        for e in entries {
+            let shard = match e.kind {
+                EntryKind::Series(info) => (info.fingerprint % n as u64) as usize,
+                EntryKind::Metadata => 0,
+            };
+            parts[shard].push(e);
         }
-        parts[0].1 = record.request.metadata;
-        let parts: Vec<(usize, Vec<TimeSeries>, Vec<MetricMetadata>)> = parts
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (s, m))| !s.is_empty() || !m.is_empty())
-            .map(|(i, (s, m))| (i, s, m))
-            .collect();
-        if parts.is_empty() {
+        let used = parts.iter().filter(|p| !p.is_empty()).count();
+        if used == 0 {
             queue.ack(record.seq);
             continue;
         }
         let ack = Arc::new(RecordAck {
             seq: record.seq,
-            remaining: AtomicUsize::new(parts.len()),
+            remaining: AtomicUsize::new(used),
         });
-        for (shard, series, metadata) in parts {
+        let body = Arc::new(body);
+        for (shard, entries) in parts.into_iter().enumerate() {
+            if entries.is_empty() {
+                continue;
+            }
             let part = Part {
                 ack: ack.clone(),
-                series,
-                metadata,
+                body: body.clone(),
+                entries,
+                next: 0,
             };
             if shards[shard].send(part).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// Cuts every series with more than `max` items into pieces of at most `max`, in order
+/// (samples first, then histograms, then exemplars), so each fits in one request. Rare: only
+/// then is the record decoded and encoded again.
+fn split_long_series(body: Vec<u8>, entries: Vec<Entry>, max: usize) -> (Vec<u8>, Vec<Entry>) {
+    if entries.iter().all(|e| e.items() <= max) {
+        return (body, entries);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    for e in &entries {
+        let bytes = &body[e.bytes.clone()];
+        if e.items() <= max {
+            out.extend_from_slice(bytes);
+            continue;
+        }
+        let Ok(mut req) = WriteRequest::decode_body(bytes) else {
+            // `raw::entries` accepted this entry, so prost does too; keep it whole regardless.
+            out.extend_from_slice(bytes);
+            continue;
+        };
+        for mut ts in std::mem::take(&mut req.timeseries) {
+            while ts.item_count() > 0 {
+                let mut piece = TimeSeries {
+                    labels: ts.labels.clone(),
+                    ..Default::default()
+                };
+                let mut left = max;
+                let k = left.min(ts.samples.len());
+                piece.samples = ts.samples.drain(..k).collect();
+                left -= k;
+                let k = left.min(ts.histograms.len());
+                piece.histograms = ts.histograms.drain(..k).collect();
+                left -= k;
+                let k = left.min(ts.exemplars.len());
+                piece.exemplars = ts.exemplars.drain(..k).collect();
+                req.timeseries.push(piece);
+            }
+        }
+        out.extend_from_slice(&req.encode_body());
+    }
+    match raw::entries(&out) {
+        Ok(split) => (out, split),
+        Err(_) => (body, entries),
     }
 }
 
@@ -124,12 +177,53 @@ struct Shard {
     queue: Queue,
 }
 
-/// A request being assembled, and the parts whose last piece it carries.
-#[derive(Default)]
+/// A request being assembled (encoded series and metadata entries), and the parts whose last
+/// piece it carries.
 struct Batch {
-    request: WriteRequest,
+    body: Vec<u8>,
     items: usize,
+    metadata: usize,
+    oldest: i64,
+    newest_sample: i64,
     completes: Vec<Arc<RecordAck>>,
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self {
+            body: Vec::new(),
+            items: 0,
+            metadata: 0,
+            oldest: i64::MAX,
+            newest_sample: i64::MIN,
+            completes: Vec::new(),
+        }
+    }
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.items == 0 && self.metadata == 0 && self.completes.is_empty()
+    }
+
+    fn push(&mut self, body: &[u8], entry: &Entry) {
+        self.body.extend_from_slice(&body[entry.bytes.clone()]);
+        match entry.kind {
+            EntryKind::Series(info) => {
+                self.items += info.items;
+                self.oldest = self.oldest.min(info.oldest);
+                self.newest_sample = self.newest_sample.max(info.newest_sample);
+            }
+            EntryKind::Metadata => self.metadata += 1,
+        }
+    }
+
+    /// Replaces the body with `request`'s encoding after its contents changed.
+    fn replace(&mut self, request: &WriteRequest) {
+        self.body = request.encode_body();
+        self.items = request.item_count();
+        self.metadata = request.metadata.len();
+    }
 }
 
 impl Shard {
@@ -139,18 +233,13 @@ impl Shard {
         loop {
             let mut batch = Batch::default();
             let deadline = tokio::time::Instant::now() + self.config.batch_deadline();
-            while batch.items < max {
+            loop {
                 let part = match carry.take() {
                     Some(p) => p,
-                    None if batch.items == 0
-                        && batch.request.metadata.is_empty()
-                        && batch.completes.is_empty() =>
-                    {
-                        match rx.recv().await {
-                            Some(p) => p,
-                            None => return,
-                        }
-                    }
+                    None if batch.is_empty() => match rx.recv().await {
+                        Some(p) => p,
+                        None => return,
+                    },
                     None => match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(p)) => p,
                         Ok(None) => return,
@@ -158,6 +247,9 @@ impl Shard {
                     },
                 };
                 carry = fill(&mut batch, part, max);
+                if carry.is_some() || batch.items >= max {
+                    break;
+                }
             }
             self.send(&mut batch).await;
             for ack in batch.completes {
@@ -174,7 +266,7 @@ impl Shard {
         let max_backoff = Duration::from_millis(self.config.max_backoff_ms);
         loop {
             self.drop_too_old(batch);
-            if batch.items == 0 && batch.request.metadata.is_empty() {
+            if batch.items == 0 && batch.metadata == 0 {
                 return;
             }
             let version = if self.config.remote_write_v2 {
@@ -183,10 +275,9 @@ impl Shard {
                 WriteVersion::V1
             };
             let encoded = match version {
-                WriteVersion::V1 => batch.request.encode_snappy(),
-                WriteVersion::V2 => {
-                    strata_wire::v2::Request::from_v1(&batch.request).encode_snappy()
-                }
+                WriteVersion::V1 => snappy::compress(&batch.body),
+                WriteVersion::V2 => WriteRequest::decode_body(&batch.body)
+                    .and_then(|req| strata_wire::v2::Request::from_v1(&req).encode_snappy()),
             };
             let body = match encoded {
                 Ok(b) => b,
@@ -252,21 +343,16 @@ impl Shard {
 
     fn delivered(&self, batch: &Batch) {
         self.metrics.samples_sent.inc_by(batch.items as u64);
-        let newest = batch
-            .request
-            .timeseries
-            .iter()
-            .flat_map(|ts| ts.samples.iter().map(|s| s.timestamp))
-            .max();
-        if let Some(ts) = newest {
-            let secs = ts as f64 / 1000.0;
+        if batch.newest_sample > i64::MIN {
+            let secs = batch.newest_sample as f64 / 1000.0;
             if secs > self.metrics.highest_sent_timestamp.get() {
                 self.metrics.highest_sent_timestamp.set(secs);
             }
         }
     }
 
-    /// Applies `sample_age_limit_seconds`, before every attempt as Prometheus does.
+    /// Applies `sample_age_limit_seconds`, before every attempt as Prometheus does. Only a
+    /// batch that holds something too old is decoded.
     fn drop_too_old(&self, batch: &mut Batch) {
         let limit = self.config.sample_age_limit_seconds;
         if limit == 0 {
@@ -276,63 +362,41 @@ impl Shard {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let oldest_ok = now_ms - (limit as i64) * 1000;
-        let mut dropped = 0;
-        for ts in &mut batch.request.timeseries {
-            let before = ts.item_count();
+        if batch.oldest >= oldest_ok {
+            return;
+        }
+        let Ok(mut request) = WriteRequest::decode_body(&batch.body) else {
+            return;
+        };
+        let before = request.item_count();
+        for ts in &mut request.timeseries {
             ts.samples.retain(|s| s.timestamp >= oldest_ok);
             ts.histograms.retain(|h| h.timestamp >= oldest_ok);
             ts.exemplars.retain(|e| e.timestamp >= oldest_ok);
-            dropped += before - ts.item_count();
         }
-        batch.request.timeseries.retain(|ts| ts.item_count() > 0);
+        request.timeseries.retain(|ts| ts.item_count() > 0);
+        batch.replace(&request);
+        batch.oldest = oldest_ok;
+        let dropped = before - batch.items;
         if dropped > 0 {
-            batch.items -= dropped;
             self.metrics.dropped(DropReason::TooOld, dropped as u64);
         }
     }
 }
 
-/// Moves as much of `part` into `batch` as fits in `max` items; returns the rest.
+/// Copies entries of `part` into `batch` while they fit in `max` items; returns the rest.
+/// An entry never fits only when the batch already holds something ([`split_long_series`]
+/// cut every series to at most `max`).
 fn fill(batch: &mut Batch, mut part: Part, max: usize) -> Option<Part> {
-    batch.request.metadata.append(&mut part.metadata);
-    let mut taken = 0;
-    for ts in part.series.iter_mut() {
-        let room = max - batch.items;
-        if room == 0 {
-            break;
+    while let Some(entry) = part.entries.get(part.next) {
+        if batch.items > 0 && batch.items + entry.items() > max {
+            return Some(part);
         }
-        let n = ts.item_count();
-        if n <= room {
-            batch.items += n;
-            batch.request.timeseries.push(std::mem::take(ts));
-            taken += 1;
-            continue;
-        }
-        // Split a long series: samples first, then histograms, then exemplars, in order.
-        let mut piece = TimeSeries {
-            labels: ts.labels.clone(),
-            ..Default::default()
-        };
-        let mut left = room;
-        let k = left.min(ts.samples.len());
-        piece.samples = ts.samples.drain(..k).collect();
-        left -= k;
-        let k = left.min(ts.histograms.len());
-        piece.histograms = ts.histograms.drain(..k).collect();
-        left -= k;
-        let k = left.min(ts.exemplars.len());
-        piece.exemplars = ts.exemplars.drain(..k).collect();
-        batch.items += room;
-        batch.request.timeseries.push(piece);
-        break;
+        batch.push(&part.body, entry);
+        part.next += 1;
     }
-    part.series.drain(..taken);
-    if part.series.is_empty() {
-        batch.completes.push(part.ack);
-        None
-    } else {
-        Some(part)
-    }
+    batch.completes.push(part.ack);
+    None
 }
 
 /// Full jitter on the upper half: a delay in `[d/2, d]`, so shards don't retry in lockstep.
@@ -416,14 +480,10 @@ mod tests {
     }
 
     #[test]
-    fn fill_splits_long_series_in_order() {
-        let ack = Arc::new(RecordAck {
-            seq: 0,
-            remaining: AtomicUsize::new(1),
-        });
-        let ts = TimeSeries {
-            labels: vec![strata_wire::Label::new("__name__", "m")],
-            samples: (0..25)
+    fn long_series_are_cut_and_sent_in_order() {
+        let samples = |name: &str, n: i64| TimeSeries {
+            labels: vec![strata_wire::Label::new("__name__", name)],
+            samples: (0..n)
                 .map(|t| strata_wire::Sample {
                     value: 0.0,
                     timestamp: t,
@@ -431,24 +491,48 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        let mut part = Some(Part {
-            ack,
-            series: vec![ts],
+        let req = WriteRequest {
+            timeseries: vec![samples("a", 4), samples("long", 25), samples("b", 3)],
             metadata: vec![],
+        };
+        let body = req.encode_body();
+        let entries = raw::entries(&body).expect("valid");
+        let (body, entries) = split_long_series(body, entries, 10);
+        assert!(entries.iter().all(|e| e.items() <= 10));
+        let mut part = Some(Part {
+            ack: Arc::new(RecordAck {
+                seq: 0,
+                remaining: AtomicUsize::new(1),
+            }),
+            body: Arc::new(body),
+            entries,
+            next: 0,
         });
-        let mut sent = Vec::new();
+        let mut sent: Vec<(String, i64)> = Vec::new();
         while let Some(p) = part.take() {
             let mut batch = Batch::default();
             part = fill(&mut batch, p, 10);
-            assert!(batch.items <= 10);
-            sent.extend(
-                batch.request.timeseries[0]
-                    .samples
-                    .iter()
-                    .map(|s| s.timestamp),
-            );
+            assert!(batch.items <= 10, "{} items", batch.items);
             assert_eq!(batch.completes.len(), usize::from(part.is_none()));
+            let got = WriteRequest::decode_body(&batch.body).expect("a batch decodes");
+            assert_eq!(got.item_count(), batch.items);
+            for ts in got.timeseries {
+                sent.extend(
+                    ts.samples
+                        .iter()
+                        .map(|s| (ts.labels[0].value.clone(), s.timestamp)),
+                );
+            }
         }
-        assert_eq!(sent, (0..25).collect::<Vec<_>>());
+        let want: Vec<(String, i64)> = req
+            .timeseries
+            .iter()
+            .flat_map(|ts| {
+                ts.samples
+                    .iter()
+                    .map(|s| (ts.labels[0].value.clone(), s.timestamp))
+            })
+            .collect();
+        assert_eq!(sent, want);
     }
 }

@@ -68,66 +68,180 @@ pub struct Scrape {
 
 /// Parses a whole scrape body.
 pub fn parse(body: &str, format: Format) -> Result<Scrape> {
-    let mut scrape = Scrape::default();
-    let mut families: HashMap<String, usize> = HashMap::new();
-    let mut current_family: Option<(String, MetricType)> = None;
-    let mut seen_eof = false;
-    for (i, line) in body.lines().enumerate() {
-        let line_no = i + 1;
-        let err = |reason: String| Error::ParseExposition {
-            line: line_no,
-            reason,
-        };
-        if seen_eof {
-            return Err(err("content after # EOF".into()));
-        }
-        let trimmed = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
-        if trimmed.is_empty() {
-            continue;
-        }
-        if let Some(comment) = trimmed.strip_prefix('#') {
-            match parse_comment(trimmed, comment, format).map_err(err)? {
-                Comment::Eof => seen_eof = format == Format::OpenMetrics,
-                Comment::Other => {}
-                Comment::Meta { family, kind } => {
-                    let idx = *families.entry(family.clone()).or_insert_with(|| {
-                        scrape.metadata.push(MetricMetadata {
-                            metric_family_name: family.clone(),
-                            ..Default::default()
-                        });
-                        scrape.metadata.len() - 1
-                    });
-                    let md = &mut scrape.metadata[idx];
-                    match kind {
-                        MetaKind::Help(help) => md.help = help,
-                        MetaKind::Unit(unit) => md.unit = unit,
-                        MetaKind::Type(t) => {
-                            md.r#type = t as i32;
-                            current_family = Some((family, t));
-                        }
-                    }
-                }
-            }
-            continue;
-        }
-        let sample = parse_sample(trimmed, format).map_err(err)?;
-        if format == Format::OpenMetrics && is_created_series(&sample, current_family.as_ref()) {
-            continue;
-        }
-        scrape.samples.push(sample);
-    }
-    if format == Format::OpenMetrics && !seen_eof {
-        return Err(Error::ParseExposition {
-            line: body.lines().count(),
-            reason: "OpenMetrics body does not end with # EOF".into(),
+    let mut scanner = Scanner::new(body, format);
+    let mut samples = Vec::new();
+    for line in &mut scanner {
+        let line = line?;
+        samples.push(ScrapedSample {
+            labels: line.labels()?,
+            value: line.value,
+            timestamp_ms: line.timestamp_ms,
+            exemplar: line.exemplar,
         });
     }
-    Ok(scrape)
+    Ok(Scrape {
+        samples,
+        metadata: scanner.into_metadata(),
+    })
+}
+
+/// One sample line as a scraper sees it: the series exactly as written, its labels parsed
+/// only when asked for. A scraper that has seen the same series text before knows its labels
+/// already, so a steady target costs no label parsing and no allocation per sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleLine<'a> {
+    /// 1-based line number in the body.
+    pub line: usize,
+    /// The metric name and label set as exposed, from the start of the line to the end of the
+    /// label set (or of the name).
+    pub series: &'a str,
+    pub value: f64,
+    /// The exposed timestamp in milliseconds, if the line had one.
+    pub timestamp_ms: Option<i64>,
+    pub exemplar: Option<Exemplar>,
+}
+
+impl SampleLine<'_> {
+    /// The metric name.
+    pub fn name(&self) -> &str {
+        let end = self
+            .series
+            .find(['{', ' ', '\t'])
+            .unwrap_or(self.series.len());
+        &self.series[..end]
+    }
+
+    /// `__name__` first, then the labels in exposition order, empty values removed. The label
+    /// set is checked here, so an invalid one is an error naming the line.
+    pub fn labels(&self) -> Result<Vec<Label>> {
+        let mut lx = Lexer {
+            s: self.series,
+            pos: 0,
+        };
+        lx.series().map_err(|reason| Error::ParseExposition {
+            line: self.line,
+            reason,
+        })
+    }
+}
+
+/// Reads a scrape body line by line, yielding its samples in order and collecting its
+/// metadata. The first malformed line is an error, as Prometheus fails the whole scrape;
+/// the error names the line.
+#[derive(Debug)]
+pub struct Scanner<'a> {
+    lines: std::iter::Enumerate<std::str::Lines<'a>>,
+    format: Format,
+    families: HashMap<String, usize>,
+    metadata: Vec<MetricMetadata>,
+    current_family: Option<(String, MetricType)>,
+    seen_eof: bool,
+    /// Lines read so far, for the missing `# EOF` error.
+    last_line: usize,
+    done: bool,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(body: &'a str, format: Format) -> Self {
+        Self {
+            lines: body.lines().enumerate(),
+            format,
+            families: HashMap::new(),
+            metadata: Vec::new(),
+            current_family: None,
+            seen_eof: false,
+            last_line: 0,
+            done: false,
+        }
+    }
+
+    /// One entry per metric family that had a `# HELP`, `# TYPE` or `# UNIT` line.
+    pub fn into_metadata(self) -> Vec<MetricMetadata> {
+        self.metadata
+    }
+
+    fn meta(&mut self, family: String, kind: MetaKind) {
+        let idx = match self.families.get(&family) {
+            Some(&i) => i,
+            None => {
+                self.metadata.push(MetricMetadata {
+                    metric_family_name: family.clone(),
+                    ..Default::default()
+                });
+                self.families
+                    .insert(family.clone(), self.metadata.len() - 1);
+                self.metadata.len() - 1
+            }
+        };
+        let md = &mut self.metadata[idx];
+        match kind {
+            MetaKind::Help(help) => md.help = help,
+            MetaKind::Unit(unit) => md.unit = unit,
+            MetaKind::Type(t) => {
+                md.r#type = t as i32;
+                self.current_family = Some((family, t));
+            }
+        }
+    }
+
+    fn next_line(&mut self) -> Result<Option<SampleLine<'a>>> {
+        let format = self.format;
+        while let Some((i, line)) = self.lines.next() {
+            let line_no = i + 1;
+            self.last_line = line_no;
+            let err = |reason: String| Error::ParseExposition {
+                line: line_no,
+                reason,
+            };
+            if self.seen_eof {
+                return Err(err("content after # EOF".into()));
+            }
+            let trimmed = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
+            if trimmed.is_empty() {
+                continue;
+            }
+            if let Some(comment) = trimmed.strip_prefix('#') {
+                match parse_comment(trimmed, comment, format).map_err(err)? {
+                    Comment::Eof => self.seen_eof = format == Format::OpenMetrics,
+                    Comment::Other => {}
+                    Comment::Meta { family, kind } => self.meta(family, kind),
+                }
+                continue;
+            }
+            let sample = scan_sample(trimmed, line_no, format).map_err(err)?;
+            if format == Format::OpenMetrics
+                && is_created_series(sample.name(), self.current_family.as_ref())
+            {
+                continue;
+            }
+            return Ok(Some(sample));
+        }
+        if format == Format::OpenMetrics && !self.seen_eof {
+            return Err(Error::ParseExposition {
+                line: self.last_line,
+                reason: "OpenMetrics body does not end with # EOF".into(),
+            });
+        }
+        Ok(None)
+    }
+}
+
+impl<'a> Iterator for Scanner<'a> {
+    type Item = Result<SampleLine<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let next = self.next_line().transpose();
+        self.done = !matches!(next, Some(Ok(_)));
+        next
+    }
 }
 
 /// OpenMetrics `<family>_created` series of counters, histograms and summaries carry creation
 /// times, not samples; Prometheus's OpenMetrics parser skips them by default.
-fn is_created_series(sample: &ScrapedSample, family: Option<&(String, MetricType)>) -> bool {
+fn is_created_series(name: &str, family: Option<&(String, MetricType)>) -> bool {
     let Some((family, t)) = family else {
         return false;
     };
@@ -137,8 +251,7 @@ fn is_created_series(sample: &ScrapedSample, family: Option<&(String, MetricType
             | MetricType::Histogram
             | MetricType::Summary
             | MetricType::Gaugehistogram
-    ) && sample.labels[0]
-        .value
+    ) && name
         .strip_prefix(family.as_str())
         .is_some_and(|rest| rest == "_created")
 }
@@ -366,6 +479,97 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// The metric name and optional label set at the start of a line, as labels.
+    fn series(&mut self) -> Result<Vec<Label>, String> {
+        let name = self.name(true)?;
+        let mut labels = vec![Label::new(METRIC_NAME, name)];
+        let name_end = self.pos;
+        self.skip_blanks();
+        if self.peek() == Some(b'{') {
+            self.label_set(&mut labels)?;
+        } else {
+            self.pos = name_end;
+        }
+        Ok(labels)
+    }
+
+    /// Moves past the metric name and label set without parsing the labels: the set ends at
+    /// the first `}` outside quotes.
+    fn skip_series(&mut self) -> Result<(), String> {
+        self.name(true)?;
+        let name_end = self.pos;
+        self.skip_blanks();
+        if self.peek() != Some(b'{') {
+            self.pos = name_end;
+            return Ok(());
+        }
+        let bytes = self.s.as_bytes();
+        let mut quoted = false;
+        while let Some(&b) = bytes.get(self.pos) {
+            self.pos += 1;
+            match b {
+                b'\\' if quoted => self.pos += 1,
+                b'"' => quoted = !quoted,
+                b'}' if !quoted => return Ok(()),
+                _ => {}
+            }
+        }
+        Err("unterminated label set".into())
+    }
+
+    /// What follows the series: blanks, the value, an optional timestamp and exemplar.
+    fn sample_tail(
+        &mut self,
+        format: Format,
+    ) -> Result<(f64, Option<i64>, Option<Exemplar>), String> {
+        if !self.skip_blanks() {
+            return Err(format!(
+                "expected a space before the value, found {}",
+                self.describe()
+            ));
+        }
+        let raw = self.token();
+        let value = parse_float(raw).ok_or_else(|| format!("invalid value {raw:?}"))?;
+        self.skip_blanks();
+        let mut timestamp_ms = None;
+        if !matches!(self.peek(), None | Some(b'#')) {
+            timestamp_ms = Some(parse_timestamp(self.token(), format)?);
+            self.skip_blanks();
+        }
+        let mut exemplar = None;
+        if self.peek() == Some(b'#') {
+            self.pos += 1;
+            self.skip_blanks();
+            let mut ex_labels = Vec::new();
+            self.label_set(&mut ex_labels)?;
+            self.skip_blanks();
+            let raw = self.token();
+            let ex_value =
+                parse_float(raw).ok_or_else(|| format!("invalid exemplar value {raw:?}"))?;
+            self.skip_blanks();
+            let ts = self.token();
+            let ex_ts = if ts.is_empty() {
+                timestamp_ms.unwrap_or_default()
+            } else {
+                parse_timestamp(ts, Format::OpenMetrics)?
+            };
+            exemplar = Some(Exemplar {
+                labels: ex_labels,
+                value: ex_value,
+                timestamp: ex_ts,
+            });
+            self.skip_blanks();
+        }
+        if self.peek().is_some() {
+            return Err(format!(
+                "unexpected {} at column {}",
+                self.describe(),
+                self.pos + 1
+            ));
+        }
+        Ok((value, timestamp_ms, exemplar))
+    }
+
     fn token(&mut self) -> &'a str {
         let start = self.pos;
         while !matches!(self.peek(), None | Some(b' ' | b'\t')) {
@@ -397,64 +601,28 @@ fn parse_timestamp(s: &str, format: Format) -> Result<i64, String> {
     }
 }
 
-fn parse_sample(line: &str, format: Format) -> Result<ScrapedSample, String> {
+/// Reads one sample line. The label set is only delimited here (quotes and escapes
+/// respected), not parsed: [`SampleLine::labels`] parses it. When the line is malformed the
+/// error is the one the full parse gives, so messages do not depend on the fast path.
+fn scan_sample(line: &str, line_no: usize, format: Format) -> Result<SampleLine<'_>, String> {
     let mut lx = Lexer { s: line, pos: 0 };
-    let name = lx.name(true)?;
-    let mut labels = vec![Label::new(METRIC_NAME, name)];
-    let mut blank = lx.skip_blanks();
-    if lx.peek() == Some(b'{') {
-        lx.label_set(&mut labels)?;
-        blank = lx.skip_blanks();
-    }
-    if !blank {
-        return Err(format!(
-            "expected a space before the value, found {}",
-            lx.describe()
-        ));
-    }
-    let raw = lx.token();
-    let value = parse_float(raw).ok_or_else(|| format!("invalid value {raw:?}"))?;
-    lx.skip_blanks();
-    let mut timestamp_ms = None;
-    if !matches!(lx.peek(), None | Some(b'#')) {
-        timestamp_ms = Some(parse_timestamp(lx.token(), format)?);
-        lx.skip_blanks();
-    }
-    let mut exemplar = None;
-    if lx.peek() == Some(b'#') {
-        lx.pos += 1;
-        lx.skip_blanks();
-        let mut ex_labels = Vec::new();
-        lx.label_set(&mut ex_labels)?;
-        lx.skip_blanks();
-        let raw = lx.token();
-        let ex_value = parse_float(raw).ok_or_else(|| format!("invalid exemplar value {raw:?}"))?;
-        lx.skip_blanks();
-        let ts = lx.token();
-        let ex_ts = if ts.is_empty() {
-            timestamp_ms.unwrap_or_default()
-        } else {
-            parse_timestamp(ts, Format::OpenMetrics)?
-        };
-        exemplar = Some(Exemplar {
-            labels: ex_labels,
-            value: ex_value,
-            timestamp: ex_ts,
-        });
-        lx.skip_blanks();
-    }
-    if lx.peek().is_some() {
-        return Err(format!(
-            "unexpected {} at column {}",
-            lx.describe(),
-            lx.pos + 1
-        ));
-    }
-    Ok(ScrapedSample {
-        labels,
-        value,
-        timestamp_ms,
-        exemplar,
+    let scanned = lx.skip_series().and_then(|()| {
+        let series = &line[..lx.pos];
+        let (value, timestamp_ms, exemplar) = lx.sample_tail(format)?;
+        Ok(SampleLine {
+            line: line_no,
+            series,
+            value,
+            timestamp_ms,
+            exemplar,
+        })
+    });
+    scanned.map_err(|fast| {
+        let mut full = Lexer { s: line, pos: 0 };
+        match full.series().and_then(|_| full.sample_tail(format)) {
+            Err(reason) => reason,
+            Ok(_) => fast,
+        }
     })
 }
 
@@ -492,6 +660,38 @@ mod tests {
         assert_eq!(s.metadata.len(), 1);
         assert_eq!(s.metadata[0].help, "Requests \\ served.\nTotal.");
         assert_eq!(s.metadata[0].r#type, MetricType::Counter as i32);
+    }
+
+    #[test]
+    fn scanner_yields_series_as_written() {
+        let body = "a 1\n\
+                    b {x=\"}\\\"}\",y=\"\"} 2 17\n\
+                    c{x=\"1\",} 3 # {trace_id=\"t\"} 0.5\n";
+        let lines: Vec<SampleLine<'_>> = Scanner::new(body, Format::Text)
+            .collect::<Result<_>>()
+            .expect("valid");
+        let series: Vec<&str> = lines.iter().map(|l| l.series).collect();
+        assert_eq!(series, ["a", "b {x=\"}\\\"}\",y=\"\"}", "c{x=\"1\",}"]);
+        assert_eq!(lines[1].name(), "b");
+        assert_eq!(lines[1].timestamp_ms, Some(17));
+        assert_eq!(lines[2].line, 3);
+        assert!(lines[2].exemplar.is_some());
+        let parsed = parse(body, Format::Text).expect("valid");
+        for (line, sample) in lines.iter().zip(&parsed.samples) {
+            assert_eq!(line.labels().expect("valid"), sample.labels);
+        }
+        assert_eq!(
+            lines[1].labels().expect("valid"),
+            [Label::new("__name__", "b"), Label::new("x", "}\"}")]
+        );
+        // A label set the fast path delimits but that does not parse is an error when its
+        // labels are asked for, naming the line.
+        let odd = Scanner::new("ok 1\nbad{a-b=\"x\"} 1\n", Format::Text)
+            .nth(1)
+            .expect("a second line")
+            .expect("delimited");
+        let e = odd.labels().expect_err("invalid label name").to_string();
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod exposition;
 pub mod labels;
 pub mod prompb;
 pub mod protocol;
+pub mod raw;
 pub mod snappy;
 pub mod stale;
 pub mod v2;

@@ -364,12 +364,22 @@ impl WriteRequest {
 
     /// Protobuf-encodes and snappy-compresses the request: a remote-write 1.0 body.
     pub fn encode_snappy(&self) -> Result<Vec<u8>> {
-        snappy::compress(&self.encode_to_vec())
+        snappy::compress(&self.encode_body())
+    }
+
+    /// Protobuf-encodes the request without compressing it.
+    pub fn encode_body(&self) -> Vec<u8> {
+        self.encode_to_vec()
     }
 
     /// Decodes a remote-write 1.0 body, refusing to decompress more than `limit` bytes.
     pub fn decode_snappy(body: &[u8], limit: usize) -> Result<Self> {
-        decode_message(&snappy::decompress(body, limit)?, "prometheus.WriteRequest")
+        Self::decode_body(&snappy::decompress(body, limit)?)
+    }
+
+    /// Decodes an already decompressed remote-write 1.0 body.
+    pub fn decode_body(body: &[u8]) -> Result<Self> {
+        decode_message(body, "prometheus.WriteRequest")
     }
 }
 

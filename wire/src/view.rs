@@ -83,7 +83,7 @@ pub struct ValidatedView<'a> {
     pub rejected: Rejected,
 }
 
-const V1: &str = "prometheus.WriteRequest";
+pub(crate) const V1: &str = "prometheus.WriteRequest";
 const V2: &str = "io.prometheus.write.v2.Request";
 
 impl<'a> WriteView<'a> {
@@ -189,21 +189,7 @@ impl<'a> WriteView<'a> {
         let mut r = Reader::new(body);
         while !r.done() {
             match r.key()? {
-                (1, wt) => {
-                    let mut label = LabelRef {
-                        name: "",
-                        value: "",
-                    };
-                    let mut l = Reader::new(r.len_field(wt)?);
-                    while !l.done() {
-                        match l.key()? {
-                            (1, wt) => label.name = l.str(wt)?,
-                            (2, wt) => label.value = l.str(wt)?,
-                            (_, wire_type) => l.skip(wire_type)?,
-                        }
-                    }
-                    self.labels.push(label);
-                }
+                (1, wt) => self.labels.push(label(r.len_field(wt)?)?),
                 (2, wt) => self.samples.push(sample(r.len_field(wt)?)?),
                 (3, wt) => {
                     r.len_field(wt)?;
@@ -408,11 +394,28 @@ fn outside(series: usize, symbols: usize) -> Error {
     ))
 }
 
-fn malformed(message: &'static str, reason: &'static str) -> Error {
+pub(crate) fn malformed(message: &'static str, reason: &'static str) -> Error {
     Error::MalformedProtobuf { message, reason }
 }
 
-fn sample(body: &[u8]) -> Result<Sample, &'static str> {
+/// A `prometheus.Label` message.
+pub(crate) fn label(body: &[u8]) -> Result<LabelRef<'_>, &'static str> {
+    let mut label = LabelRef {
+        name: "",
+        value: "",
+    };
+    let mut r = Reader::new(body);
+    while !r.done() {
+        match r.key()? {
+            (1, wt) => label.name = r.str(wt)?,
+            (2, wt) => label.value = r.str(wt)?,
+            (_, wire_type) => r.skip(wire_type)?,
+        }
+    }
+    Ok(label)
+}
+
+pub(crate) fn sample(body: &[u8]) -> Result<Sample, &'static str> {
     let mut s = Sample::default();
     let mut r = Reader::new(body);
     while !r.done() {
@@ -428,26 +431,31 @@ fn sample(body: &[u8]) -> Result<Sample, &'static str> {
     Ok(s)
 }
 
-const VARINT: u8 = 0;
-const I64: u8 = 1;
-const LEN: u8 = 2;
-const I32: u8 = 5;
+pub(crate) const VARINT: u8 = 0;
+pub(crate) const I64: u8 = 1;
+pub(crate) const LEN: u8 = 2;
+pub(crate) const I32: u8 = 5;
 
 /// A cursor over protobuf wire data.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf }
     }
 
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.buf.is_empty()
     }
 
-    fn varint(&mut self) -> Result<u64, &'static str> {
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<u64, &'static str> {
         let mut value = 0u64;
         for (i, &b) in self.buf.iter().take(10).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -467,7 +475,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Field number and wire type of the next field.
-    fn key(&mut self) -> Result<(u32, u8), &'static str> {
+    pub(crate) fn key(&mut self) -> Result<(u32, u8), &'static str> {
         let key = self.varint()?;
         let field = u32::try_from(key >> 3).map_err(|_| "field number out of range")?;
         if field == 0 {
@@ -476,7 +484,7 @@ impl<'a> Reader<'a> {
         Ok((field, (key & 7) as u8))
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
         if n > self.buf.len() {
             return Err("buffer underflow");
         }
@@ -485,28 +493,28 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], &'static str> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], &'static str> {
         let n = self.varint()?;
         self.take(usize::try_from(n).map_err(|_| "length out of range")?)
     }
 
     /// A length-delimited field (message, string or packed scalars).
-    fn len_field(&mut self, wire_type: u8) -> Result<&'a [u8], &'static str> {
+    pub(crate) fn len_field(&mut self, wire_type: u8) -> Result<&'a [u8], &'static str> {
         want(wire_type, LEN)?;
         self.bytes()
     }
 
-    fn varint_field(&mut self, wire_type: u8) -> Result<u64, &'static str> {
+    pub(crate) fn varint_field(&mut self, wire_type: u8) -> Result<u64, &'static str> {
         want(wire_type, VARINT)?;
         self.varint()
     }
 
-    fn str(&mut self, wire_type: u8) -> Result<&'a str, &'static str> {
+    pub(crate) fn str(&mut self, wire_type: u8) -> Result<&'a str, &'static str> {
         std::str::from_utf8(self.len_field(wire_type)?).map_err(|_| "string is not valid UTF-8")
     }
 
     /// One occurrence of a repeated `uint32` field, packed or not.
-    fn repeated_u32(
+    pub(crate) fn repeated_u32(
         &mut self,
         wire_type: u8,
         mut each: impl FnMut(u32) -> Result<(), &'static str>,
@@ -521,14 +529,14 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn fixed64(&mut self) -> Result<u64, &'static str> {
+    pub(crate) fn fixed64(&mut self) -> Result<u64, &'static str> {
         let b = self.take(8)?;
         Ok(u64::from_le_bytes(
             b.try_into().map_err(|_| "buffer underflow")?,
         ))
     }
 
-    fn skip(&mut self, wire_type: u8) -> Result<(), &'static str> {
+    pub(crate) fn skip(&mut self, wire_type: u8) -> Result<(), &'static str> {
         match wire_type {
             VARINT => self.varint().map(drop),
             I64 => self.take(8).map(drop),
@@ -539,7 +547,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn want(wire_type: u8, expected: u8) -> Result<(), &'static str> {
+pub(crate) fn want(wire_type: u8, expected: u8) -> Result<(), &'static str> {
     if wire_type == expected {
         Ok(())
     } else {
