@@ -15,11 +15,6 @@ use strata_central::db::Options as StorageOptions;
 use strata_central::server::CentralConfig;
 use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
 
-/// Scrape loops, the relay and the store allocate many small label strings from many
-/// threads; mimalloc serves them without the contention glibc's allocator shows there.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "strata",
