@@ -4,7 +4,8 @@
 //!   scraping the same exporter with the same scrape and relabel configuration;
 //! - a minute-long outage of VictoriaMetrics while the edge scrapes: every sample arrives;
 //! - file and HTTP discovery, reloads, `/api/v1/targets` and staleness markers, with in-test
-//!   targets and an in-test remote-write receiver.
+//!   targets and an in-test remote-write receiver;
+//! - TLS: real node exporter serving mutual TLS and real VictoriaMetrics serving TLS.
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
@@ -431,6 +432,175 @@ remote_write:
     assert_eq!(resp.status(), StatusCode::OK);
     until("the http job to stop", || async {
         targets(&edge, "active").await.is_empty()
+    })
+    .await;
+}
+
+/// A test CA and certificates it issued, written as PEM files into a directory.
+struct Pki {
+    ca: std::path::PathBuf,
+    ca_pem: String,
+}
+
+impl Pki {
+    fn new(dir: &std::path::Path) -> (Self, rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "strata test CA");
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, issuer.pem()).unwrap();
+        let ca_pem = issuer.pem();
+        (Self { ca, ca_pem }, issuer)
+    }
+
+    /// A certificate for `names` signed by the CA: (cert file, key file, cert PEM + key PEM).
+    fn issue(
+        dir: &std::path::Path,
+        issuer: &rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+        stem: &str,
+        names: &[&str],
+    ) -> (std::path::PathBuf, std::path::PathBuf, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let (cert_file, key_file) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (
+            cert_file,
+            key_file,
+            format!("{}{}", cert.pem(), key.serialize_pem()),
+        )
+    }
+}
+
+/// Real node exporter serving mutual TLS (a certificate for `node.example` only) → strata
+/// edge (client certificate, `server_name`) → real VictoriaMetrics serving TLS for 127.0.0.1.
+/// A job without the client certificate is refused by the exporter and reported down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_scrapes_and_remote_write_against_real_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (pki, issuer) = Pki::new(d);
+    let (node_crt, node_key, _) = Pki::issue(d, &issuer, "node", &["node.example"]);
+    let (vm_crt, vm_key, _) = Pki::issue(d, &issuer, "vm", &["127.0.0.1"]);
+    let (edge_crt, edge_key, edge_identity) = Pki::issue(d, &issuer, "edge", &["strata-edge"]);
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+
+    let web_config = d.join("node-web.yaml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+            node_crt.display(),
+            node_key.display(),
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let node_port = free_port();
+    let mut node = std::process::Command::new(peer_binary(
+        "prometheus-node-exporter",
+        "prometheus-node-exporter",
+    ));
+    node.arg(format!("--web.listen-address=127.0.0.1:{node_port}"))
+        .arg(format!("--web.config.file={}", web_config.display()));
+    let node_client = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .identity(reqwest::Identity::from_pem(edge_identity.as_bytes()).unwrap())
+        .resolve(
+            "node.example",
+            std::net::SocketAddr::from(([127, 0, 0, 1], node_port)),
+        )
+        .build()
+        .unwrap();
+    let _node = spawn_ready_with(
+        d,
+        "node exporter",
+        node,
+        node_port,
+        &format!("https://node.example:{node_port}/metrics"),
+        &node_client,
+    )
+    .await;
+
+    let vm_port = free_port();
+    let mut vm = std::process::Command::new(peer_binary("victoria-metrics", "victoria-metrics"));
+    vm.arg(format!("-storageDataPath={}", d.join("vm-data").display()))
+        .arg(format!("-httpListenAddr=127.0.0.1:{vm_port}"))
+        .arg("-search.latencyOffset=0s")
+        .arg("-tls")
+        .arg(format!("-tlsCertFile={}", vm_crt.display()))
+        .arg(format!("-tlsKeyFile={}", vm_key.display()));
+    let vm_client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let vm_base = format!("https://127.0.0.1:{vm_port}");
+    let _vm = spawn_ready_with(
+        d,
+        "victoria-metrics",
+        vm,
+        vm_port,
+        &format!("{vm_base}/health"),
+        &vm_client,
+    )
+    .await;
+
+    let edge_port = free_port();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  external_labels: {{cell: hz-07}}\n\
+         scrape_configs:\n\
+         \x20 - job_name: node-tls\n    scheme: https\n    static_configs: [{{targets: ['127.0.0.1:{node_port}']}}]\n\
+         \x20   tls_config: {{ca_file: {ca}, cert_file: {cert}, key_file: {key}, server_name: node.example}}\n\
+         \x20 - job_name: no-client-cert\n    scheme: https\n    static_configs: [{{targets: ['127.0.0.1:{node_port}']}}]\n\
+         \x20   tls_config: {{ca_file: {ca}, server_name: node.example}}\n\
+         remote_write:\n  - url: {vm_base}/api/v1/write\n    tls_config: {{ca_file: {ca}}}\n",
+        ca = pki.ca.display(),
+        cert = edge_crt.display(),
+        key = edge_key.display(),
+    );
+    let edge = start_edge(d, &config, edge_port).await;
+
+    until("the TLS job's series in VictoriaMetrics", || async {
+        let Ok(resp) = vm_client
+            .get(format!("{vm_base}/api/v1/series"))
+            .query(&[("match[]", "{job=\"node-tls\",cell=\"hz-07\"}")])
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let v: Value =
+            serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or_default();
+        let series = v["data"].as_array().map_or(0, Vec::len);
+        let up = v["data"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["__name__"] == "node_exporter_build_info")
+        });
+        series > 100 && up
+    })
+    .await;
+    until("both jobs' health", || async {
+        let active = targets(&edge, "active").await;
+        let health = |job: &str| {
+            active
+                .iter()
+                .find(|t| t["labels"]["job"] == job)
+                .map(|t| (t["health"].clone(), t["lastError"].clone()))
+        };
+        matches!(health("node-tls"), Some((h, _)) if h == "up")
+            && matches!(health("no-client-cert"), Some((h, e)) if h == "down" && !e.as_str().unwrap_or("").is_empty())
     })
     .await;
 }

@@ -121,17 +121,7 @@ pub struct Authorization {
     pub credentials_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub server_name: Option<String>,
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    pub min_version: Option<String>,
-}
+pub use strata_relay::tls::TlsConfig;
 
 /// How the edge authenticates to a target or a remote-write destination. The fields sit
 /// inline in scrape, HTTP discovery and remote-write sections, as in Prometheus's format
@@ -188,10 +178,18 @@ impl HttpClient {
         Ok(Some(format!("{kind} {credentials}")))
     }
 
-    /// Prometheus allows one way of authenticating per client.
+    /// An HTTP client with this section's TLS settings (files are read now).
+    pub fn build(&self) -> Result<reqwest::Client, String> {
+        strata_relay::tls::client_builder(self.tls_config.as_ref())?
+            .user_agent(concat!("strata-edge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    }
+
+    /// Prometheus allows one way of authenticating per client; TLS files must be readable.
     fn check(&self) -> Result<(), String> {
-        if self.tls_config.is_some() {
-            return Err(TLS_UNSUPPORTED.into());
+        if let Some(tls) = &self.tls_config {
+            tls.client_config()?;
         }
         if let Some(a) = &self.authorization
             && a.kind
@@ -387,9 +385,6 @@ macro_rules! http_client_fields {
 
 http_client_fields!(ScrapeConfig, HttpSdConfig, RemoteWriteConfig);
 
-/// Why `https` and `tls_config` are refused: this build carries no TLS stack.
-const TLS_UNSUPPORTED: &str = "TLS (https and tls_config) is not supported by this build of strata edge; scrape and forward over http, or put a TLS-terminating proxy in front";
-
 /// A configuration that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -486,11 +481,10 @@ impl Config {
             sc.scrape_interval = Some(PromDuration(job_interval));
             sc.scrape_timeout = Some(PromDuration(job_timeout));
             match sc.scheme.as_str() {
-                "http" => {}
-                "https" => return Err(in_job(TLS_UNSUPPORTED.into())),
+                "http" | "https" => {}
                 other => {
                     return Err(in_job(format!(
-                        "scheme {other:?} is not supported; use http"
+                        "scheme {other:?} is not supported; use http or https"
                     )));
                 }
             }
@@ -529,8 +523,11 @@ impl Config {
             let at = |m: String| format!("remote_write[{i}] ({}): {m}", rw.url);
             check_url(&rw.url).map_err(at)?;
             rw.client().check().map_err(at)?;
-            // Each destination has its own queue, named by name and URL.
-            if !destinations.insert((rw.name.clone(), rw.url.clone())) {
+            // Each destination has its own queue, named by name (given or derived from the
+            // URL) and URL.
+            let url = reqwest::Url::parse(&rw.url).map_err(|e| at(e.to_string()))?;
+            let name = strata_relay::config::destination_name(rw.name.as_deref(), &url);
+            if !destinations.insert((name, rw.url.clone())) {
                 return Err(at(
                     "another remote_write has the same url and name; give each a distinct name"
                         .into(),
@@ -567,9 +564,8 @@ impl Config {
 
 fn check_url(url: &str) -> Result<(), String> {
     match url.split_once("://") {
-        Some(("http", rest)) if !rest.is_empty() => Ok(()),
-        Some(("https", rest)) if !rest.is_empty() => Err(TLS_UNSUPPORTED.into()),
-        _ => Err(format!("{url:?} is not an http URL")),
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
+        _ => Err(format!("{url:?} is not an http or https URL")),
     }
 }
 
@@ -701,13 +697,32 @@ remote_write:
         );
         assert!(e.contains("not a valid target address"), "{e}");
         let e = err("remote_write:\n  - url: cascade:9201\n");
-        assert!(e.contains("not an http URL"), "{e}");
-        let e = err("scrape_configs:\n  - job_name: a\n    scheme: https\n");
-        assert!(
-            e.contains("TLS (https and tls_config) is not supported"),
-            "{e}"
-        );
+        assert!(e.contains("not an http or https URL"), "{e}");
+        for (tls, want) in [
+            ("{min_version: TLS10}", "TLS 1.2 and 1.3 only"),
+            (
+                "{min_version: TLS13, max_version: TLS12}",
+                "lower than min_version",
+            ),
+            (
+                "{ca_file: /nonexistent/ca.pem}",
+                "cannot read ca_file /nonexistent/ca.pem",
+            ),
+            ("{cert_file: /c.pem}", "needs both cert"),
+            ("{ca: x, ca_file: /y}", "at most one of ca and ca_file"),
+            ("{ca: 'not pem'}", "ca holds no certificate"),
+            ("{insecure: true}", "unknown field `insecure`"),
+        ] {
+            let e = err(&format!(
+                "scrape_configs:\n  - job_name: a\n    scheme: https\n    tls_config: {tls}\n"
+            ));
+            assert!(e.contains(want), "{tls}: {e}");
+        }
+        Config::parse("scrape_configs:\n  - job_name: a\n    scheme: https\n    tls_config: {insecure_skip_verify: true, server_name: node.example}\n")
+            .expect("https with tls_config");
         let e = err("remote_write:\n  - url: http://c/w\n  - url: http://c/w\n");
+        assert!(e.contains("same url and name"), "{e}");
+        let e = err("remote_write:\n  - url: http://c/w\n  - {url: http://c/w, name: 'c:80'}\n");
         assert!(e.contains("same url and name"), "{e}");
         Config::parse("remote_write:\n  - url: http://c/w\n  - {url: http://c/w, name: copy}\n")
             .expect("distinct names make distinct queues");

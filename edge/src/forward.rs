@@ -81,6 +81,7 @@ pub fn sender_config(rw: &RemoteWriteConfig) -> Result<(SenderConfig, String), S
         retry_on_http_429: q.retry_on_http_429.unwrap_or(d.retry_on_http_429),
         sample_age_limit_seconds: q.sample_age_limit.map_or(0, |v| v.0.as_secs()),
         remote_write_v2: rw.protobuf_message.as_deref() == Some("io.prometheus.write.v2.Request"),
+        tls_config: rw.tls_config.clone(),
     };
     let name = config.validate().map_err(|e| e.to_string())?;
     Ok((config, name))

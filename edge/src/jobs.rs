@@ -51,7 +51,6 @@ pub struct TargetsLabel {
 /// What every job task shares.
 #[derive(Debug, Clone)]
 pub struct Shared {
-    pub client: reqwest::Client,
     /// The global external labels of the running configuration, sorted.
     pub external: watch::Receiver<Arc<Vec<Label>>>,
     pub sink: Sink,
@@ -113,11 +112,7 @@ struct Discovery {
 
 impl Discovery {
     /// Every discovered label set with its group's labels.
-    async fn refresh(
-        &mut self,
-        cfg: &ScrapeConfig,
-        client: &reqwest::Client,
-    ) -> Vec<(LabelMap, LabelMap)> {
+    async fn refresh(&mut self, cfg: &ScrapeConfig) -> Vec<(LabelMap, LabelMap)> {
         let mut out: Vec<(LabelMap, LabelMap)> = target::static_targets(cfg)
             .into_iter()
             .map(|(t, g)| (t, g.clone()))
@@ -135,7 +130,7 @@ impl Discovery {
             if Instant::now() >= state.next {
                 let refresh = sd.refresh_interval.map_or(HTTP_SD_DEFAULT_REFRESH, |d| d.0);
                 state.next = Instant::now() + refresh;
-                match fetch_http_sd(client, sd, refresh).await {
+                match fetch_http_sd(sd, refresh).await {
                     Ok(groups) => state.groups = groups,
                     Err(e) => {
                         tracing::warn!(job = %cfg.job_name, url = %sd.url, error = %e, "HTTP service discovery failed; keeping the last targets")
@@ -189,11 +184,9 @@ fn expand_groups(groups: &[TargetGroup]) -> impl Iterator<Item = (LabelMap, Labe
 }
 
 /// One HTTP SD request, as Prometheus's `discovery/http`.
-async fn fetch_http_sd(
-    client: &reqwest::Client,
-    sd: &HttpSdConfig,
-    timeout: Duration,
-) -> Result<Vec<TargetGroup>, String> {
+async fn fetch_http_sd(sd: &HttpSdConfig, timeout: Duration) -> Result<Vec<TargetGroup>, String> {
+    // Built per refresh, so rotated TLS files are picked up.
+    let client = sd.client().build()?;
     let mut req = client
         .get(&sd.url)
         .header(
@@ -304,7 +297,7 @@ async fn run(
             }
             return;
         }
-        let discovered = discovery.refresh(&cfg, &shared.client).await;
+        let discovered = discovery.refresh(&cfg).await;
         if last.as_ref() == Some(&discovered) {
             continue;
         }
@@ -325,7 +318,6 @@ async fn run(
                 LoopHandle::start(
                     target,
                     settings.subscribe(),
-                    shared.client.clone(),
                     shared.sink.clone(),
                     shared.seed,
                 )

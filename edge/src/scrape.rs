@@ -47,6 +47,9 @@ pub struct JobSettings {
     /// 0 is no limit.
     pub body_size_limit: u64,
     pub client: HttpClient,
+    /// The job's HTTP client (its TLS settings); the error when its TLS files cannot be
+    /// read, which every scrape then reports.
+    pub http: Result<reqwest::Client, String>,
     /// The global external labels, sorted; added to every series that lacks them.
     pub external: Arc<Vec<Label>>,
 }
@@ -63,6 +66,7 @@ impl JobSettings {
             label_value_length_limit: cfg.label_value_length_limit,
             body_size_limit: cfg.body_size_limit.0,
             client: cfg.client(),
+            http: cfg.client().build(),
             external,
         }
     }
@@ -159,7 +163,6 @@ impl LoopHandle {
     pub fn start(
         target: Target,
         settings: watch::Receiver<Arc<JobSettings>>,
-        client: reqwest::Client,
         sink: Sink,
         seed: u64,
     ) -> Self {
@@ -172,7 +175,6 @@ impl LoopHandle {
             timeout: Duration::from_millis(target.timeout_ms as u64),
             offset_hash: fingerprint(&target.labels) ^ seed,
             settings,
-            client,
             sink,
             status: status.clone(),
             state: ScrapeState::default(),
@@ -221,7 +223,6 @@ struct ScrapeLoop {
     timeout: Duration,
     offset_hash: u64,
     settings: watch::Receiver<Arc<JobSettings>>,
-    client: reqwest::Client,
     sink: Sink,
     status: Arc<Mutex<Status>>,
     state: ScrapeState,
@@ -269,14 +270,7 @@ impl ScrapeLoop {
         }
         let start = Instant::now();
         let ts = now_ms();
-        let fetched = fetch(
-            &self.client,
-            &self.url,
-            self.timeout,
-            &settings,
-            self.body_hint,
-        )
-        .await;
+        let fetched = fetch(&self.url, self.timeout, &settings, self.body_hint).await;
         let outcome = fetched.and_then(|(body, format)| {
             self.body_hint = body.len();
             self.state
@@ -312,7 +306,6 @@ impl ScrapeLoop {
 
 /// GETs the target and returns its body and format; the error reads as Prometheus's.
 async fn fetch(
-    client: &reqwest::Client,
     url: &str,
     timeout: Duration,
     settings: &JobSettings,
@@ -322,6 +315,7 @@ async fn fetch(
         error,
         report: Report::default(),
     };
+    let client = settings.http.as_ref().map_err(|e| fail(e.clone()))?;
     let mut req = client
         .get(url)
         .header(reqwest::header::ACCEPT, ACCEPT)

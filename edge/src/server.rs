@@ -397,10 +397,6 @@ pub async fn run(
         forward_metrics,
         forwarder_stopped,
     ));
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("strata-edge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let seed = fingerprint(&config.global.external_label_list());
     let edge = Arc::new(Edge {
         opts,
@@ -410,7 +406,6 @@ pub async fn run(
         reload_time,
         ready: AtomicBool::new(false),
         shared: Shared {
-            client,
             external: external_rx,
             sink,
             seed,

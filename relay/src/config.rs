@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::tls::TlsConfig;
 use crate::{Error, Result};
 
 /// What a full queue does with a new batch.
@@ -91,6 +92,8 @@ pub struct SenderConfig {
     pub sample_age_limit_seconds: u64,
     /// Send remote-write 2.0 (`io.prometheus.write.v2.Request`) instead of 1.0. Default false.
     pub remote_write_v2: bool,
+    /// TLS for `https://` URLs; none: the system's roots.
+    pub tls_config: Option<TlsConfig>,
 }
 
 impl Default for SenderConfig {
@@ -108,6 +111,7 @@ impl Default for SenderConfig {
             retry_on_http_429: true,
             sample_age_limit_seconds: 0,
             remote_write_v2: false,
+            tls_config: None,
         }
     }
 }
@@ -121,11 +125,14 @@ impl SenderConfig {
                 self.url
             ))
         })?;
-        if !matches!(url.scheme(), "http") {
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(Error::Config(format!(
-                "remote_write url {:?}: only http:// is supported by this build",
+                "remote_write url {:?}: use http:// or https://",
                 self.url
             )));
+        }
+        if let Some(tls) = &self.tls_config {
+            tls.validate().map_err(Error::Config)?;
         }
         if self.max_samples_per_send == 0 || self.shards == 0 {
             return Err(Error::Config(
@@ -142,17 +149,24 @@ impl SenderConfig {
                 "need 0 < min_backoff_ms <= max_backoff_ms".into(),
             ));
         }
-        Ok(self.name.clone().unwrap_or_else(|| {
-            format!(
-                "{}:{}",
-                url.host_str().unwrap_or("unknown"),
-                url.port_or_known_default().unwrap_or(80)
-            )
-        }))
+        Ok(destination_name(self.name.as_deref(), &url))
     }
 
     pub(crate) fn batch_deadline(&self) -> Duration {
         Duration::from_secs_f64(self.batch_send_deadline_seconds)
+    }
+}
+
+/// A destination's name in self-metrics and queue directories: `name`, or the URL's
+/// host:port.
+pub fn destination_name(name: Option<&str>, url: &reqwest::Url) -> String {
+    match name {
+        Some(n) => n.to_string(),
+        None => format!(
+            "{}:{}",
+            url.host_str().unwrap_or("unknown"),
+            url.port_or_known_default().unwrap_or(80)
+        ),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod queue;
 pub mod sender;
 pub mod server;
+pub mod tls;
 
 pub use config::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
 pub use error::{Error, Result};

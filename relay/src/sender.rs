@@ -56,7 +56,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     config.validate()?;
-    let client = reqwest::Client::builder()
+    let client = crate::tls::client_builder(config.tls_config.as_ref())
+        .map_err(Error::Client)?
         .timeout(Duration::from_secs_f64(config.remote_timeout_seconds))
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -62,7 +62,11 @@ pub fn peer_binary(name: &str, package: &str) -> String {
 }
 
 pub async fn wait_ready(url: &str, child: &mut Child, what: &str) {
-    let client = reqwest::Client::new();
+    wait_ready_with(&reqwest::Client::new(), url, child, what).await;
+}
+
+/// [`wait_ready`] with `client` (for servers that need TLS settings).
+pub async fn wait_ready_with(client: &reqwest::Client, url: &str, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
@@ -83,9 +87,23 @@ pub async fn wait_ready(url: &str, child: &mut Child, what: &str) {
 async fn spawn_ready(
     dir: &Path,
     name: &'static str,
-    mut command: Command,
+    command: Command,
     port: u16,
     ready_path: &str,
+) -> Proc {
+    let url = format!("http://127.0.0.1:{port}{ready_path}");
+    spawn_ready_with(dir, name, command, port, &url, &reqwest::Client::new()).await
+}
+
+/// Spawns `command` (its stderr to `dir/<name>.log`) and waits until `client` gets a 2xx
+/// from `ready_url`.
+pub async fn spawn_ready_with(
+    dir: &Path,
+    name: &'static str,
+    mut command: Command,
+    port: u16,
+    ready_url: &str,
+    client: &reqwest::Client,
 ) -> Proc {
     let log = std::fs::File::create(dir.join(format!("{}.log", name.replace(' ', "-")))).unwrap();
     let mut child = command
@@ -93,12 +111,7 @@ async fn spawn_ready(
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-    wait_ready(
-        &format!("http://127.0.0.1:{port}{ready_path}"),
-        &mut child,
-        name,
-    )
-    .await;
+    wait_ready_with(client, ready_url, &mut child, name).await;
     Proc { child, port, name }
 }
 
