@@ -397,7 +397,7 @@ pub async fn run(
         forward_metrics,
         forwarder_stopped,
     ));
-    let seed = fingerprint(&config.global.external_label_list());
+    let seed = offset_seed(&config.global.external_label_list());
     let edge = Arc::new(Edge {
         opts,
         registry: Mutex::new(registry),
@@ -443,4 +443,12 @@ pub async fn run(
     let _ = server.await;
     edge.stop(forwarder_stop, forwarder).await;
     Ok(())
+}
+
+/// Spreads the scrape slots of edges that scrape the same targets (an HA pair), as
+/// Prometheus's offset seed does: a hash of the host name and the external labels.
+fn offset_seed(external: &[Label]) -> u64 {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let text = format!("{}{}", host.trim(), strata_wire::labels::render(external));
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
