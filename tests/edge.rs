@@ -39,7 +39,7 @@ async fn start_exposer() -> Exposer {
             get(|State(n): State<Arc<AtomicU64>>| async move {
                 let n = n.fetch_add(1, Ordering::SeqCst) + 1;
                 format!(
-                    "# TYPE edge_test_scrapes_total counter\nedge_test_scrapes_total {n}\nedge_test_info{{version=\"1\"}} 1\n"
+                    "# HELP edge_test_scrapes_total Scrapes served.\n# TYPE edge_test_scrapes_total counter\nedge_test_scrapes_total {n}\nedge_test_info{{version=\"1\"}} 1\n"
                 )
             }),
         )
@@ -50,7 +50,8 @@ async fn start_exposer() -> Exposer {
     Exposer { port, served }
 }
 
-/// Every sample an in-test receiver got, in arrival order, by rendered series.
+/// Every sample an in-test receiver got, in arrival order, by rendered series; metadata
+/// entries are keys `# <family> <type> <help>` without samples.
 type Received = Arc<Mutex<BTreeMap<String, Vec<(i64, f64)>>>>;
 
 async fn receive(State(rx): State<Received>, body: Bytes) -> StatusCode {
@@ -58,6 +59,13 @@ async fn receive(State(rx): State<Received>, body: Bytes) -> StatusCode {
         return StatusCode::BAD_REQUEST;
     };
     let mut r = rx.lock().unwrap();
+    for m in &req.metadata {
+        r.entry(format!(
+            "# {} {} {}",
+            m.metric_family_name, m.r#type, m.help
+        ))
+        .or_default();
+    }
     for ts in req.timeseries {
         let key = strata_wire::labels::render(&ts.labels);
         let samples = r.entry(key).or_default();
@@ -341,9 +349,12 @@ scrape_configs:
   - job_name: unwanted
     static_configs: [{{targets: ['127.0.0.1:1'], labels: {{env: dev}}}}]
     relabel_configs: [{{source_labels: [env], regex: dev, action: drop}}]
+  - job_name: broken-sd
+    http_sd_configs: [{{url: 'http://127.0.0.1:1/sd', refresh_interval: 1s}}]
 remote_write:
   - url: http://127.0.0.1:{rx_port}/api/v1/write
     queue_config: {{batch_send_deadline: 100ms}}
+    metadata_config: {{send_interval: 1s}}
 "#,
         dir.path().join("*.json").display()
     );
@@ -369,6 +380,18 @@ remote_write:
     assert_eq!(
         file["discoveredLabels"]["__meta_filepath"],
         sd_file.display().to_string()
+    );
+    until("the targets' metadata at the receiver", || async {
+        received
+            .lock()
+            .unwrap()
+            .contains_key("# edge_test_scrapes_total 1 Scrapes served.")
+    })
+    .await;
+    let metrics = get_text(&format!("{}/metrics", edge.base())).await;
+    assert!(
+        metrics.contains(r#"strata_edge_sd_failures_total{job="broken-sd",mechanism="http"}"#),
+        "{metrics}"
     );
     let dropped = targets(&edge, "dropped").await;
     assert_eq!(dropped.len(), 1);

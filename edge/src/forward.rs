@@ -7,9 +7,10 @@
 //! external labels (to series that lack them, as Prometheus's queue manager does); each
 //! destination's `write_relabel_configs` run here.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -17,12 +18,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use strata_relay::metrics::RelayMetrics;
 use strata_relay::{OverflowPolicy, Queue, QueueConfig, SenderConfig};
-use strata_wire::{WriteRequest, snappy};
+use strata_wire::{MetricMetadata, WriteRequest, snappy};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RemoteWriteConfig;
+use crate::jobs::Views;
 use crate::relabel::{self, Rule};
 use crate::scrape::Encoded;
+
+const V2_MESSAGE: &str = "io.prometheus.write.v2.Request";
 
 /// Samples per queue record at most; more pending batches wait for the next record.
 const RECORD_SAMPLES: u64 = 100_000;
@@ -39,6 +43,26 @@ pub struct Destination {
     pub queue: Queue,
     pub metrics: RelayMetrics,
     rules: Vec<Rule>,
+    metadata: Option<MetadataSend>,
+}
+
+/// `metadata_config` of a destination that sends metadata.
+#[derive(Debug, Clone, Copy)]
+struct MetadataSend {
+    interval: Duration,
+    per_request: usize,
+}
+
+/// Prometheus's `metadata_config` defaults: send every minute, 500 entries per request.
+/// Metadata travels in 1.0 requests only (2.0 carries it per series), so a 2.0 destination
+/// gets none.
+fn metadata_send(rw: &RemoteWriteConfig) -> Option<MetadataSend> {
+    let m = &rw.metadata_config;
+    let v2 = rw.protobuf_message.as_deref() == Some(V2_MESSAGE);
+    (m.send.unwrap_or(true) && !v2).then(|| MetadataSend {
+        interval: m.send_interval.map_or(Duration::from_secs(60), |d| d.0),
+        per_request: m.max_samples_per_send.unwrap_or(500).max(1),
+    })
 }
 
 /// Where the forwarder writes: the destinations of the running configuration.
@@ -80,7 +104,7 @@ pub fn sender_config(rw: &RemoteWriteConfig) -> Result<(SenderConfig, String), S
             .map_or(d.remote_timeout_seconds, |v| v.0.as_secs_f64()),
         retry_on_http_429: q.retry_on_http_429.unwrap_or(d.retry_on_http_429),
         sample_age_limit_seconds: q.sample_age_limit.map_or(0, |v| v.0.as_secs()),
-        remote_write_v2: rw.protobuf_message.as_deref() == Some("io.prometheus.write.v2.Request"),
+        remote_write_v2: rw.protobuf_message.as_deref() == Some(V2_MESSAGE),
         tls_config: rw.tls_config.clone(),
     };
     let name = config.validate().map_err(|e| e.to_string())?;
@@ -130,6 +154,7 @@ impl Destination {
             queue,
             metrics,
             rules: rw.write_relabel_configs.clone(),
+            metadata: metadata_send(rw),
         })
     }
 
@@ -140,6 +165,7 @@ impl Destination {
             queue: old.queue.clone(),
             metrics: old.metrics.clone(),
             rules: rw.write_relabel_configs.clone(),
+            metadata: metadata_send(rw),
         }
     }
 
@@ -168,21 +194,14 @@ impl Destination {
             request.item_count() as u64,
         )))
     }
-
-    fn not_queued(&self, metrics: &ForwardMetrics, items: u64) {
-        metrics
-            .not_queued
-            .get_or_create(&DestinationLabel {
-                destination: self.name.clone(),
-            })
-            .inc_by(items);
-    }
 }
 
-/// Samples that could not be queued, per destination.
+/// What the forwarder could and could not queue, per destination.
 #[derive(Debug, Clone, Default)]
 pub struct ForwardMetrics {
-    not_queued: Family<DestinationLabel, Counter>,
+    samples_not_queued: Family<DestinationLabel, Counter>,
+    metadata_queued: Family<DestinationLabel, Counter>,
+    metadata_not_queued: Family<DestinationLabel, Counter>,
 }
 
 impl ForwardMetrics {
@@ -191,9 +210,27 @@ impl ForwardMetrics {
         registry.register(
             "strata_edge_samples_not_queued",
             "Scraped samples that could not be written to a destination's queue (disk failure, or a batch larger than the queue)",
-            m.not_queued.clone(),
+            m.samples_not_queued.clone(),
+        );
+        registry.register(
+            "strata_edge_metadata_queued",
+            "Metric metadata entries queued for a destination (metadata_config)",
+            m.metadata_queued.clone(),
+        );
+        registry.register(
+            "strata_edge_metadata_not_queued",
+            "Metric metadata entries that could not be written to a destination's queue",
+            m.metadata_not_queued.clone(),
         );
         m
+    }
+
+    fn count(family: &Family<DestinationLabel, Counter>, destination: &str, n: u64) {
+        family
+            .get_or_create(&DestinationLabel {
+                destination: destination.to_string(),
+            })
+            .inc_by(n);
     }
 }
 
@@ -202,16 +239,25 @@ impl ForwardMetrics {
 pub async fn run(
     mut batches: mpsc::Receiver<Encoded>,
     outputs: watch::Receiver<Arc<Outputs>>,
+    views: Views,
     metrics: ForwardMetrics,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut stopping = false;
+    let mut metadata_tick = tokio::time::interval(Duration::from_secs(1));
+    metadata_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut metadata_due: HashMap<String, Instant> = HashMap::new();
     loop {
         let mut batch = tokio::select! {
             batch = batches.recv() => match batch {
                 Some(b) => b,
                 None => return,
             },
+            _ = metadata_tick.tick(), if !stopping => {
+                let out = outputs.borrow().clone();
+                send_metadata(&out, &views, &mut metadata_due, &metrics).await;
+                continue;
+            }
             _ = &mut stop, if !stopping => {
                 // Buffered batches are still received; then `recv` answers None.
                 batches.close();
@@ -244,13 +290,89 @@ pub async fn run(
                 };
                 if let Err(e) = written {
                     tracing::error!(destination = %dest.name, error = %e, "cannot queue scraped samples");
-                    dest.not_queued(&metrics, batch.items);
+                    ForwardMetrics::count(&metrics.samples_not_queued, &dest.name, batch.items);
                     // A failing disk: give it a moment rather than spinning on it.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             });
         }
         while writes.join_next().await.is_some() {}
+    }
+}
+
+/// Every distinct metadata entry of the active targets, by family.
+fn collect_metadata(views: &Views) -> Vec<MetricMetadata> {
+    let mut all = BTreeSet::new();
+    let views = views.read().unwrap_or_else(|e| e.into_inner());
+    for view in views.values() {
+        for (_, status) in &view.active {
+            let metadata = status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .metadata
+                .clone();
+            all.extend(metadata.iter().map(|m| {
+                (
+                    m.metric_family_name.clone(),
+                    m.r#type,
+                    m.help.clone(),
+                    m.unit.clone(),
+                )
+            }));
+        }
+    }
+    all.into_iter()
+        .map(|(metric_family_name, r#type, help, unit)| MetricMetadata {
+            r#type,
+            metric_family_name,
+            help,
+            unit,
+        })
+        .collect()
+}
+
+/// Queues the targets' metadata for every destination whose `send_interval` has passed, as
+/// Prometheus's metadata watcher sends it: separate 1.0 requests of metadata entries.
+async fn send_metadata(
+    out: &Outputs,
+    views: &Views,
+    due: &mut HashMap<String, Instant>,
+    metrics: &ForwardMetrics,
+) {
+    let now = Instant::now();
+    let mut metadata = None;
+    for dest in &out.destinations {
+        let Some(send) = dest.metadata else {
+            continue;
+        };
+        let next = due.entry(dest.name.clone()).or_insert(now + send.interval);
+        if now < *next {
+            continue;
+        }
+        *next = now + send.interval;
+        let metadata = metadata.get_or_insert_with(|| collect_metadata(views));
+        for chunk in metadata.chunks(send.per_request) {
+            let request = WriteRequest {
+                timeseries: Vec::new(),
+                metadata: chunk.to_vec(),
+            };
+            let written = match request.encode_snappy() {
+                Ok(payload) => dest
+                    .queue
+                    .append_payload(&payload, 0)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let n = chunk.len() as u64;
+            match written {
+                Ok(()) => ForwardMetrics::count(&metrics.metadata_queued, &dest.name, n),
+                Err(e) => {
+                    tracing::error!(destination = %dest.name, error = %e, "cannot queue metric metadata");
+                    ForwardMetrics::count(&metrics.metadata_not_queued, &dest.name, n);
+                }
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use strata_wire::Label;
@@ -42,6 +43,13 @@ pub struct JobView {
 /// Every job's view, by job name.
 pub type Views = Arc<RwLock<BTreeMap<String, JobView>>>;
 
+/// A discovery failure's job and mechanism (`file` or `http`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SdFailureLabel {
+    pub job: String,
+    pub mechanism: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TargetsLabel {
     pub job: String,
@@ -57,6 +65,8 @@ pub struct Shared {
     pub seed: u64,
     pub views: Views,
     pub targets: Family<TargetsLabel, Gauge>,
+    /// Discovery refreshes that failed (the last good targets were kept).
+    pub sd_failures: Family<SdFailureLabel, Counter>,
 }
 
 /// A running job.
@@ -112,12 +122,24 @@ struct Discovery {
 
 impl Discovery {
     /// Every discovered label set with its group's labels.
-    async fn refresh(&mut self, cfg: &ScrapeConfig) -> Vec<(LabelMap, LabelMap)> {
+    async fn refresh(
+        &mut self,
+        cfg: &ScrapeConfig,
+        failures: &Family<SdFailureLabel, Counter>,
+    ) -> Vec<(LabelMap, LabelMap)> {
+        let failed = |mechanism| {
+            failures
+                .get_or_create(&SdFailureLabel {
+                    job: cfg.job_name.clone(),
+                    mechanism,
+                })
+                .inc();
+        };
         let mut out: Vec<(LabelMap, LabelMap)> = target::static_targets(cfg)
             .into_iter()
             .map(|(t, g)| (t, g.clone()))
             .collect();
-        self.refresh_files(cfg);
+        self.refresh_files(cfg, || failed("file"));
         for state in self.files.values() {
             out.extend(expand_groups(&state.groups));
         }
@@ -133,6 +155,7 @@ impl Discovery {
                 match fetch_http_sd(sd, refresh).await {
                     Ok(groups) => state.groups = groups,
                     Err(e) => {
+                        failed("http");
                         tracing::warn!(job = %cfg.job_name, url = %sd.url, error = %e, "HTTP service discovery failed; keeping the last targets")
                     }
                 }
@@ -142,12 +165,13 @@ impl Discovery {
         out
     }
 
-    fn refresh_files(&mut self, cfg: &ScrapeConfig) {
+    fn refresh_files(&mut self, cfg: &ScrapeConfig, failed: impl Fn()) {
         let mut current = BTreeSet::new();
         for pattern in cfg.file_sd_configs.iter().flat_map(|f| &f.files) {
             match discovery::expand(pattern) {
                 Ok(paths) => current.extend(paths),
                 Err(e) => {
+                    failed();
                     tracing::warn!(job = %cfg.job_name, pattern = %pattern, error = %e, "file service discovery")
                 }
             }
@@ -170,6 +194,7 @@ impl Discovery {
                     state.stamp = stamp;
                 }
                 Err(e) => {
+                    failed();
                     tracing::warn!(job = %cfg.job_name, error = %e, "cannot read a file_sd file; keeping its last targets")
                 }
             }
@@ -297,7 +322,7 @@ async fn run(
             }
             return;
         }
-        let discovered = discovery.refresh(&cfg).await;
+        let discovered = discovery.refresh(&cfg, &shared.sd_failures).await;
         if last.as_ref() == Some(&discovered) {
             continue;
         }

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use strata_wire::MetricMetadata;
 use strata_wire::exposition::{Format, Scanner};
 use strata_wire::labels::fingerprint;
 use strata_wire::prompb::Exemplar;
@@ -98,6 +99,8 @@ pub struct Status {
     pub last_error: String,
     pub last_scrape: Option<SystemTime>,
     pub last_duration: Duration,
+    /// The metric metadata (`# HELP`, `# TYPE`, `# UNIT`) of the last good scrape.
+    pub metadata: Arc<Vec<MetricMetadata>>,
 }
 
 /// Why a scrape loop ends.
@@ -299,6 +302,7 @@ impl ScrapeLoop {
             st.last_error = error.unwrap_or_default();
             st.last_scrape = Some(UNIX_EPOCH + Duration::from_millis(ts as u64));
             st.last_duration = duration;
+            st.metadata = self.state.metadata.clone();
         }
         self.sink.send(series).await.is_ok()
     }
@@ -483,6 +487,8 @@ pub struct ScrapeState {
     last_good: u64,
     /// The settings the cache was built with.
     settings_seen: Option<Arc<JobSettings>>,
+    /// The metadata of the last good scrape; replaced only when it changes.
+    metadata: Arc<Vec<MetricMetadata>>,
 }
 
 /// The exposed labels with the target's, as Prometheus's `mutateSampleLabels`: with
@@ -572,7 +578,8 @@ impl ScrapeState {
         // Marked once the scrape succeeded: a failed scrape must not change which series
         // the last good one stored.
         let mut tracked = Vec::with_capacity(self.cache.len());
-        for line in Scanner::new(body, format) {
+        let mut scanner = Scanner::new(body, format);
+        for line in &mut scanner {
             let line = line.map_err(|e| Failure {
                 error: e.to_string(),
                 report,
@@ -669,6 +676,10 @@ impl ScrapeState {
             false
         });
         self.last_good = scrape;
+        let metadata = scanner.into_metadata();
+        if *self.metadata != metadata {
+            self.metadata = Arc::new(metadata);
+        }
         Ok((out, report))
     }
 

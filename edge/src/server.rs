@@ -386,14 +386,22 @@ pub async fn run(
         "Targets per job and state (active: scraped; dropped: dropped by relabel_configs)",
         targets.clone(),
     );
+    let sd_failures = prometheus_client::metrics::family::Family::default();
+    registry.register(
+        "strata_edge_sd_failures",
+        "Service discovery refreshes that failed, per job and mechanism (file, http); the last good targets are kept",
+        sd_failures.clone(),
+    );
     let forward_metrics = ForwardMetrics::register(&mut registry);
     let (sink, batches) = mpsc::channel(1024);
     let (outputs, outputs_rx) = watch::channel(Arc::new(Outputs::default()));
     let (external, external_rx) = watch::channel(Arc::new(Vec::new()));
     let (forwarder_stop, forwarder_stopped) = oneshot::channel();
+    let views = Views::default();
     let forwarder = tokio::spawn(forward::run(
         batches,
         outputs_rx,
+        views.clone(),
         forward_metrics,
         forwarder_stopped,
     ));
@@ -409,8 +417,9 @@ pub async fn run(
             external: external_rx,
             sink,
             seed,
-            views: Views::default(),
+            views,
             targets,
+            sd_failures,
         },
         external,
         outputs,
