@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_wire::protocol::{PROTO_V1, PROTO_V2};
 
 use crate::relabel::Rule;
 
@@ -548,13 +549,10 @@ impl Config {
                 }
             }
             if let Some(m) = &rw.protobuf_message
-                && !matches!(
-                    m.as_str(),
-                    "prometheus.WriteRequest" | "io.prometheus.write.v2.Request"
-                )
+                && !matches!(m.as_str(), PROTO_V1 | PROTO_V2)
             {
                 return Err(at(format!(
-                    "unknown remote write protobuf message {m}, supported: prometheus.WriteRequest, io.prometheus.write.v2.Request"
+                    "unknown remote write protobuf message {m}, supported: {PROTO_V1}, {PROTO_V2}"
                 )));
             }
         }

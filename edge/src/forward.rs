@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use strata_relay::metrics::RelayMetrics;
 use strata_relay::{OverflowPolicy, Queue, QueueConfig, SenderConfig};
+use strata_wire::protocol::PROTO_V2;
 use strata_wire::{MetricMetadata, WriteRequest, snappy};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -25,8 +26,6 @@ use crate::config::RemoteWriteConfig;
 use crate::jobs::Views;
 use crate::relabel::{self, Rule};
 use crate::scrape::Encoded;
-
-const V2_MESSAGE: &str = "io.prometheus.write.v2.Request";
 
 /// Samples per queue record at most; more pending batches wait for the next record.
 const RECORD_SAMPLES: u64 = 100_000;
@@ -58,12 +57,15 @@ struct MetadataSend {
 /// gets none.
 fn metadata_send(rw: &RemoteWriteConfig) -> Option<MetadataSend> {
     let m = &rw.metadata_config;
-    let v2 = rw.protobuf_message.as_deref() == Some(V2_MESSAGE);
+    let v2 = rw.protobuf_message.as_deref() == Some(PROTO_V2);
     (m.send.unwrap_or(true) && !v2).then(|| MetadataSend {
         interval: m.send_interval.map_or(Duration::from_secs(60), |d| d.0),
         per_request: m.max_samples_per_send.unwrap_or(500).max(1),
     })
 }
+
+/// A queue record for one destination: the snappy-compressed payload and its item count.
+type Prepared = (Arc<Vec<u8>>, u64);
 
 /// Where the forwarder writes: the destinations of the running configuration.
 #[derive(Debug, Default)]
@@ -104,7 +106,7 @@ pub fn sender_config(rw: &RemoteWriteConfig) -> Result<(SenderConfig, String), S
             .map_or(d.remote_timeout_seconds, |v| v.0.as_secs_f64()),
         retry_on_http_429: q.retry_on_http_429.unwrap_or(d.retry_on_http_429),
         sample_age_limit_seconds: q.sample_age_limit.map_or(0, |v| v.0.as_secs()),
-        remote_write_v2: rw.protobuf_message.as_deref() == Some(V2_MESSAGE),
+        remote_write_v2: rw.protobuf_message.as_deref() == Some(PROTO_V2),
         tls_config: rw.tls_config.clone(),
     };
     let name = config.validate().map_err(|e| e.to_string())?;
@@ -170,11 +172,20 @@ impl Destination {
     }
 
     /// The batch as this destination gets it: a queue record (snappy-compressed) and its item
-    /// count, after the destination's `write_relabel_configs`. Without rules the scraped
-    /// bytes go as they are; with rules the batch is decoded, relabelled and encoded again.
-    fn prepare(&self, batch: &Encoded) -> Result<Option<(Vec<u8>, u64)>, strata_wire::Error> {
+    /// count, after the destination's `write_relabel_configs`. Without rules it is `plain`,
+    /// the scraped bytes compressed once for every such destination; with rules the batch is
+    /// decoded, relabelled and encoded again.
+    fn prepare(
+        &self,
+        batch: &Encoded,
+        plain: Option<&Arc<Vec<u8>>>,
+    ) -> Result<Option<Prepared>, strata_wire::Error> {
         if self.rules.is_empty() {
-            return Ok(Some((snappy::compress(&batch.body)?, batch.items)));
+            let payload = match plain {
+                Some(p) => p.clone(),
+                None => Arc::new(snappy::compress(&batch.body)?),
+            };
+            return Ok(Some((payload, batch.items)));
         }
         let mut request = WriteRequest::decode_body(&batch.body)?;
         request
@@ -190,7 +201,7 @@ impl Destination {
             return Ok(None);
         }
         Ok(Some((
-            request.encode_snappy()?,
+            Arc::new(request.encode_snappy()?),
             request.item_count() as u64,
         )))
     }
@@ -273,13 +284,21 @@ pub async fn run(
         }
         let batch = Arc::new(batch);
         let out = outputs.borrow().clone();
+        // Compressed once, shared by every destination without write relabelling; when that
+        // fails each such destination reports it.
+        let plain = if out.destinations.iter().any(|d| d.rules.is_empty()) {
+            snappy::compress(&batch.body).ok().map(Arc::new)
+        } else {
+            None
+        };
         let mut writes = tokio::task::JoinSet::new();
         for dest in &out.destinations {
             let dest = dest.clone();
             let metrics = metrics.clone();
             let batch = batch.clone();
+            let plain = plain.clone();
             writes.spawn(async move {
-                let written = match dest.prepare(&batch) {
+                let written = match dest.prepare(&batch, plain.as_ref()) {
                     Ok(Some((payload, items))) => dest
                         .queue
                         .append_payload(&payload, items)
@@ -410,7 +429,10 @@ mod tests {
             body: request.encode_body(),
             items: 2,
         };
-        let (payload, items) = dest.prepare(&batch).expect("valid").expect("one kept");
+        let (payload, items) = dest
+            .prepare(&batch, None)
+            .expect("valid")
+            .expect("one kept");
         assert_eq!(items, 1);
         let out = WriteRequest::decode_snappy(&payload, 1 << 20).expect("valid");
         let rendered: Vec<String> = out

@@ -210,8 +210,9 @@ fn expand_groups(groups: &[TargetGroup]) -> impl Iterator<Item = (LabelMap, Labe
 
 /// One HTTP SD request, as Prometheus's `discovery/http`.
 async fn fetch_http_sd(sd: &HttpSdConfig, timeout: Duration) -> Result<Vec<TargetGroup>, String> {
+    let http = sd.client();
     // Built per refresh, so rotated TLS files are picked up.
-    let client = sd.client().build()?;
+    let client = http.build()?;
     let mut req = client
         .get(&sd.url)
         .header(
@@ -219,7 +220,7 @@ async fn fetch_http_sd(sd: &HttpSdConfig, timeout: Duration) -> Result<Vec<Targe
             timeout.as_secs().to_string(),
         )
         .timeout(timeout);
-    if let Some(auth) = sd.client().authorization_header()? {
+    if let Some(auth) = http.authorization_header()? {
         req = req.header(reqwest::header::AUTHORIZATION, auth);
     }
     let resp = req.send().await.map_err(|e| e.to_string())?;

@@ -14,7 +14,8 @@ use prost::Message;
 
 use crate::labels::fingerprint;
 use crate::prompb::{Exemplar, Label};
-use crate::view::{I64, LEN, LabelRef, Reader, V1, VARINT, label, malformed, sample};
+use crate::protocol::PROTO_V1;
+use crate::view::{I64, LEN, LabelRef, Reader, VARINT, label, malformed, sample};
 use crate::{Result, Sample};
 
 /// One top-level field of a write request.
@@ -74,7 +75,7 @@ pub fn entries(body: &[u8]) -> Result<Vec<Entry>> {
             Ok((_, wt)) => r.skip(wt).map(|()| None),
             Err(e) => Err(e),
         };
-        if let Some(kind) = step.map_err(|reason| malformed(V1, reason))? {
+        if let Some(kind) = step.map_err(|reason| malformed(PROTO_V1, reason))? {
             out.push(Entry {
                 bytes: start..at(&r),
                 kind,

@@ -83,7 +83,7 @@ pub struct ValidatedView<'a> {
     pub rejected: Rejected,
 }
 
-pub(crate) const V1: &str = "prometheus.WriteRequest";
+const V1: &str = "prometheus.WriteRequest";
 const V2: &str = "io.prometheus.write.v2.Request";
 
 impl<'a> WriteView<'a> {
