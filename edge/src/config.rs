@@ -14,24 +14,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-use strata_wire::protocol::{PROTO_V1, PROTO_V2};
-
 use crate::relabel::Rule;
-
-/// A duration written as Prometheus writes them (`15s`, `1h30m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct PromDuration(pub Duration);
-
-impl TryFrom<String> for PromDuration {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, String> {
-        let ms = strata_wire::duration::parse_duration_ms(&s)?;
-        Ok(Self(Duration::from_millis(ms as u64)))
-    }
-}
+use serde::Deserialize;
+pub use strata_relay::remote_write::{
+    Authorization, BasicAuth, HttpClient, MetadataConfig, PromDuration, QueueConfig,
+    RemoteWriteConfig, check_url,
+};
+pub use strata_relay::tls::TlsConfig;
 
 /// A size such as `10MB` or `512KiB` (base 2 either way, as Prometheus's `body_size_limit`);
 /// 0 is no limit.
@@ -102,139 +91,6 @@ impl Global {
             .filter(|(_, v)| !v.is_empty())
             .map(|(n, v)| strata_wire::Label::new(n.clone(), v.clone()))
             .collect()
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Authorization {
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub credentials: Option<String>,
-    pub credentials_file: Option<PathBuf>,
-}
-
-pub use strata_relay::tls::TlsConfig;
-
-/// How the edge authenticates to a target or a remote-write destination. The fields sit
-/// inline in scrape, HTTP discovery and remote-write sections, as in Prometheus's format
-/// (not flattened: serde would then lose the line of a bad field).
-#[derive(Debug, Clone, Default)]
-pub struct HttpClient {
-    pub basic_auth: Option<BasicAuth>,
-    pub authorization: Option<Authorization>,
-    pub bearer_token: Option<String>,
-    pub bearer_token_file: Option<PathBuf>,
-    pub tls_config: Option<TlsConfig>,
-}
-
-/// A secret's text: the file's contents without surrounding whitespace, as Prometheus reads
-/// `password_file`, `credentials_file` and `bearer_token_file`.
-fn read_secret(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))
-}
-
-impl HttpClient {
-    /// The `Authorization` header to send, if any. Secret files are read on every call, so a
-    /// rotated token is picked up without a reload, as Prometheus does.
-    pub fn authorization_header(&self) -> Result<Option<String>, String> {
-        use base64::Engine;
-        if let Some(b) = &self.basic_auth {
-            let password = match (&b.password, &b.password_file) {
-                (_, Some(file)) => read_secret(file)?,
-                (Some(p), None) => p.clone(),
-                (None, None) => String::new(),
-            };
-            let encoded = base64::engine::general_purpose::STANDARD
-                .encode(format!("{}:{password}", b.username));
-            return Ok(Some(format!("Basic {encoded}")));
-        }
-        let (kind, credentials) = match (
-            &self.authorization,
-            &self.bearer_token,
-            &self.bearer_token_file,
-        ) {
-            (Some(a), _, _) => (
-                a.kind.clone().unwrap_or_else(|| "Bearer".into()),
-                match (&a.credentials, &a.credentials_file) {
-                    (_, Some(file)) => read_secret(file)?,
-                    (Some(c), None) => c.clone(),
-                    (None, None) => return Ok(None),
-                },
-            ),
-            (None, Some(token), _) => ("Bearer".into(), token.clone()),
-            (None, None, Some(file)) => ("Bearer".into(), read_secret(file)?),
-            (None, None, None) => return Ok(None),
-        };
-        Ok(Some(format!("{kind} {credentials}")))
-    }
-
-    /// An HTTP client with this section's TLS settings (files are read now).
-    pub fn build(&self) -> Result<reqwest::Client, String> {
-        strata_relay::tls::client_builder(self.tls_config.as_ref())?
-            .user_agent(concat!("strata-edge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))
-    }
-
-    /// Prometheus allows one way of authenticating per client; TLS files must be readable.
-    fn check(&self) -> Result<(), String> {
-        if let Some(tls) = &self.tls_config {
-            tls.client_config()?;
-        }
-        if let Some(a) = &self.authorization
-            && a.kind
-                .as_deref()
-                .is_some_and(|k| k.eq_ignore_ascii_case("basic"))
-        {
-            return Err(
-                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into(),
-            );
-        }
-        let ways = [
-            self.basic_auth.is_some(),
-            self.authorization.is_some(),
-            self.bearer_token.is_some() || self.bearer_token_file.is_some(),
-        ];
-        if ways.iter().filter(|&&w| w).count() > 1 {
-            return Err(
-                "at most one of basic_auth, authorization and bearer_token(_file) may be configured"
-                    .into(),
-            );
-        }
-        if self.bearer_token.is_some() && self.bearer_token_file.is_some() {
-            return Err(
-                "at most one of bearer_token & bearer_token_file must be configured".into(),
-            );
-        }
-        if let Some(b) = &self.basic_auth
-            && b.password.is_some()
-            && b.password_file.is_some()
-        {
-            return Err(
-                "at most one of basic_auth password & password_file must be configured".into(),
-            );
-        }
-        if let Some(a) = &self.authorization
-            && a.credentials.is_some()
-            && a.credentials_file.is_some()
-        {
-            return Err(
-                "at most one of authorization credentials & credentials_file must be configured"
-                    .into(),
-            );
-        }
-        Ok(())
     }
 }
 
@@ -321,70 +177,7 @@ pub struct ScrapeConfig {
     pub tls_config: Option<TlsConfig>,
 }
 
-/// How a remote-write destination's relay queue sends (Prometheus's `queue_config`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueConfig {
-    pub capacity: Option<usize>,
-    pub max_shards: Option<usize>,
-    pub min_shards: Option<usize>,
-    pub max_samples_per_send: Option<usize>,
-    pub batch_send_deadline: Option<PromDuration>,
-    pub min_backoff: Option<PromDuration>,
-    pub max_backoff: Option<PromDuration>,
-    pub retry_on_http_429: Option<bool>,
-    pub sample_age_limit: Option<PromDuration>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetadataConfig {
-    pub send: Option<bool>,
-    pub send_interval: Option<PromDuration>,
-    pub max_samples_per_send: Option<usize>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteWriteConfig {
-    pub url: String,
-    pub name: Option<String>,
-    pub remote_timeout: Option<PromDuration>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub write_relabel_configs: Vec<Rule>,
-    #[serde(default)]
-    pub queue_config: QueueConfig,
-    #[serde(default)]
-    pub metadata_config: MetadataConfig,
-    /// `prometheus.WriteRequest` (1.0, the default) or `io.prometheus.write.v2.Request`.
-    pub protobuf_message: Option<String>,
-    pub basic_auth: Option<BasicAuth>,
-    pub authorization: Option<Authorization>,
-    pub bearer_token: Option<String>,
-    pub bearer_token_file: Option<PathBuf>,
-    pub tls_config: Option<TlsConfig>,
-}
-
-/// `client()`: the HTTP client fields of a section.
-macro_rules! http_client_fields {
-    ($($section:ty),*) => {$(
-        impl $section {
-            pub fn client(&self) -> HttpClient {
-                HttpClient {
-                    basic_auth: self.basic_auth.clone(),
-                    authorization: self.authorization.clone(),
-                    bearer_token: self.bearer_token.clone(),
-                    bearer_token_file: self.bearer_token_file.clone(),
-                    tls_config: self.tls_config.clone(),
-                }
-            }
-        }
-    )*};
-}
-
-http_client_fields!(ScrapeConfig, HttpSdConfig, RemoteWriteConfig);
+strata_relay::http_client_fields!(ScrapeConfig, HttpSdConfig);
 
 /// A configuration that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -400,16 +193,6 @@ pub enum ConfigError {
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Headers remote-write sets itself (Prometheus's `reservedHeaders`).
-const RESERVED_HEADERS: [&str; 6] = [
-    "content-encoding",
-    "content-length",
-    "content-type",
-    "user-agent",
-    "x-prometheus-remote-write-version",
-    "x-prometheus-remote-read-version",
-];
 
 impl Config {
     /// Reads and checks the file at `path`.
@@ -518,52 +301,7 @@ impl Config {
                 ));
             }
         }
-        let mut names = HashSet::new();
-        let mut destinations = HashSet::new();
-        for (i, rw) in self.remote_write.iter().enumerate() {
-            let at = |m: String| format!("remote_write[{i}] ({}): {m}", rw.url);
-            check_url(&rw.url).map_err(at)?;
-            rw.client().check().map_err(at)?;
-            // Each destination has its own queue, named by name (given or derived from the
-            // URL) and URL.
-            let url = reqwest::Url::parse(&rw.url).map_err(|e| at(e.to_string()))?;
-            let name = strata_relay::config::destination_name(rw.name.as_deref(), &url);
-            if !destinations.insert((name, rw.url.clone())) {
-                return Err(at(
-                    "another remote_write has the same url and name; give each a distinct name"
-                        .into(),
-                ));
-            }
-            if let Some(name) = &rw.name
-                && !names.insert(name.clone())
-            {
-                return Err(format!(
-                    "found multiple remote write configs with job name {name:?}"
-                ));
-            }
-            for h in rw.headers.keys() {
-                if RESERVED_HEADERS.contains(&h.to_ascii_lowercase().as_str()) {
-                    return Err(at(format!(
-                        "{h} is a reserved header. It must not be changed"
-                    )));
-                }
-            }
-            if let Some(m) = &rw.protobuf_message
-                && !matches!(m.as_str(), PROTO_V1 | PROTO_V2)
-            {
-                return Err(at(format!(
-                    "unknown remote write protobuf message {m}, supported: {PROTO_V1}, {PROTO_V2}"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn check_url(url: &str) -> Result<(), String> {
-    match url.split_once("://") {
-        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
-        _ => Err(format!("{url:?} is not an http or https URL")),
+        strata_relay::remote_write::check_all(&self.remote_write)
     }
 }
 

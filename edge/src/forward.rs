@@ -17,14 +17,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use strata_relay::metrics::RelayMetrics;
-use strata_relay::{OverflowPolicy, Queue, QueueConfig, SenderConfig};
-use strata_wire::protocol::PROTO_V2;
+use strata_relay::remote_write;
+use strata_relay::{OverflowPolicy, Queue, QueueConfig};
 use strata_wire::{MetricMetadata, WriteRequest, snappy};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::RemoteWriteConfig;
 use crate::jobs::Views;
-use crate::relabel::{self, Rule};
+use crate::relabel::Rule;
 use crate::scrape::Encoded;
 
 /// Samples per queue record at most; more pending batches wait for the next record.
@@ -57,8 +57,7 @@ struct MetadataSend {
 /// gets none.
 fn metadata_send(rw: &RemoteWriteConfig) -> Option<MetadataSend> {
     let m = &rw.metadata_config;
-    let v2 = rw.protobuf_message.as_deref() == Some(PROTO_V2);
-    (m.send.unwrap_or(true) && !v2).then(|| MetadataSend {
+    (m.send.unwrap_or(true) && !rw.is_v2()).then(|| MetadataSend {
         interval: m.send_interval.map_or(Duration::from_secs(60), |d| d.0),
         per_request: m.max_samples_per_send.unwrap_or(500).max(1),
     })
@@ -73,67 +72,8 @@ pub struct Outputs {
     pub destinations: Vec<Arc<Destination>>,
 }
 
-/// The relay's sender settings for a `remote_write` section, Prometheus's `queue_config`
-/// mapped onto the relay: `max_shards` → `shards`, `max_samples_per_send`,
-/// `batch_send_deadline`, `min_backoff`, `max_backoff`, `retry_on_http_429`,
-/// `sample_age_limit`, `remote_timeout`. `capacity` and `min_shards` size Prometheus's
-/// in-memory buffers and have no counterpart: the queue is on disk, bounded by
-/// `--max-queue-bytes`.
-/// Returns the checked settings and the destination's name (`name`, or the URL's host:port).
-pub fn sender_config(rw: &RemoteWriteConfig) -> Result<(SenderConfig, String), String> {
-    let d = SenderConfig::default();
-    let q = &rw.queue_config;
-    let mut headers = rw.headers.clone();
-    if let Some(auth) = rw.client().authorization_header()? {
-        headers.insert("Authorization".into(), auth);
-    }
-    let ms = |v: Option<crate::config::PromDuration>, default: u64| {
-        v.map_or(default, |d| d.0.as_millis() as u64)
-    };
-    let config = SenderConfig {
-        url: rw.url.clone(),
-        name: rw.name.clone(),
-        headers,
-        max_samples_per_send: q.max_samples_per_send.unwrap_or(d.max_samples_per_send),
-        batch_send_deadline_seconds: q
-            .batch_send_deadline
-            .map_or(d.batch_send_deadline_seconds, |v| v.0.as_secs_f64()),
-        shards: q.max_shards.unwrap_or(d.shards),
-        min_backoff_ms: ms(q.min_backoff, d.min_backoff_ms),
-        max_backoff_ms: ms(q.max_backoff, d.max_backoff_ms),
-        remote_timeout_seconds: rw
-            .remote_timeout
-            .map_or(d.remote_timeout_seconds, |v| v.0.as_secs_f64()),
-        retry_on_http_429: q.retry_on_http_429.unwrap_or(d.retry_on_http_429),
-        sample_age_limit_seconds: q.sample_age_limit.map_or(0, |v| v.0.as_secs()),
-        remote_write_v2: rw.protobuf_message.as_deref() == Some(PROTO_V2),
-        tls_config: rw.tls_config.clone(),
-    };
-    let name = config.validate().map_err(|e| e.to_string())?;
-    Ok((config, name))
-}
-
-/// The directory of a destination's queue: its name and a hash of its URL, so two
-/// destinations never share a queue and a restart finds its own.
-pub fn queue_dir(root: &Path, name: &str, url: &str) -> std::path::PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    root.join(format!(
-        "{safe}-{:016x}",
-        xxhash_rust::xxh3::xxh3_64(url.as_bytes())
-    ))
-}
-
 impl Destination {
-    /// Opens the destination's queue in `dir` (see [`queue_dir`]), recovering what a
+    /// Opens the destination's queue in `dir` (see [`remote_write::queue_dir`]), recovering what a
     /// previous run left in it.
     pub fn open(
         rw: &RemoteWriteConfig,
@@ -187,23 +127,8 @@ impl Destination {
             };
             return Ok(Some((payload, batch.items)));
         }
-        let mut request = WriteRequest::decode_body(&batch.body)?;
-        request
-            .timeseries
-            .retain_mut(|ts| match relabel::process(&ts.labels, &self.rules) {
-                Some(labels) => {
-                    ts.labels = labels;
-                    true
-                }
-                None => false,
-            });
-        if request.timeseries.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some((
-            Arc::new(request.encode_snappy()?),
-            request.item_count() as u64,
-        )))
+        Ok(remote_write::relabel_body(&batch.body, &self.rules)?
+            .map(|(payload, items)| (Arc::new(payload), items)))
     }
 }
 
@@ -450,7 +375,7 @@ mod tests {
             "remote_write:\n  - url: http://127.0.0.1:1/w\n    remote_timeout: 10s\n    basic_auth: {username: u, password: p}\n    protobuf_message: io.prometheus.write.v2.Request\n    queue_config: {max_shards: 3, max_samples_per_send: 700, batch_send_deadline: 2s, min_backoff: 50ms, max_backoff: 1s}\n",
         )
         .expect("valid");
-        let (s, name) = sender_config(&c.remote_write[0]).expect("valid");
+        let (s, name) = remote_write::sender_config(&c.remote_write[0]).expect("valid");
         assert_eq!(name, "127.0.0.1:1");
         assert_eq!(s.shards, 3);
         assert_eq!(s.max_samples_per_send, 700);

@@ -3,8 +3,8 @@
 //!
 //! - `config`: the Prometheus configuration format, read strictly.
 //! - `discovery`: target groups from files (`file_sd_configs`).
-//! - `relabel`: Prometheus's relabelling, for `relabel_configs`, `metric_relabel_configs`
-//!   and `write_relabel_configs`.
+//! - `relabel`: Prometheus's relabelling (from the relay, which shares it with cascades), for
+//!   `relabel_configs`, `metric_relabel_configs` and `write_relabel_configs`.
 //! - `target`: scrape targets from discovered label sets, relabelled as Prometheus does.
 //! - `scrape`: the scrape loop of one target: staleness, synthetic series, limits.
 //! - `jobs`: one task per job keeps discovery and the scrape loops in step.
@@ -15,9 +15,10 @@ pub mod config;
 pub mod discovery;
 pub mod forward;
 pub mod jobs;
-pub mod relabel;
 pub mod scrape;
 pub mod server;
 pub mod target;
+
+pub use strata_relay::relabel;
 
 pub use server::{EdgeOptions, run};

@@ -27,8 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use strata_relay::SenderConfig;
 use strata_relay::metrics::RelayMetrics;
+use strata_relay::{SenderConfig, remote_write};
 use strata_wire::Label;
 use strata_wire::duration::format_duration_ms;
 use strata_wire::labels::fingerprint;
@@ -99,10 +99,10 @@ impl Edge {
         // the ones opened here.
         let mut opened: Vec<(PathBuf, SenderConfig, Arc<Destination>)> = Vec::new();
         for rw in &config.remote_write {
-            let dest = forward::sender_config(rw)
+            let dest = remote_write::sender_config(rw)
                 .map_err(|e| format!("remote_write {}: {e}", rw.url))
                 .and_then(|(sc, name)| {
-                    let dir = forward::queue_dir(&queue_root, &name, &rw.url);
+                    let dir = remote_write::queue_dir(&queue_root, &name, &rw.url);
                     let dest = match running.destinations.get(&dir) {
                         Some(old) => Destination::reuse(&old.dest, rw),
                         None => Destination::open(

@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod queue;
+pub mod relabel;
+pub mod remote_write;
 pub mod sender;
 pub mod server;
 pub mod tls;
