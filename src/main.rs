@@ -20,7 +20,7 @@ use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
     name = "strata",
     version,
     about = "Hierarchical metrics pipeline and capacity planner for Kubernetes fleets",
-    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
+    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata cascade --config cascade.yaml\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,6 +40,13 @@ enum Command {
         after_help = "Example:\n  strata edge --config edge.yaml --listen 127.0.0.1:9401 --data-dir ./strata-data/edge\n\nwith edge.yaml in Prometheus's format, e.g.\n  global: {scrape_interval: 15s, external_labels: {region: cn-hangzhou, cell: hz-07}}\n  scrape_configs:\n    - job_name: node\n      static_configs: [{targets: ['127.0.0.1:9100']}]\n  remote_write:\n    - url: http://127.0.0.1:9201/api/v1/write\n\nReload with SIGHUP or `curl -X POST http://127.0.0.1:9401/-/reload`; targets at /api/v1/targets;\n/metrics, /-/ready and /-/healthy on the same address."
     )]
     Edge(EdgeArgs),
+    /// The regional aggregator: remote-write from the edges in, auth and label enforcement,
+    /// per-cell limits, stream aggregation, and fan-out to N upstreams through one durable
+    /// queue each.
+    #[command(
+        after_help = "Example:\n  strata cascade --config cascade.yaml --listen 127.0.0.1:9501 --data-dir ./strata-data/cascade\n\nwith cascade.yaml, e.g.\n  auth:\n    tokens:\n      - {name: hz-07, token_file: /etc/strata/hz-07.token, labels: {cell: hz-07}, action: enforce}\n  limits: {max_active_series: 2000000, max_samples_per_second: 200000}\n  stream_aggregation:\n    rules:\n      - {match: container_cpu_usage_seconds_total, interval: 1m, without: [pod, instance], outputs: [rate]}\n  remote_write:\n    - {url: http://127.0.0.1:9301/api/v1/write, name: az-a}\n    - {url: http://127.0.0.1:9302/api/v1/write, name: az-b}\n\nEdges write to http://127.0.0.1:9501/api/v1/write. Each upstream's queue: /api/v1/status/upstreams;\nper-cell limits: /api/v1/status/cells; reload tokens and limits with SIGHUP or POST /-/reload;\n/metrics, /-/ready and /-/healthy on the same address."
+    )]
+    Cascade(CascadeArgs),
     /// The store of one availability zone: remote-write in, WAL, compressed head, Parquet
     /// blocks, remote-read, peer backfill.
     #[command(
@@ -73,6 +80,19 @@ struct EdgeArgs {
     /// Bound of each destination's queue on disk; when full, the oldest data is dropped.
     #[arg(long, default_value_t = 1 << 30)]
     max_queue_bytes: u64,
+}
+
+#[derive(Args)]
+struct CascadeArgs {
+    /// The cascade's YAML file (auth, limits, stream_aggregation, queue, remote_write).
+    #[arg(long)]
+    config: PathBuf,
+    /// Address to accept remote-write on; also serves the status pages, /metrics and health.
+    #[arg(long, default_value = "127.0.0.1:9501")]
+    listen: SocketAddr,
+    /// Directory of the upstream queues (one subdirectory per upstream).
+    #[arg(long, default_value = "./strata-data/cascade")]
+    data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -311,6 +331,19 @@ fn try_main() -> anyhow::Result<()> {
             runtime
                 .block_on(strata_edge::run(opts, shutdown_signal()))
                 .map_err(|e| anyhow::anyhow!("edge stopped: {e}"))
+        }
+        Command::Cascade(args) => {
+            let opts = strata_cascade::CascadeOptions {
+                config: args.config,
+                listen: args.listen,
+                data_dir: args.data_dir,
+            };
+            let dir = opts.data_dir.clone();
+            runtime
+                .block_on(strata_cascade::run(opts, shutdown_signal()))
+                .with_context(|| {
+                    format!("cascade stopped with an error (queues {})", dir.display())
+                })
         }
         Command::Central(args) => {
             let config = args.into_config()?;

@@ -130,6 +130,35 @@ pub struct Queue {
     inner: Arc<Inner>,
 }
 
+/// A record written by [`Queue::submit`], not yet known to be durable.
+#[derive(Debug)]
+#[must_use = "a submitted record is acknowledged only once durable() returned Ok"]
+pub struct Submitted {
+    queue: Queue,
+    seq: u64,
+}
+
+impl Submitted {
+    /// Waits until the record is fsynced.
+    pub async fn durable(self) -> Result<()> {
+        let mut rx = self.queue.inner.synced.subscribe();
+        let durable = *rx
+            .wait_for(|d| d.synced >= self.seq || d.stopped)
+            .await
+            .map_err(|_| Error::QueueClosed)?;
+        if durable.synced >= self.seq {
+            Ok(())
+        } else if self.queue.lock().failed {
+            Err(Error::QueueIo {
+                path: self.queue.inner.dir.clone(),
+                source: std::io::Error::other("fsync failed; the batch may not be durable"),
+            })
+        } else {
+            Err(Error::QueueClosed)
+        }
+    }
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
@@ -225,22 +254,24 @@ impl Queue {
     /// Appends an already encoded record, a snappy-compressed `prometheus.WriteRequest`
     /// holding `items` samples, histograms and exemplars, and waits until it is durable.
     pub async fn append_payload(&self, payload: &[u8], items: u64) -> Result<()> {
+        self.submit(payload, items)?.durable().await
+    }
+
+    /// Writes a record like [`Queue::append_payload`] without waiting: a hop writing one
+    /// batch to several queues submits to all, then waits on each, so their fsyncs overlap.
+    pub fn submit(&self, payload: &[u8], items: u64) -> Result<Submitted> {
         let seq = self.append_encoded(payload, items)?;
-        let mut rx = self.inner.synced.subscribe();
-        let durable = *rx
-            .wait_for(|d| d.synced >= seq || d.stopped)
-            .await
-            .map_err(|_| Error::QueueClosed)?;
-        if durable.synced >= seq {
-            Ok(())
-        } else if self.lock().failed {
-            Err(Error::QueueIo {
-                path: self.inner.dir.clone(),
-                source: std::io::Error::other("fsync failed; the batch may not be durable"),
-            })
-        } else {
-            Err(Error::QueueClosed)
-        }
+        Ok(Submitted {
+            queue: self.clone(),
+            seq,
+        })
+    }
+
+    /// False when a record of `bytes` would be refused as full under the `block` policy
+    /// (always true under `drop_oldest`).
+    pub fn has_room(&self, bytes: u64) -> bool {
+        self.inner.config.overflow == OverflowPolicy::DropOldest
+            || self.lock().pending_bytes + HEADER_LEN + bytes <= self.inner.config.max_queue_bytes
     }
 
     /// Writes one record; returns the seq the caller must see synced (1-based count).

@@ -297,3 +297,35 @@ pub async fn start_node_exporter(dir: &Path) -> Proc {
     command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
     spawn_ready(dir, "node exporter", command, port, "/metrics").await
 }
+
+/// Starts `strata cascade` on `port` with `config` as its file (`dir/cascade.yaml`) and its
+/// queues under `dir/cascade-data`.
+pub async fn start_cascade(dir: &Path, config: &str, port: u16) -> Proc {
+    let path = dir.join("cascade.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(["cascade", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.join("cascade-data"));
+    spawn_ready(dir, "strata cascade", command, port, "/-/ready").await
+}
+
+/// POSTs a snappy-compressed remote-write 1.0 body with an optional bearer token; returns the
+/// status and the answer's text.
+pub async fn post_write(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}

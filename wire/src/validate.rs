@@ -84,14 +84,20 @@ pub fn decode_write(
     max_decoded_bytes: usize,
 ) -> crate::Result<(WriteVersion, Validated)> {
     let (version, raw) = decompress_write(content_type, body, max_decoded_bytes)?;
+    Ok((version, decode_body(version, &raw)?))
+}
+
+/// Decodes a decompressed body of the given version (2.0 is converted to 1.0) and splits it
+/// into valid and invalid series.
+pub fn decode_body(version: WriteVersion, raw: &[u8]) -> crate::Result<Validated> {
     let request = match version {
-        WriteVersion::V1 => prompb::decode_message(&raw, "prometheus.WriteRequest")?,
+        WriteVersion::V1 => prompb::decode_message(raw, "prometheus.WriteRequest")?,
         WriteVersion::V2 => {
-            prompb::decode_message::<v2::Request>(&raw, "io.prometheus.write.v2.Request")?
+            prompb::decode_message::<v2::Request>(raw, "io.prometheus.write.v2.Request")?
                 .into_v1()?
         }
     };
-    Ok((version, Validated::split(request)))
+    Ok(Validated::split(request))
 }
 
 impl Validated {
