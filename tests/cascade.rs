@@ -398,3 +398,319 @@ async fn an_upstream_down_for_two_minutes_catches_up_exactly() {
     assert_eq!(in_a.len(), 1500 * 50);
     assert!(in_a == in_b, "B holds exactly the samples A holds");
 }
+
+/// Sum of `count_over_time(<selector>[10m])` on a Prometheus-compatible API.
+async fn samples_in(base: &str, selector: &str) -> usize {
+    let query = [("query", format!("sum(count_over_time({selector}[10m]))"))];
+    let resp = get_json(&format!("{base}/api/v1/query"), &query).await;
+    assert_eq!(resp["status"], "success", "{resp}");
+    resp["data"]["result"][0]["value"][1]
+        .as_str()
+        .map_or(0, |v| v.parse::<f64>().unwrap() as usize)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_agent_and_vmagent_write_through_the_cascade_to_both_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node_exporter(dir.path()).await;
+    let central = start_central(dir.path(), "central-a", free_port(), &[]).await;
+    let vm = start_victoria_metrics(dir.path()).await;
+    let config = format!(
+        r#"
+auth:
+  tokens:
+    - {{name: prometheus-agent, token: prom-secret, labels: {{cell: hz-01}}, action: stamp}}
+    - {{name: vmagent, token: vm-secret, labels: {{cell: hz-02}}, action: enforce}}
+remote_write:
+  - {{url: {}/api/v1/write, name: az-a, queue_config: {{batch_send_deadline: 200ms}}}}
+  - {{url: {}/api/v1/write, name: az-b, queue_config: {{batch_send_deadline: 200ms}}}}
+"#,
+        central.base(),
+        vm.base()
+    );
+    let cascade = start_cascade(dir.path(), &config, free_port()).await;
+    let write = format!("{}/api/v1/write", cascade.base());
+    let target = format!("127.0.0.1:{}", node.port);
+
+    // Prometheus 2.42 in agent mode, authenticating with `authorization`.
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let prom_config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{target}']}}]\nremote_write:\n  - url: {write}\n    authorization: {{credentials: prom-secret}}\n    queue_config: {{batch_send_deadline: 1s}}\n"
+        ),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let mut command = std::process::Command::new(peer_binary("prometheus", "prometheus"));
+    command
+        .arg("--enable-feature=agent")
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.agent.path={}",
+            prom_dir.join("wal").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
+    let mut prometheus = spawn_ready(
+        dir.path(),
+        "prometheus agent",
+        command,
+        prom_port,
+        "/-/ready",
+    )
+    .await;
+
+    // vmagent, with a bearer token and the cell label its token requires.
+    let vmagent_config = dir.path().join("vmagent.yml");
+    std::fs::write(
+        &vmagent_config,
+        format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['{target}']}}]\n"),
+    )
+    .unwrap();
+    let vmagent_port = free_port();
+    let mut command = std::process::Command::new(peer_binary("vmagent", "victoria-metrics"));
+    command
+        .arg(format!("-promscrape.config={}", vmagent_config.display()))
+        .arg(format!("-remoteWrite.url={write}"))
+        .arg("-remoteWrite.bearerToken=vm-secret")
+        .arg("-remoteWrite.label=cell=hz-02")
+        .arg("-remoteWrite.flushInterval=1s")
+        .arg(format!(
+            "-remoteWrite.tmpDataPath={}",
+            dir.path().join("vmagent-data").display()
+        ))
+        .arg(format!("-httpListenAddr=127.0.0.1:{vmagent_port}"));
+    let mut vmagent = spawn_ready(dir.path(), "vmagent", command, vmagent_port, "/health").await;
+
+    // Both senders' node series arrive in both upstreams.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut seen = 0;
+        for base in [central.base(), vm.base()] {
+            for cell in ["hz-01", "hz-02"] {
+                if samples_in(&base, &format!("node_load1{{cell=\"{cell}\"}}")).await >= 5 {
+                    seen += 1;
+                }
+            }
+        }
+        if seen == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every sender's series reached both upstreams"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    prometheus.terminate();
+    vmagent.terminate();
+    let base = cascade.base();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !drained(&base).await {
+        assert!(Instant::now() < deadline, "queues not drained");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // After the senders stopped and the queues drained, both upstreams hold the same samples.
+    for cell in ["hz-01", "hz-02"] {
+        let selector = format!("{{cell=\"{cell}\"}}");
+        let in_a = samples_in(&central.base(), &selector).await;
+        let vm_base = vm.base();
+        let in_b = eventually(in_a, || samples_in(&vm_base, &selector)).await;
+        println!("cell {cell}: {in_a} samples in central, {in_b} in VictoriaMetrics");
+        assert!(in_a > 500, "cell {cell}: {in_a}");
+        assert_eq!(in_a, in_b, "cell {cell}");
+    }
+    let metrics = get_text(&format!("{}/metrics", cascade.base())).await;
+    for sender in ["prometheus-agent", "vmagent"] {
+        assert!(
+            metrics.contains(&format!(
+                "strata_cascade_samples_received_total{{sender=\"{sender}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("code=\"401\"") && !metrics.contains("code=\"403\""),
+        "{metrics}"
+    );
+}
+
+/// The raw samples of every series matching `selector` in the last five minutes:
+/// (labels without `__name__`, rendered) → [(timestamp ms, value)].
+async fn raw_series(base: &str, selector: &str) -> BTreeMap<String, Vec<(i64, f64)>> {
+    let query = [("query", format!("{selector}[5m]"))];
+    let resp = get_json(&format!("{base}/api/v1/query"), &query).await;
+    assert_eq!(resp["status"], "success", "{resp}");
+    let mut out = BTreeMap::new();
+    for s in resp["data"]["result"].as_array().unwrap() {
+        let mut labels = s["metric"].as_object().unwrap().clone();
+        labels.remove("__name__");
+        let values = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    (p[0].as_f64().unwrap() * 1000.0).round() as i64,
+                    p[1].as_str().unwrap().parse::<f64>().unwrap(),
+                )
+            })
+            .collect();
+        out.insert(serde_json::Value::Object(labels).to_string(), values);
+    }
+    out
+}
+
+/// The value of each series of an instant query at `t_ms`, keyed as [`raw_series`] keys them.
+async fn instant(base: &str, expr: &str, t_ms: i64) -> BTreeMap<String, f64> {
+    let query = [
+        ("query", expr.to_string()),
+        ("time", format!("{:.3}", t_ms as f64 / 1000.0)),
+    ];
+    let resp = get_json(&format!("{base}/api/v1/query"), &query).await;
+    assert_eq!(resp["status"], "success", "{expr}: {resp}");
+    resp["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut labels = s["metric"].as_object().unwrap().clone();
+            labels.remove("__name__");
+            (
+                serde_json::Value::Object(labels).to_string(),
+                s["value"][1].as_str().unwrap().parse::<f64>().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregation_outputs_equal_prometheus_over_the_same_raw_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let prom = start_prometheus(dir.path()).await;
+    let config = format!(
+        r#"
+stream_aggregation:
+  lateness: 2s
+  rules:
+    - match: 'agg_test_total{{job=~"j.*"}}'
+      interval: 10s
+      without: [pod]
+      outputs: [increase, rate, sum, count, avg, min, max, 'quantiles(0.5, 0.9)']
+      keep_input: true
+remote_write:
+  - {{url: {}/api/v1/write, queue_config: {{batch_send_deadline: 100ms}}}}
+"#,
+        prom.base()
+    );
+    let cascade = start_cascade(dir.path(), &config, free_port()).await;
+    let write = format!("{}/api/v1/write", cascade.base());
+
+    // Eight counters in two groups, scraped every second at .437 so that no sample sits on a
+    // window boundary (Prometheus 2.42's ranges include their start, the aggregation's do
+    // not). One counter resets halfway.
+    let mut values = [1000.0f64; 8];
+    let mut rng = 12345u64;
+    for step in 0..45 {
+        let ts = (now_ms() / 1000) * 1000 + 437;
+        let mut timeseries = Vec::new();
+        for (i, v) in values.iter_mut().enumerate() {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *v += (rng >> 33) as f64 / (1u64 << 31) as f64 * 10.0;
+            if i == 1 && step == 22 {
+                *v = 500.0;
+            }
+            let (job, pod) = (format!("j{}", i % 2), format!("p{}", i / 2));
+            timeseries.push(series(
+                &[("__name__", "agg_test_total"), ("job", &job), ("pod", &pod)],
+                *v,
+                ts,
+            ));
+        }
+        let (status, text) = post_write(&write, None, body(timeseries)).await;
+        assert_eq!(status, 204, "{text}");
+        let next = (ts / 1000 + 1) * 1000 + 437;
+        tokio::time::sleep(Duration::from_millis((next - now_ms()).max(0) as u64)).await;
+    }
+    // Let the last windows close (lateness 2s, a flush every second) and reach Prometheus.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+
+    let base = prom.base();
+    let checks = [
+        (
+            "increase",
+            "sum without (pod) (increase(agg_test_total[10s]))",
+        ),
+        ("rate", "sum without (pod) (rate(agg_test_total[10s]))"),
+        (
+            "sum",
+            "sum without (pod) (last_over_time(agg_test_total[10s]))",
+        ),
+        (
+            "count",
+            "count without (pod) (last_over_time(agg_test_total[10s]))",
+        ),
+        (
+            "avg",
+            "avg without (pod) (last_over_time(agg_test_total[10s]))",
+        ),
+        (
+            "min",
+            "min without (pod) (min_over_time(agg_test_total[10s]))",
+        ),
+        (
+            "max",
+            "max without (pod) (max_over_time(agg_test_total[10s]))",
+        ),
+    ];
+    let mut compared = 0;
+    for (output, expr) in checks {
+        let name = format!("agg_test_total:10s_without_pod_{output}");
+        let outputs = raw_series(&base, &name).await;
+        assert_eq!(outputs.len(), 2, "{name}: one series per job: {outputs:?}");
+        for (labels, points) in &outputs {
+            assert!(points.len() >= 3, "{name}{labels}: {points:?}");
+            for &(t, got) in points {
+                let want = instant(&base, expr, t).await;
+                let want = want[labels];
+                assert!(
+                    (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                    "{name}{labels} at {t}: cascade {got}, Prometheus {want}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    for q in ["0.5", "0.9"] {
+        let name = "agg_test_total:10s_without_pod_quantiles";
+        let outputs = raw_series(&base, &format!("{name}{{quantile=\"{q}\"}}")).await;
+        assert_eq!(outputs.len(), 2, "{outputs:?}");
+        for (labels, points) in &outputs {
+            let job_only = labels.replace(&format!(",\"quantile\":\"{q}\""), "");
+            for &(t, got) in points {
+                let want = instant(
+                    &base,
+                    &format!("quantile without (pod) ({q}, last_over_time(agg_test_total[10s]))"),
+                    t,
+                )
+                .await[&job_only];
+                assert!(
+                    (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                    "{name}{labels} at {t}: cascade {got}, Prometheus {want}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    println!("aggregation: {compared} output samples equal Prometheus's");
+    let status = get_json(
+        &format!("{}/api/v1/status/aggregation", cascade.base()),
+        &[],
+    )
+    .await;
+    assert_eq!(status["data"][0]["late"], 0, "{status}");
+}

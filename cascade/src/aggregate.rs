@@ -37,7 +37,8 @@
 //! `<metric>:<interval>_<output>`. So `http_requests_total` with `interval: 1m`,
 //! `without: [pod, instance]` and `increase` gives
 //! `http_requests_total:1m_without_instance_pod_increase`. The output labels are the group's
-//! labels and `__name__`, sorted.
+//! labels and `__name__`, sorted. A rule with `quantiles(...)` sets a `quantile` label on those
+//! outputs, so `by` may not list `quantile` and `without` always drops it.
 //!
 //! # Outputs
 //! For each matched metric `x`, with `L` the rule's `by (...)`/`without (...)` clause, at the
@@ -340,7 +341,7 @@ impl Rule {
                 ),
             ));
         }
-        let grouping = match (&cfg.by, &cfg.without) {
+        let mut grouping = match (&cfg.by, &cfg.without) {
             (Some(_), Some(_)) => {
                 return Err(err(
                     "by/without",
@@ -356,9 +357,11 @@ impl Rule {
             (None, None) => Grouping::By(Vec::new()),
         };
         let kinds = parse_outputs(&cfg.outputs).map_err(|e| err("outputs", e))?;
-        // The quantile label set on outputs must not collide with a kept input label.
+        let prefix = name_prefix(interval_ms, &grouping);
+        // The quantile label set on outputs must not collide with a kept input label: `by`
+        // may not keep it, and `without` always drops it (not named in the output's name).
         if kinds.iter().any(|k| matches!(k, Kind::Quantile(_))) {
-            match &grouping {
+            match &mut grouping {
                 Grouping::By(by) if contains(by, QUANTILE_LABEL) => {
                     return Err(err(
                         "by",
@@ -367,17 +370,12 @@ impl Rule {
                     ));
                 }
                 Grouping::Without(without) if !contains(without, QUANTILE_LABEL) => {
-                    return Err(err(
-                        "without",
-                        "must list \"quantile\" when outputs include quantiles(...), which \
-                         sets that label itself; add it"
-                            .into(),
-                    ));
+                    let at = without.partition_point(|l| l.as_str() < QUANTILE_LABEL);
+                    without.insert(at, QUANTILE_LABEL.to_string());
                 }
                 _ => {}
             }
         }
-        let prefix = name_prefix(interval_ms, &grouping);
         let outputs = kinds
             .into_iter()
             .map(|kind| OutputSeries {
@@ -1073,9 +1071,6 @@ mod tests {
         let mut by_quantile = rule("x", &["quantiles(0.5)"]);
         by_quantile.by = names(&["quantile"]);
         field(&by_quantile, "by");
-        let mut without_quantile = rule("x", &["quantiles(0.5)"]);
-        without_quantile.without = names(&["pod"]);
-        field(&without_quantile, "without");
 
         let e = Aggregator::new(&[rule("x", &["sum"]), rule("y", &["nope"])], 0).unwrap_err();
         assert!(e.starts_with("stream_aggregation.rules[1]"), "{e}");

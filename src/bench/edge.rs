@@ -18,33 +18,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_wire::WriteRequest;
 
-use super::servers::{self, Server, cpu_seconds, free_port, peak_rss, ratio};
+use super::servers::{self, Agent, Server, cpu_seconds, free_port, peak_rss, ratio};
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
-pub enum Agent {
-    Strata,
-    Vmagent,
-}
-
-impl Agent {
-    fn name(self) -> &'static str {
-        match self {
-            Agent::Strata => "strata edge",
-            Agent::Vmagent => "vmagent",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Agent::Strata => "strata",
-            Agent::Vmagent => "vmagent",
-        }
-    }
-}
+/// The strata component this benchmark runs.
+const STRATA: &str = "strata edge";
 
 #[derive(Args)]
 pub struct EdgeArgs {
@@ -216,7 +197,7 @@ async fn start_agent(
         }
     };
     std::fs::write(&config_path, config)?;
-    servers::launch(command, port, dir, ready, agent.name()).await
+    servers::launch(command, port, dir, ready, agent.name(STRATA)).await
 }
 
 pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
@@ -255,7 +236,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     for &agent in &args.agents {
         let server = start_agent(agent, &args, &root, &target_ports, &write_url)
             .await
-            .with_context(|| format!("starting {}", agent.name()))?;
+            .with_context(|| format!("starting {}", agent.name(STRATA)))?;
         agents.push((agent, server));
     }
     let series = args.targets * args.series_per_target;
@@ -266,7 +247,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
         humantime::format_duration(args.interval),
         args.agents
             .iter()
-            .map(|a| a.name())
+            .map(|a| a.name(STRATA))
             .collect::<Vec<_>>()
             .join(" and ")
     );
@@ -303,7 +284,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
         let rss = peak_rss(server.child.id())? as f64 / (1 << 20) as f64;
         println!(
             "{:<12} {samples:>14} {cpu:>12.2} {rate:>18.0} {rss:>14.1}",
-            agent.name()
+            agent.name(STRATA)
         );
         rates.push((*agent, rate, rss));
     }

@@ -1,6 +1,7 @@
 //! `strata bench`: load generators that print numbers. Performance is measured with these,
 //! never asserted in tests.
 
+mod cascade;
 mod edge;
 mod fleet;
 mod promql;
@@ -41,6 +42,12 @@ pub enum BenchCommand {
         after_help = "Example (release build; about two minutes):\n  cargo run --release -- bench edge --targets 10 --series-per-target 10000 \\\n    --interval 5s --duration 60s"
     )]
     Edge(edge::EdgeArgs),
+    /// strata cascade and vmagent, each relaying to two upstreams, take the same remote-write
+    /// load one after the other: samples received per CPU-second and peak RSS of each.
+    #[command(
+        after_help = "Example (release build; about a minute):\n  cargo run --release -- bench cascade --series 100000 --intervals 20 --concurrency 8"
+    )]
+    Cascade(cascade::CascadeArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -50,5 +57,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Store(args) => store::run(args).await,
         BenchCommand::Promql(args) => promql::run(args).await,
         BenchCommand::Edge(args) => edge::run(args).await,
+        BenchCommand::Cascade(args) => cascade::run(args).await,
     }
 }

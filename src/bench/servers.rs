@@ -38,6 +38,31 @@ pub struct Binaries {
     victoria_metrics_bin: PathBuf,
 }
 
+/// strata or vmagent, for the benchmarks that run both side by side.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Debug)]
+pub enum Agent {
+    Strata,
+    Vmagent,
+}
+
+impl Agent {
+    /// Its name in reports, with `strata` the strata component under test.
+    pub fn name(self, strata: &'static str) -> &'static str {
+        match self {
+            Agent::Strata => strata,
+            Agent::Vmagent => "vmagent",
+        }
+    }
+
+    /// Its name in labels and directories.
+    pub fn label(self) -> &'static str {
+        match self {
+            Agent::Strata => "strata",
+            Agent::Vmagent => "vmagent",
+        }
+    }
+}
+
 /// A server under test, killed when dropped.
 pub struct Server {
     pub child: Child,

@@ -84,7 +84,7 @@ pub async fn wait_ready_with(client: &reqwest::Client, url: &str, child: &mut Ch
 
 /// Spawns `command` (its stderr to `dir/<name>.log`) and waits until `ready_path` on `port`
 /// answers 2xx.
-async fn spawn_ready(
+pub async fn spawn_ready(
     dir: &Path,
     name: &'static str,
     command: Command,
