@@ -12,10 +12,9 @@ use std::ops::Range;
 
 use prost::Message;
 
-use crate::labels::fingerprint;
 use crate::prompb::{Exemplar, Label};
 use crate::protocol::PROTO_V1;
-use crate::view::{I64, LEN, LabelRef, Reader, VARINT, label, malformed, sample};
+use crate::view::{I64, LEN, Reader, VARINT, malformed, sample};
 use crate::{Result, Sample};
 
 /// One top-level field of a write request.
@@ -36,7 +35,9 @@ pub enum EntryKind {
 /// What a sender needs to know of a series without decoding it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeriesInfo {
-    /// [`fingerprint`] of the labels in their encoded order.
+    /// Hash of the series' label fields as encoded (xxh3 of their bytes, in order): equal for
+    /// equal encodings, which is what routing a series to the same shard every time needs.
+    /// It is not [`crate::labels::fingerprint`]: computing that would mean decoding.
     pub fingerprint: u64,
     /// Samples, histograms and exemplars.
     pub items: usize,
@@ -61,7 +62,7 @@ impl Entry {
 /// Unknown fields are skipped; a malformed body is an error.
 pub fn entries(body: &[u8]) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    let mut labels = Vec::new();
+    let mut key = Vec::new();
     let mut r = Reader::new(body);
     let at = |r: &Reader<'_>| body.len() - r.remaining();
     while !r.done() {
@@ -69,7 +70,7 @@ pub fn entries(body: &[u8]) -> Result<Vec<Entry>> {
         let step = match r.key() {
             Ok((1, wt)) => r
                 .len_field(wt)
-                .and_then(|series| series_info(series, &mut labels))
+                .and_then(|series| series_info(series, &mut key))
                 .map(|info| Some(EntryKind::Series(info))),
             Ok((3, wt)) => r.len_field(wt).map(|_| Some(EntryKind::Metadata)),
             Ok((_, wt)) => r.skip(wt).map(|()| None),
@@ -85,11 +86,8 @@ pub fn entries(body: &[u8]) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
-fn series_info<'a>(
-    series: &'a [u8],
-    labels: &mut Vec<LabelRef<'a>>,
-) -> Result<SeriesInfo, &'static str> {
-    labels.clear();
+fn series_info(series: &[u8], key: &mut Vec<u8>) -> Result<SeriesInfo, &'static str> {
+    key.clear();
     let mut info = SeriesInfo {
         fingerprint: 0,
         items: 0,
@@ -102,10 +100,30 @@ fn series_info<'a>(
         info.oldest = info.oldest.min(ts);
         info.newest = info.newest.max(ts);
     };
+    // The label fields, as one span of the series while they are contiguous (as every encoder
+    // writes them), else copied one after the other into `key`.
+    let mut span: Option<Range<usize>> = None;
     let mut r = Reader::new(series);
+    let at = |r: &Reader<'_>| series.len() - r.remaining();
     while !r.done() {
+        let start = at(&r);
         match r.key()? {
-            (1, wt) => labels.push(label(r.len_field(wt)?)?),
+            (1, wt) => {
+                // The label's strings are not parsed here: a hop forwarding bytes it queued
+                // itself has checked them on receipt, and the next receiver checks them again.
+                r.len_field(wt)?;
+                let field = start..at(&r);
+                match &mut span {
+                    None if key.is_empty() => span = Some(field),
+                    Some(s) if s.end == field.start => s.end = field.end,
+                    _ => {
+                        if let Some(s) = span.take() {
+                            key.extend_from_slice(&series[s]);
+                        }
+                        key.extend_from_slice(&series[field]);
+                    }
+                }
+            }
             (2, wt) => {
                 let ts = sample(r.len_field(wt)?)?.timestamp;
                 seen(&mut info, ts);
@@ -117,7 +135,14 @@ fn series_info<'a>(
             (_, wt) => r.skip(wt)?,
         }
     }
-    info.fingerprint = fingerprint(labels);
+    info.fingerprint = match span {
+        Some(s) if key.is_empty() => xxhash_rust::xxh3::xxh3_64(&series[s]),
+        Some(s) => {
+            key.extend_from_slice(&series[s]);
+            xxhash_rust::xxh3::xxh3_64(key)
+        }
+        None => xxhash_rust::xxh3::xxh3_64(key),
+    };
     Ok(info)
 }
 
@@ -192,7 +217,11 @@ mod tests {
             prop_assert_eq!(entries.len() - series.len(), req.metadata.len());
             for (e, ts) in series.iter().zip(&req.timeseries) {
                 let EntryKind::Series(info) = e.kind else { unreachable!() };
-                prop_assert_eq!(info.fingerprint, fingerprint(&ts.labels));
+                let mut encoded_labels = Vec::new();
+                for l in &ts.labels {
+                    prost::encoding::message::encode(1, l, &mut encoded_labels);
+                }
+                prop_assert_eq!(info.fingerprint, xxhash_rust::xxh3::xxh3_64(&encoded_labels));
                 prop_assert_eq!(info.items, ts.item_count());
                 let stamps = ts.samples.iter().map(|s| s.timestamp)
                     .chain(ts.exemplars.iter().map(|e| e.timestamp))

@@ -416,6 +416,17 @@ pub(crate) fn label(body: &[u8]) -> Result<LabelRef<'_>, &'static str> {
 }
 
 pub(crate) fn sample(body: &[u8]) -> Result<Sample, &'static str> {
+    // Every encoder writes the value (field 1, fixed64) then the timestamp (field 2, varint).
+    if let [0x09, v0, v1, v2, v3, v4, v5, v6, v7, 0x10, rest @ ..] = body {
+        let mut r = Reader::new(rest);
+        let timestamp = r.varint()? as i64;
+        if r.done() {
+            return Ok(Sample {
+                value: f64::from_bits(u64::from_le_bytes([*v0, *v1, *v2, *v3, *v4, *v5, *v6, *v7])),
+                timestamp,
+            });
+        }
+    }
     let mut s = Sample::default();
     let mut r = Reader::new(body);
     while !r.done() {
