@@ -12,6 +12,7 @@ use std::path::Path;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use strata_relay::metrics::{DropReason, RelayMetrics};
+use strata_relay::queue::Decoded;
 use strata_relay::relabel::Rule;
 use strata_relay::remote_write::{self, RemoteWriteConfig};
 use strata_relay::{OverflowPolicy, Queue, QueueConfig, SenderConfig, sender};
@@ -108,11 +109,17 @@ impl Fanout {
             }
             .into());
         }
+        // Decoded once for every upstream without write relabelling: their senders share it.
+        let decoded = if self.upstreams.iter().any(|u| u.rules.is_empty()) {
+            Some(Decoded::new(body.to_vec())?)
+        } else {
+            None
+        };
         let mut submitted = Vec::with_capacity(self.upstreams.len());
         let mut first_error = None;
         for u in &self.upstreams {
-            let step = if u.rules.is_empty() {
-                u.queue.submit(plain, items).map(Some)
+            let step = if let (true, Some(d)) = (u.rules.is_empty(), &decoded) {
+                u.queue.submit_decoded(plain, items, d).map(Some)
             } else {
                 match remote_write::relabel_body(body, &u.rules) {
                     Ok(Some((p, n))) => u.queue.submit(&p, n).map(Some),

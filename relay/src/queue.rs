@@ -60,12 +60,34 @@ const CHECKPOINT: &str = "checkpoint";
 pub struct Record {
     /// Position in the queue; pass it to [`Queue::ack`] once delivered.
     pub seq: u64,
-    /// The decompressed `prometheus.WriteRequest`.
-    pub body: Vec<u8>,
-    /// Its series and metadata entries, in order.
-    pub entries: Vec<Entry>,
+    pub decoded: Decoded,
     pub samples: u64,
 }
+
+/// A record's decompressed `prometheus.WriteRequest` and its series and metadata entries, in
+/// order. A hop writing one batch to several queues decodes it once and hands it to each
+/// ([`Queue::submit_decoded`]); their readers then share it instead of reading the record back
+/// from disk, decompressing and splitting it once per queue.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub body: Arc<Vec<u8>>,
+    pub entries: Arc<Vec<Entry>>,
+}
+
+impl Decoded {
+    /// Splits a decompressed body into its entries.
+    pub fn new(body: Vec<u8>) -> Result<Self> {
+        let entries = strata_wire::raw::entries(&body)?;
+        Ok(Self {
+            body: Arc::new(body),
+            entries: Arc::new(entries),
+        })
+    }
+}
+
+/// Decoded bodies kept for the reader at most, per queue; beyond, records are read back from
+/// disk when their turn comes.
+const DECODED_CACHE_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, Copy)]
 struct RecordMeta {
@@ -96,6 +118,9 @@ struct State {
     /// Count of records known to be fsynced.
     synced_seq: u64,
     checkpoint_dirty: bool,
+    /// Decoded records not yet read, by seq, and their body bytes in total.
+    decoded: std::collections::HashMap<u64, Decoded>,
+    decoded_bytes: usize,
     closed: bool,
     /// Set when an fsync failed; see the module docs.
     failed: bool,
@@ -222,6 +247,8 @@ impl Queue {
                 pending_samples,
                 synced_seq: next_seq,
                 checkpoint_dirty: true,
+                decoded: std::collections::HashMap::new(),
+                decoded_bytes: 0,
                 closed: false,
                 failed: false,
             }),
@@ -260,7 +287,21 @@ impl Queue {
     /// Writes a record like [`Queue::append_payload`] without waiting: a hop writing one
     /// batch to several queues submits to all, then waits on each, so their fsyncs overlap.
     pub fn submit(&self, payload: &[u8], items: u64) -> Result<Submitted> {
-        let seq = self.append_encoded(payload, items)?;
+        let seq = self.append_encoded(payload, items, None)?;
+        Ok(Submitted {
+            queue: self.clone(),
+            seq,
+        })
+    }
+
+    /// [`Queue::submit`], handing the reader the record already decoded when it has room for it.
+    pub fn submit_decoded(
+        &self,
+        payload: &[u8],
+        items: u64,
+        decoded: &Decoded,
+    ) -> Result<Submitted> {
+        let seq = self.append_encoded(payload, items, Some(decoded))?;
         Ok(Submitted {
             queue: self.clone(),
             seq,
@@ -275,7 +316,12 @@ impl Queue {
     }
 
     /// Writes one record; returns the seq the caller must see synced (1-based count).
-    fn append_encoded(&self, payload: &[u8], samples: u64) -> Result<u64> {
+    fn append_encoded(
+        &self,
+        payload: &[u8],
+        samples: u64,
+        decoded: Option<&Decoded>,
+    ) -> Result<u64> {
         let len = HEADER_LEN + payload.len() as u64;
         let max = self.inner.config.max_queue_bytes;
         if len > max || payload.len() as u64 > MAX_RECORD_BYTES {
@@ -336,6 +382,12 @@ impl Queue {
         });
         st.pending_bytes += len;
         st.pending_samples += samples;
+        if let Some(d) = decoded
+            && st.decoded_bytes + d.body.len() <= DECODED_CACHE_BYTES
+        {
+            st.decoded_bytes += d.body.len();
+            st.decoded.insert(seq, d.clone());
+        }
         self.publish(&st);
         self.inner.metrics.samples_enqueued.inc_by(samples);
         drop(st);
@@ -373,6 +425,9 @@ impl Queue {
                 if let Some(r) = st.records.pop_front() {
                     st.pending_bytes -= r.len;
                     st.pending_samples -= r.samples;
+                    if let Some(d) = st.decoded.remove(&r.seq) {
+                        st.decoded_bytes -= d.body.len();
+                    }
                     // Records already handed to the sender are counted as sent or rejected there.
                     if !r.acked && r.seq >= st.read_seq {
                         dropped += r.samples;
@@ -423,7 +478,7 @@ impl Queue {
                 meta
             };
             match found {
-                Some(meta) => match self.read(meta) {
+                Some(meta) => match self.take_decoded(meta).map_or_else(|| self.read(meta), Ok) {
                     Ok(record) => return Some(record),
                     Err(Error::Wire(e)) => {
                         // The checksum matched but the payload does not decode: nothing will
@@ -454,6 +509,18 @@ impl Queue {
         }
     }
 
+    /// The record as its writer decoded it, if that is cached.
+    fn take_decoded(&self, meta: RecordMeta) -> Option<Record> {
+        let mut st = self.lock();
+        let decoded = st.decoded.remove(&meta.seq)?;
+        st.decoded_bytes -= decoded.body.len();
+        Some(Record {
+            seq: meta.seq,
+            decoded,
+            samples: meta.samples,
+        })
+    }
+
     fn read(&self, meta: RecordMeta) -> Result<Record> {
         let path = segment_path(&self.inner.dir, meta.segment);
         let file = File::open(&path).map_err(Error::io(&path))?;
@@ -461,11 +528,9 @@ impl Queue {
         file.read_exact_at(&mut buf, meta.offset + HEADER_LEN)
             .map_err(Error::io(&path))?;
         let body = strata_wire::snappy::decompress(&buf, usize::MAX)?;
-        let entries = strata_wire::raw::entries(&body)?;
         Ok(Record {
             seq: meta.seq,
-            body,
-            entries,
+            decoded: Decoded::new(body)?,
             samples: meta.samples,
         })
     }
@@ -757,7 +822,7 @@ mod tests {
     }
 
     fn label_i(r: &Record) -> String {
-        let request = WriteRequest::decode_body(&r.body).expect("a queued request decodes");
+        let request = WriteRequest::decode_body(&r.decoded.body).expect("a queued request decodes");
         request.timeseries[0].labels[1].value.clone()
     }
 
@@ -802,6 +867,32 @@ mod tests {
             })
             .count();
         assert!(segs <= 2, "{segs} segments left");
+    }
+
+    #[tokio::test]
+    async fn decoded_records_are_shared_and_the_disk_copy_is_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(dir.path(), config(), metrics()).unwrap();
+        let req = request(7, 3);
+        let decoded = Decoded::new(req.encode_body()).unwrap();
+        let payload = req.encode_snappy().unwrap();
+        q.submit_decoded(&payload, 3, &decoded)
+            .unwrap()
+            .durable()
+            .await
+            .unwrap();
+        q.append(&request(8, 2)).await.unwrap();
+        let shared = q.next().await.unwrap();
+        assert!(Arc::ptr_eq(&shared.decoded.body, &decoded.body));
+        assert_eq!((shared.seq, shared.samples), (0, 3));
+        let from_disk = q.next().await.unwrap();
+        assert_eq!(label_i(&from_disk), "8");
+        // After a restart the same record comes from disk, decoded the same way.
+        q.close();
+        let q = Queue::open(dir.path(), config(), metrics()).unwrap();
+        let again = q.next().await.unwrap();
+        assert_eq!(again.decoded.body, decoded.body);
+        assert_eq!(again.decoded.entries, decoded.entries);
     }
 
     #[tokio::test]

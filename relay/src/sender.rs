@@ -22,13 +22,13 @@ use std::time::{Duration, Instant, SystemTime};
 use rand::Rng;
 use reqwest::StatusCode;
 use strata_wire::protocol::{WriteVersion, request_headers};
-use strata_wire::raw::{self, Entry, EntryKind};
+use strata_wire::raw::{Entry, EntryKind};
 use strata_wire::{TimeSeries, WriteRequest, snappy};
 use tokio::sync::mpsc;
 
 use crate::config::SenderConfig;
 use crate::metrics::{DropReason, RelayMetrics};
-use crate::queue::Queue;
+use crate::queue::{Decoded, Queue};
 use crate::{Error, Result};
 
 /// Outstanding parts of one queue record; the record is acknowledged when the count hits zero.
@@ -89,10 +89,10 @@ pub async fn run(
 /// record's entries are routed by the fingerprint of their labels and copied as bytes.
 async fn dispatch(queue: &Queue, shards: &[mpsc::Sender<Part>], max: usize) {
     while let Some(record) = queue.next().await {
-        let (body, entries) = split_long_series(record.body, record.entries, max);
+        let (body, entries) = split_long_series(record.decoded, max);
         let n = shards.len();
         let mut parts: Vec<Vec<Entry>> = vec![Vec::new(); n];
-        for e in entries {
+        for e in entries.iter().cloned() {
             let shard = match e.kind {
                 EntryKind::Series(info) => (info.fingerprint % n as u64) as usize,
                 EntryKind::Metadata => 0,
@@ -108,7 +108,6 @@ async fn dispatch(queue: &Queue, shards: &[mpsc::Sender<Part>], max: usize) {
             seq: record.seq,
             remaining: AtomicUsize::new(used),
         });
-        let body = Arc::new(body);
         for (shard, entries) in parts.into_iter().enumerate() {
             if entries.is_empty() {
                 continue;
@@ -129,12 +128,13 @@ async fn dispatch(queue: &Queue, shards: &[mpsc::Sender<Part>], max: usize) {
 /// Cuts every series with more than `max` items into pieces of at most `max`, in order
 /// (samples first, then histograms, then exemplars), so each fits in one request. Rare: only
 /// then is the record decoded and encoded again.
-fn split_long_series(body: Vec<u8>, entries: Vec<Entry>, max: usize) -> (Vec<u8>, Vec<Entry>) {
+fn split_long_series(decoded: Decoded, max: usize) -> (Arc<Vec<u8>>, Arc<Vec<Entry>>) {
+    let Decoded { body, entries } = decoded;
     if entries.iter().all(|e| e.items() <= max) {
         return (body, entries);
     }
     let mut out = Vec::with_capacity(body.len());
-    for e in &entries {
+    for e in entries.iter() {
         let bytes = &body[e.bytes.clone()];
         if e.items() <= max {
             out.extend_from_slice(bytes);
@@ -165,8 +165,8 @@ fn split_long_series(body: Vec<u8>, entries: Vec<Entry>, max: usize) -> (Vec<u8>
         }
         out.extend_from_slice(&req.encode_body());
     }
-    match raw::entries(&out) {
-        Ok(split) => (out, split),
+    match Decoded::new(out) {
+        Ok(split) => (split.body, split.entries),
         Err(_) => (body, entries),
     }
 }
@@ -496,17 +496,16 @@ mod tests {
             timeseries: vec![samples("a", 4), samples("long", 25), samples("b", 3)],
             metadata: vec![],
         };
-        let body = req.encode_body();
-        let entries = raw::entries(&body).expect("valid");
-        let (body, entries) = split_long_series(body, entries, 10);
+        let decoded = Decoded::new(req.encode_body()).expect("valid");
+        let (body, entries) = split_long_series(decoded, 10);
         assert!(entries.iter().all(|e| e.items() <= 10));
         let mut part = Some(Part {
             ack: Arc::new(RecordAck {
                 seq: 0,
                 remaining: AtomicUsize::new(1),
             }),
-            body: Arc::new(body),
-            entries,
+            body,
+            entries: entries.to_vec(),
             next: 0,
         });
         let mut sent: Vec<(String, i64)> = Vec::new();
