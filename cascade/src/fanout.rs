@@ -86,14 +86,16 @@ impl Fanout {
     }
 
     /// Writes a batch to every upstream and returns once it is durable in all of them.
-    /// `body` is a decompressed 1.0 `WriteRequest` holding `items` samples, histograms and
-    /// exemplars; `payload` its snappy compression when the caller already has it.
-    pub async fn write(&self, body: &[u8], payload: Option<&[u8]>, items: u64) -> Result<()> {
+    /// `batch` is a decompressed 1.0 `WriteRequest` holding `items` samples, histograms and
+    /// exemplars, with its entries; `payload` its snappy compression when the caller already
+    /// has it. Upstreams without write relabelling share `batch`: their senders take it as it
+    /// is instead of reading it back from disk.
+    pub async fn write(&self, batch: Decoded, payload: Option<&[u8]>, items: u64) -> Result<()> {
         let compressed;
         let plain = match payload {
             Some(p) => p,
             None => {
-                compressed = snappy::compress(body)?;
+                compressed = snappy::compress(&batch.body)?;
                 &compressed
             }
         };
@@ -109,19 +111,13 @@ impl Fanout {
             }
             .into());
         }
-        // Decoded once for every upstream without write relabelling: their senders share it.
-        let decoded = if self.upstreams.iter().any(|u| u.rules.is_empty()) {
-            Some(Decoded::new(body.to_vec())?)
-        } else {
-            None
-        };
         let mut submitted = Vec::with_capacity(self.upstreams.len());
         let mut first_error = None;
         for u in &self.upstreams {
-            let step = if let (true, Some(d)) = (u.rules.is_empty(), &decoded) {
-                u.queue.submit_decoded(plain, items, d).map(Some)
+            let step = if u.rules.is_empty() {
+                u.queue.submit_decoded(plain, items, &batch).map(Some)
             } else {
-                match remote_write::relabel_body(body, &u.rules) {
+                match remote_write::relabel_body(&batch.body, &u.rules) {
                     Ok(Some((p, n))) => u.queue.submit(&p, n).map(Some),
                     Ok(None) => Ok(None),
                     Err(e) => Err(e.into()),

@@ -37,6 +37,8 @@ use strata_wire::protocol::{self, WriteVersion};
 use strata_wire::view::WriteView;
 use strata_wire::{WriteRequest, validate};
 
+use strata_relay::queue::Decoded;
+
 use crate::aggregate::Aggregator;
 use crate::auth::{Auth, Sender};
 use crate::config::{Config, LabelAction};
@@ -179,7 +181,7 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let (version, raw) = validate::decompress_write(content_type, body, state.max_decoded_bytes)?;
-    let view = WriteView::decode(version, &raw)?.validate();
+    let mut view = WriteView::decode(version, &raw)?.validate();
     let items_of =
         |s: &strata_wire::view::SeriesRef<'_, _>| s.samples.len() + s.histograms + s.exemplars;
     let total_items: u64 = view.accepted().map(|s| items_of(&s) as u64).sum();
@@ -264,41 +266,64 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
         }
     }
 
+    // What the answer says, from the view, before the body moves on.
+    let rejection = view.rejection_message();
+    let written_counts = (version == WriteVersion::V2).then(|| {
+        // Remote-write 2.0: report what was written (accepted, not refused by a limit).
+        let (mut samples, mut histograms, mut exemplars) = (0, 0, 0);
+        for (series, ok) in view.accepted().zip(&admitted) {
+            if *ok {
+                samples += series.samples.len();
+                histograms += series.histograms;
+                exemplars += series.exemplars;
+            }
+        }
+        (samples, histograms, exemplars)
+    });
+
     // Fan-out: the bytes as they came when nothing changed, else the kept series again.
     let unchanged = version == WriteVersion::V1
         && view.rejected.is_empty()
         && stamped.is_none()
         && keep.iter().all(|&k| k);
-    let written = if unchanged {
-        state.fanout.write(&raw, Some(body), total_items).await
-    } else {
-        let mut request = validate::decode_body(version, &raw)?.accepted;
-        let mut stamped_labels = stamped.map(Vec::into_iter);
-        let mut index = 0;
-        request.timeseries.retain_mut(|ts| {
-            if let Some(labels) = stamped_labels.as_mut().and_then(Iterator::next) {
-                ts.labels = labels;
-            }
-            index += 1;
-            keep[index - 1]
-        });
-        forward(state, &request).await
+    let entries = if unchanged { view.take_entries() } else { None };
+    drop(view);
+    let written = match entries {
+        Some(entries) => {
+            let batch = Decoded::with_entries(raw, entries);
+            state.fanout.write(batch, Some(body), total_items).await
+        }
+        None if unchanged => match Decoded::new(raw) {
+            Ok(batch) => state.fanout.write(batch, Some(body), total_items).await,
+            Err(e) => Err(e.into()),
+        },
+        None => {
+            let mut request = validate::decode_body(version, &raw)?.accepted;
+            let mut stamped_labels = stamped.map(Vec::into_iter);
+            let mut index = 0;
+            request.timeseries.retain_mut(|ts| {
+                if let Some(labels) = stamped_labels.as_mut().and_then(Iterator::next) {
+                    ts.labels = labels;
+                }
+                index += 1;
+                keep[index - 1]
+            });
+            forward(state, &request).await
+        }
     };
     if let Err(e) = written {
-        {
-            let reason = match &e {
-                Error::Relay(strata_relay::Error::QueueFull { .. }) => Reject::QueueFull,
-                _ => Reject::Unavailable,
-            };
-            state.metrics.rejected(reason, total_items - refused_items);
-            return Err(e);
-        }
+        let reason = match &e {
+            Error::Relay(strata_relay::Error::QueueFull { .. }) => Reject::QueueFull,
+            _ => Reject::Unavailable,
+        };
+        state.metrics.rejected(reason, total_items - refused_items);
+        return Err(e);
     }
     state
         .metrics
         .received(sender_name, total_items - refused_items);
 
-    let mut resp = match (limit_message, view.rejection_message()) {
+    let mut resp = match (limit_message, rejection) {
         (Some(limit), invalid) => {
             let mut msg = limit;
             if let Some(invalid) = invalid {
@@ -310,16 +335,7 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
         (None, Some(invalid)) => (StatusCode::BAD_REQUEST, invalid + "\n").into_response(),
         (None, None) => StatusCode::NO_CONTENT.into_response(),
     };
-    if version == WriteVersion::V2 {
-        // Remote-write 2.0: report what was written (accepted, not refused by a limit).
-        let (mut samples, mut histograms, mut exemplars) = (0, 0, 0);
-        for (series, ok) in view.accepted().zip(&admitted) {
-            if *ok {
-                samples += series.samples.len();
-                histograms += series.histograms;
-                exemplars += series.exemplars;
-            }
-        }
+    if let Some((samples, histograms, exemplars)) = written_counts {
         let h = resp.headers_mut();
         for (name, n) in protocol::written_headers(samples, histograms, exemplars) {
             h.insert(name, HeaderValue::from(n));
@@ -333,9 +349,10 @@ async fn forward(state: &AppState, request: &WriteRequest) -> Result<()> {
     if request.timeseries.is_empty() && request.metadata.is_empty() {
         return Ok(());
     }
+    let batch = Decoded::new(request.encode_body())?;
     state
         .fanout
-        .write(&request.encode_body(), None, request.item_count() as u64)
+        .write(batch, None, request.item_count() as u64)
         .await
 }
 

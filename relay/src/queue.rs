@@ -75,6 +75,15 @@ pub struct Decoded {
 }
 
 impl Decoded {
+    /// A body with its entries as [`strata_wire::raw::entries`] gives them (for example from
+    /// [`strata_wire::view::ValidatedView::take_entries`]).
+    pub fn with_entries(body: Vec<u8>, entries: Vec<Entry>) -> Self {
+        Self {
+            body: Arc::new(body),
+            entries: Arc::new(entries),
+        }
+    }
+
     /// Splits a decompressed body into its entries.
     pub fn new(body: Vec<u8>) -> Result<Self> {
         let entries = strata_wire::raw::entries(&body)?;
@@ -87,7 +96,7 @@ impl Decoded {
 
 /// Decoded bodies kept for the reader at most, per queue; beyond, records are read back from
 /// disk when their turn comes.
-const DECODED_CACHE_BYTES: usize = 8 << 20;
+const DECODED_CACHE_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, Copy)]
 struct RecordMeta {

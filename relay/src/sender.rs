@@ -73,6 +73,7 @@ pub async fn run(
             config: config.clone(),
             metrics: metrics.clone(),
             queue: queue.clone(),
+            scratch: Vec::new(),
         };
         tasks.spawn(shard.run(rx));
     }
@@ -176,6 +177,8 @@ struct Shard {
     config: Arc<SenderConfig>,
     metrics: RelayMetrics,
     queue: Queue,
+    /// The compressor's output buffer, kept between batches.
+    scratch: Vec<u8>,
 }
 
 /// A request being assembled (encoded series and metadata entries), and the parts whose last
@@ -228,7 +231,7 @@ impl Batch {
 }
 
 impl Shard {
-    async fn run(self, mut rx: mpsc::Receiver<Part>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Part>) {
         let max = self.config.max_samples_per_send;
         let mut carry: Option<Part> = None;
         loop {
@@ -262,7 +265,7 @@ impl Shard {
     }
 
     /// Sends one batch until it succeeds or is given up on (counted either way).
-    async fn send(&self, batch: &mut Batch) {
+    async fn send(&mut self, batch: &mut Batch) {
         let mut backoff = Duration::from_millis(self.config.min_backoff_ms);
         let max_backoff = Duration::from_millis(self.config.max_backoff_ms);
         loop {
@@ -276,7 +279,7 @@ impl Shard {
                 WriteVersion::V1
             };
             let encoded = match version {
-                WriteVersion::V1 => snappy::compress(&batch.body),
+                WriteVersion::V1 => snappy::compress_reusing(&batch.body, &mut self.scratch),
                 WriteVersion::V2 => WriteRequest::decode_body(&batch.body)
                     .and_then(|req| strata_wire::v2::Request::from_v1(&req).encode_snappy()),
             };
@@ -389,6 +392,16 @@ impl Shard {
 /// An entry never fits only when the batch already holds something ([`split_long_series`]
 /// cut every series to at most `max`).
 fn fill(batch: &mut Batch, mut part: Part, max: usize) -> Option<Part> {
+    // One allocation for what may be copied, rather than growing the body entry by entry.
+    let (mut bytes, mut items) = (0, batch.items);
+    for e in &part.entries[part.next..] {
+        if items > 0 && items + e.items() > max {
+            break;
+        }
+        items += e.items();
+        bytes += e.bytes.len();
+    }
+    batch.body.reserve(bytes);
     while let Some(entry) = part.entries.get(part.next) {
         if batch.items > 0 && batch.items + entry.items() > max {
             return Some(part);

@@ -87,7 +87,6 @@ pub fn entries(body: &[u8]) -> Result<Vec<Entry>> {
 }
 
 fn series_info(series: &[u8], key: &mut Vec<u8>) -> Result<SeriesInfo, &'static str> {
-    key.clear();
     let mut info = SeriesInfo {
         fingerprint: 0,
         items: 0,
@@ -100,9 +99,7 @@ fn series_info(series: &[u8], key: &mut Vec<u8>) -> Result<SeriesInfo, &'static 
         info.oldest = info.oldest.min(ts);
         info.newest = info.newest.max(ts);
     };
-    // The label fields, as one span of the series while they are contiguous (as every encoder
-    // writes them), else copied one after the other into `key`.
-    let mut span: Option<Range<usize>> = None;
+    let mut labels = LabelFields::new(key);
     let mut r = Reader::new(series);
     let at = |r: &Reader<'_>| series.len() - r.remaining();
     while !r.done() {
@@ -112,17 +109,7 @@ fn series_info(series: &[u8], key: &mut Vec<u8>) -> Result<SeriesInfo, &'static 
                 // The label's strings are not parsed here: a hop forwarding bytes it queued
                 // itself has checked them on receipt, and the next receiver checks them again.
                 r.len_field(wt)?;
-                let field = start..at(&r);
-                match &mut span {
-                    None if key.is_empty() => span = Some(field),
-                    Some(s) if s.end == field.start => s.end = field.end,
-                    _ => {
-                        if let Some(s) = span.take() {
-                            key.extend_from_slice(&series[s]);
-                        }
-                        key.extend_from_slice(&series[field]);
-                    }
-                }
+                labels.add(series, start..at(&r));
             }
             (2, wt) => {
                 let ts = sample(r.len_field(wt)?)?.timestamp;
@@ -135,15 +122,49 @@ fn series_info(series: &[u8], key: &mut Vec<u8>) -> Result<SeriesInfo, &'static 
             (_, wt) => r.skip(wt)?,
         }
     }
-    info.fingerprint = match span {
-        Some(s) if key.is_empty() => xxhash_rust::xxh3::xxh3_64(&series[s]),
-        Some(s) => {
-            key.extend_from_slice(&series[s]);
-            xxhash_rust::xxh3::xxh3_64(key)
-        }
-        None => xxhash_rust::xxh3::xxh3_64(key),
-    };
+    info.fingerprint = labels.fingerprint(series);
     Ok(info)
+}
+
+/// The label fields of one series, gathered for [`SeriesInfo::fingerprint`]: one span of the
+/// series while they are contiguous (as every encoder writes them), else copied one after the
+/// other into a buffer.
+pub(crate) struct LabelFields<'k> {
+    span: Option<Range<usize>>,
+    copied: &'k mut Vec<u8>,
+}
+
+impl<'k> LabelFields<'k> {
+    /// Starts a series; `copied` is a reusable buffer.
+    pub(crate) fn new(copied: &'k mut Vec<u8>) -> Self {
+        copied.clear();
+        Self { span: None, copied }
+    }
+
+    /// Adds the label field at `field` (key, length and message) of `series`.
+    pub(crate) fn add(&mut self, series: &[u8], field: Range<usize>) {
+        match &mut self.span {
+            None if self.copied.is_empty() => self.span = Some(field),
+            Some(s) if s.end == field.start => s.end = field.end,
+            _ => {
+                if let Some(s) = self.span.take() {
+                    self.copied.extend_from_slice(&series[s]);
+                }
+                self.copied.extend_from_slice(&series[field]);
+            }
+        }
+    }
+
+    pub(crate) fn fingerprint(self, series: &[u8]) -> u64 {
+        match self.span {
+            Some(s) if self.copied.is_empty() => xxhash_rust::xxh3::xxh3_64(&series[s]),
+            Some(s) => {
+                self.copied.extend_from_slice(&series[s]);
+                xxhash_rust::xxh3::xxh3_64(self.copied)
+            }
+            None => xxhash_rust::xxh3::xxh3_64(self.copied),
+        }
+    }
 }
 
 /// The `int64` field `field` of a message (0 when absent, as protobuf defaults it).
@@ -208,6 +229,19 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn a_view_decoding_gives_the_same_entries(req in write_request()) {
+            let body = req.encode_to_vec();
+            let mut view = crate::view::WriteView::decode(crate::protocol::WriteVersion::V1, &body)
+                .expect("prost's encoding decodes")
+                .validate();
+            let plain = req.timeseries.iter().all(|ts| ts.histograms.is_empty() && ts.exemplars.is_empty());
+            match view.take_entries() {
+                Some(from_view) => prop_assert_eq!(from_view, entries(&body).expect("splits")),
+                None => prop_assert!(!plain || !view.rejected.is_empty()),
+            }
+        }
+
         #[test]
         fn entries_agree_with_prost(req in write_request()) {
             let body = req.encode_to_vec();

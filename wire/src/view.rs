@@ -17,6 +17,7 @@
 use crate::labels::{self, LabelPair};
 use crate::prompb::Sample;
 use crate::protocol::WriteVersion;
+use crate::raw::{Entry, EntryKind, LabelFields, SeriesInfo};
 use crate::validate::Rejected;
 use crate::{Error, Result};
 
@@ -72,6 +73,9 @@ pub struct WriteView<'a> {
     samples: Vec<Sample>,
     spans: Vec<Span>,
     metadata: Vec<MetadataRef<'a>>,
+    /// A 1.0 body's entries as [`crate::raw::entries`] gives them, built during decoding; `None`
+    /// for 2.0 and for bodies with histograms or exemplars (whose timestamps are not decoded).
+    entries: Option<Vec<Entry>>,
 }
 
 /// A [`WriteView`] split by the partial-acceptance rule of [`crate::validate`].
@@ -151,13 +155,27 @@ impl<'a> WriteView<'a> {
     }
 
     fn decode_v1(body: &'a [u8]) -> Result<Self, &'static str> {
-        let mut out = WriteView::default();
+        let mut out = WriteView {
+            entries: Some(Vec::new()),
+            ..WriteView::default()
+        };
+        let mut key = Vec::new();
         let mut r = Reader::new(body);
+        let at = |r: &Reader<'_>| body.len() - r.remaining();
         while !r.done() {
+            let start = at(&r);
             match r.key()? {
                 (1, wt) => {
                     let series = r.len_field(wt)?;
-                    out.series_v1(series)?;
+                    let info = out.series_v1(series, &mut key)?;
+                    let end = at(&r);
+                    match (&mut out.entries, info) {
+                        (Some(entries), Some(info)) => entries.push(Entry {
+                            bytes: start..end,
+                            kind: EntryKind::Series(info),
+                        }),
+                        _ => out.entries = None,
+                    }
                 }
                 (3, wt) => {
                     let mut m = Reader::new(r.len_field(wt)?);
@@ -177,6 +195,13 @@ impl<'a> WriteView<'a> {
                         }
                     }
                     out.metadata.push(meta);
+                    let end = at(&r);
+                    if let Some(entries) = &mut out.entries {
+                        entries.push(Entry {
+                            bytes: start..end,
+                            kind: EntryKind::Metadata,
+                        });
+                    }
                 }
                 (_, wire_type) => r.skip(wire_type)?,
             }
@@ -184,12 +209,24 @@ impl<'a> WriteView<'a> {
         Ok(out)
     }
 
-    fn series_v1(&mut self, body: &'a [u8]) -> Result<(), &'static str> {
+    /// Decodes one series; returns what [`crate::raw::entries`] would say of it, unless it
+    /// holds histograms or exemplars.
+    fn series_v1(
+        &mut self,
+        body: &'a [u8],
+        key: &mut Vec<u8>,
+    ) -> Result<Option<SeriesInfo>, &'static str> {
         let mut span = self.open_span();
+        let mut label_fields = LabelFields::new(key);
         let mut r = Reader::new(body);
+        let at = |r: &Reader<'_>| body.len() - r.remaining();
         while !r.done() {
+            let start = at(&r);
             match r.key()? {
-                (1, wt) => self.labels.push(label(r.len_field(wt)?)?),
+                (1, wt) => {
+                    self.labels.push(label(r.len_field(wt)?)?);
+                    label_fields.add(body, start..at(&r));
+                }
                 (2, wt) => self.samples.push(sample(r.len_field(wt)?)?),
                 (3, wt) => {
                     r.len_field(wt)?;
@@ -202,7 +239,29 @@ impl<'a> WriteView<'a> {
                 (_, wire_type) => r.skip(wire_type)?,
             }
         }
-        self.close_span(span)
+        let fingerprint = label_fields.fingerprint(body);
+        let info = (span.exemplars == 0 && span.histograms == 0).then(|| {
+            let samples = &self.samples[span.samples.0 as usize..];
+            let oldest = samples
+                .iter()
+                .map(|s| s.timestamp)
+                .min()
+                .unwrap_or(i64::MAX);
+            let newest = samples
+                .iter()
+                .map(|s| s.timestamp)
+                .max()
+                .unwrap_or(i64::MIN);
+            SeriesInfo {
+                fingerprint,
+                items: samples.len(),
+                oldest,
+                newest,
+                newest_sample: newest,
+            }
+        });
+        self.close_span(span)?;
+        Ok(info)
     }
 
     fn open_span(&self) -> Span {
@@ -364,6 +423,16 @@ impl<'a> ValidatedView<'a> {
     /// The request's metadata entries.
     pub fn metadata(&self) -> &[MetadataRef<'a>] {
         self.view.metadata()
+    }
+
+    /// The body's entries, as [`crate::raw::entries`] splits it, when the body is 1.0 and
+    /// every series was accepted, so that the body can be forwarded whole; computed while
+    /// decoding, so a forwarding hop needs no second pass.
+    pub fn take_entries(&mut self) -> Option<Vec<Entry>> {
+        if !self.rejected.is_empty() {
+            return None;
+        }
+        self.view.entries.take()
     }
 
     /// Number of accepted series.
