@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 
 use crate::{Error, Result};
 
+/// `queue_config.max_samples_per_send` of an upstream that does not set it.
+pub const DEFAULT_MAX_SAMPLES_PER_SEND: usize = 10_000;
+
 /// One upstream: its queue, its sender's settings and its write relabelling.
 #[derive(Debug)]
 pub struct Upstream {
@@ -68,7 +71,12 @@ impl Fanout {
     ) -> Result<Self> {
         let mut upstreams = Vec::with_capacity(sections.len());
         for rw in sections {
-            let (sender, name) = remote_write::sender_config(rw).map_err(Error::Config)?;
+            let (mut sender, name) = remote_write::sender_config(rw).map_err(Error::Config)?;
+            if rw.queue_config.max_samples_per_send.is_none() {
+                // A cascade forwards the streams of many edges: larger requests than a
+                // scraper's (Prometheus's 2000) mean fewer round trips per sample upstream.
+                sender.max_samples_per_send = DEFAULT_MAX_SAMPLES_PER_SEND;
+            }
             let metrics = RelayMetrics::register(registry, &name);
             let dir = remote_write::queue_dir(data_dir, &name, &rw.url);
             let queue = Queue::open(&dir, queue_config.clone(), metrics.clone())?;
