@@ -267,27 +267,33 @@ async fn steady_load(port: u16, requests: usize, per_request: usize, pause: Dura
                 })
                 .collect(),
         );
-        loop {
-            match http
-                .post(&url)
-                .header("Content-Encoding", "snappy")
-                .header("Content-Type", "application/x-protobuf")
-                .body(b.clone())
-                .send()
-                .await
-            {
-                Ok(resp) if resp.status().is_success() => break,
-                Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {
-                    retries += 1;
-                }
-                Ok(resp) => panic!("cascade answered {} to a valid request", resp.status()),
-                Err(_) => retries += 1,
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        retries += send_until_acknowledged(&http, &url, b).await;
         tokio::time::sleep(pause).await;
     }
     retries
+}
+
+/// POSTs a remote-write 1.0 body until it is acknowledged, retrying connection errors, 429 and
+/// 5xx as a remote-write sender does; returns the number of retries.
+async fn send_until_acknowledged(http: &reqwest::Client, url: &str, body: Vec<u8>) -> usize {
+    let mut retries = 0;
+    loop {
+        match http
+            .post(url)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .body(body.clone())
+            .send()
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => return retries,
+            Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => {}
+            Ok(resp) => panic!("cascade answered {} to a valid request", resp.status()),
+            Err(_) => {}
+        }
+        retries += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// True once every upstream queue of the cascade on `base` is empty.
@@ -712,5 +718,138 @@ remote_write:
         &[],
     )
     .await;
+    assert_eq!(status["data"][0]["late"], 0, "{status}");
+}
+
+/// Aggregated output an in-test upstream received: (series, timestamp) → value.
+type Outputs = Arc<Mutex<BTreeMap<(String, i64), f64>>>;
+
+/// Receives aggregated output; a window emitted twice (after a crash) must carry the same
+/// value both times.
+async fn receive_outputs(State(rx): State<Outputs>, body: Bytes) -> StatusCode {
+    let Ok(req) = WriteRequest::decode_snappy(&body, 64 << 20) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let mut r = rx.lock().unwrap();
+    for ts in req.timeseries {
+        let key = strata_wire::labels::render(&ts.labels);
+        for s in ts
+            .samples
+            .iter()
+            .filter(|s| !strata_wire::is_stale_nan(s.value))
+        {
+            if let Some(before) = r.insert((key.clone(), s.timestamp), s.value) {
+                assert!(
+                    (before - s.value).abs() <= 1e-9 * before.abs().max(1.0),
+                    "{key} at {} emitted as {before} and as {}",
+                    s.timestamp,
+                    s.value
+                );
+            }
+        }
+    }
+    StatusCode::NO_CONTENT
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregation_survives_sigkill_with_the_raw_input_dropped() {
+    let outputs = Outputs::default();
+    let app = Router::new()
+        .route("/api/v1/write", post(receive_outputs))
+        .with_state(outputs.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let rule = serde_json::json!({
+        "match": "crash_agg_total",
+        "interval": "5s",
+        "without": ["pod"],
+        "outputs": ["sum", "count", "max", "increase"],
+    });
+    let config = format!(
+        "stream_aggregation:\n  lateness: 5s\n  rules:\n    - {rule}\nremote_write:\n  - {{url: {upstream}, queue_config: {{batch_send_deadline: 50ms}}}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cascade = start_cascade(dir.path(), &config, port).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let mut sent = Vec::new();
+    let mut values = [0.0f64; 6];
+    for step in 0..60 {
+        if step == 20 || step == 41 {
+            cascade.kill();
+            cascade = start_cascade(dir.path(), &config, port).await;
+        }
+        let ts = now_ms();
+        let mut timeseries = Vec::new();
+        for (i, v) in values.iter_mut().enumerate() {
+            *v += (i + step % 3) as f64;
+            timeseries.push(series(
+                &[
+                    ("__name__", "crash_agg_total"),
+                    ("job", &format!("j{}", i % 2)),
+                    ("pod", &format!("p{i}")),
+                ],
+                *v,
+                ts,
+            ));
+        }
+        send_until_acknowledged(&http, &url, body(timeseries.clone())).await;
+        sent.extend(timeseries);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // What the same rule makes of every acknowledged sample, computed in this process.
+    let rule: strata_cascade::aggregate::RuleConfig = serde_json::from_value(rule).unwrap();
+    let mut reference = strata_cascade::aggregate::Aggregator::new(&[rule], 0).unwrap();
+    for ts in &sent {
+        reference.push(&ts.labels, &ts.samples, ts.samples[0].timestamp);
+    }
+    let want: BTreeMap<(String, i64), f64> = reference
+        .flush(now_ms() + 3_600_000)
+        .into_iter()
+        .filter(|ts| !strata_wire::is_stale_nan(ts.samples[0].value))
+        .map(|ts| {
+            (
+                (
+                    strata_wire::labels::render(&ts.labels),
+                    ts.samples[0].timestamp,
+                ),
+                ts.samples[0].value,
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = outputs.lock().unwrap().clone();
+        if got.len() >= want.len() || Instant::now() > deadline {
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "every window of every group, across two SIGKILLs"
+            );
+            for (k, v) in &want {
+                assert!(
+                    (got[k] - v).abs() <= 1e-9 * v.abs().max(1.0),
+                    "{k:?}: {} vs {v}",
+                    got[k]
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = get_json(
+        &format!("{}/api/v1/status/aggregation", cascade.base()),
+        &[],
+    )
+    .await;
+    println!(
+        "aggregation across SIGKILLs: {} output samples, status {status}",
+        want.len()
+    );
     assert_eq!(status["data"][0]["late"], 0, "{status}");
 }

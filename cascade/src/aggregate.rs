@@ -164,6 +164,22 @@ impl Aggregator {
     /// Feeds one series (labels sorted by name, valid); returns whether its raw samples should
     /// still be forwarded.
     pub fn push<L: LabelPair>(&mut self, labels: &[L], samples: &[Sample], now_ms: i64) -> bool {
+        self.feed(labels, samples, now_ms, false)
+    }
+
+    /// [`Aggregator::push`] for input read back after a restart: samples of windows emitted
+    /// before the stop ([`Aggregator::resume`]) are skipped without being counted late.
+    pub fn replay<L: LabelPair>(&mut self, labels: &[L], samples: &[Sample], now_ms: i64) {
+        self.feed(labels, samples, now_ms, true);
+    }
+
+    fn feed<L: LabelPair>(
+        &mut self,
+        labels: &[L],
+        samples: &[Sample],
+        now_ms: i64,
+        replaying: bool,
+    ) -> bool {
         // Found once for all rules; most series match no rule and cost only this and a string
         // comparison per rule with a metric name.
         let metric = label_value(labels, METRIC_NAME);
@@ -175,9 +191,37 @@ impl Aggregator {
             }
             forward &= rule.keep_input;
             let fp = *series_fp.get_or_insert_with(|| fingerprint(labels));
-            rule.add(labels, fp, samples, now_ms);
+            rule.add(labels, fp, samples, now_ms, replaying);
         }
         forward
+    }
+
+    /// Whether a series matches some rule, and whether its raw samples are still forwarded
+    /// (no rule it matches drops its input); [`Aggregator::push`] without pushing.
+    pub fn route<L: LabelPair>(&self, labels: &[L]) -> (bool, bool) {
+        let metric = label_value(labels, METRIC_NAME);
+        let mut matched = false;
+        let mut forward = true;
+        for rule in self.rules.iter().filter(|r| r.matches(metric, labels)) {
+            matched = true;
+            forward &= rule.keep_input;
+        }
+        (matched, forward)
+    }
+
+    /// Continues after a restart: every window ending at or before `emitted_through_ms` was
+    /// emitted before the stop.
+    pub fn resume(&mut self, emitted_through_ms: i64) {
+        for rule in &mut self.rules {
+            let through = emitted_through_ms - emitted_through_ms.rem_euclid(rule.interval_ms);
+            rule.flushed_through = rule.flushed_through.max(through);
+            rule.resumed_through = through;
+        }
+    }
+
+    /// The longest `interval` of the rules (0 without rules).
+    pub fn max_interval_ms(&self) -> i64 {
+        self.rules.iter().map(|r| r.interval_ms).max().unwrap_or(0)
     }
 
     /// Closes every window with `end + lateness <= now_ms`, per rule in time order, and returns
@@ -307,6 +351,8 @@ struct Rule {
     keep_input: bool,
     /// End of the newest closed window; samples at or before it are late.
     flushed_through: i64,
+    /// End of the newest window emitted before a restart ([`Aggregator::resume`]).
+    resumed_through: i64,
     /// Open windows by end, then groups by fingerprint. Ordered maps make output order and
     /// floating-point summation order deterministic.
     windows: BTreeMap<i64, BTreeMap<u64, Group>>,
@@ -398,6 +444,7 @@ impl Rule {
             outputs,
             keep_input: cfg.keep_input,
             flushed_through: i64::MIN,
+            resumed_through: i64::MIN,
             windows: BTreeMap::new(),
             live: BTreeMap::new(),
             samples: 0,
@@ -417,7 +464,14 @@ impl Rule {
                 .all(|m| m.is_match(label_value(labels, &m.name)))
     }
 
-    fn add<L: LabelPair>(&mut self, labels: &[L], series: u64, samples: &[Sample], now_ms: i64) {
+    fn add<L: LabelPair>(
+        &mut self,
+        labels: &[L],
+        series: u64,
+        samples: &[Sample],
+        now_ms: i64,
+        replaying: bool,
+    ) {
         let horizon = now_ms.saturating_add(MAX_FUTURE_MS);
         let mut group = None;
         for sample in samples {
@@ -435,7 +489,9 @@ impl Rule {
                 continue;
             };
             if end <= self.flushed_through {
-                self.late += 1;
+                if !(replaying && end <= self.resumed_through) {
+                    self.late += 1;
+                }
                 continue;
             }
             self.samples += 1;

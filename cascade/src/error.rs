@@ -20,6 +20,12 @@ pub enum Error {
     Relay(#[from] strata_relay::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +64,7 @@ impl IntoResponse for Error {
                 (status, message).into_response()
             }
             Error::Config(_) => (StatusCode::BAD_REQUEST, message).into_response(),
+            Error::Io { .. } => (StatusCode::SERVICE_UNAVAILABLE, message).into_response(),
         }
     }
 }

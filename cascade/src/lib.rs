@@ -7,6 +7,7 @@
 //! ([`fanout`]). [`server`] is `strata cascade` itself; [`config`] its file.
 
 pub mod aggregate;
+pub mod aggregation_log;
 pub mod auth;
 pub mod config;
 pub mod error;

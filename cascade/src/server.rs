@@ -17,6 +17,7 @@
 //! invalid series after the valid ones were made durable; 2.0 answers carry the
 //! `X-Prometheus-Remote-Write-*-Written` headers, also on 400 and 429.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ use strata_wire::{WriteRequest, validate};
 
 use strata_relay::queue::Decoded;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, MAX_FUTURE_MS};
+use crate::aggregation_log::AggregationLog;
 use crate::auth::{Auth, Sender};
 use crate::config::{Config, LabelAction};
 use crate::error::too_many_requests;
@@ -58,16 +60,32 @@ pub struct CascadeOptions {
     pub data_dir: PathBuf,
 }
 
+/// Stream aggregation: the aggregator and its durable input ([`AggregationLog`]).
+#[derive(Debug)]
+struct Aggregation {
+    aggregator: Mutex<Aggregator>,
+    log: AggregationLog,
+    /// Records of the log with a lower seq were written before this start: replayed input.
+    replay_before: u64,
+}
+
+impl Aggregation {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Aggregator> {
+        self.aggregator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Shared state of the cascade's handlers.
 #[derive(Debug)]
 pub struct AppState {
     auth: RwLock<Arc<Auth>>,
     limits: Limits,
-    aggregator: Option<Mutex<Aggregator>>,
+    aggregation: Option<Aggregation>,
     fanout: Fanout,
     metrics: CascadeMetrics,
     registry: Registry,
     max_decoded_bytes: usize,
+    aggregation_lateness_ms: i64,
     config_path: Option<PathBuf>,
 }
 
@@ -81,11 +99,24 @@ impl AppState {
     ) -> Result<Self> {
         let mut registry = Registry::default();
         let metrics = CascadeMetrics::register(&mut registry);
-        let aggregator = Aggregator::new(
+        let mut aggregator = Aggregator::new(
             &config.stream_aggregation.rules,
             config.stream_aggregation.lateness.0.as_millis() as i64,
         )
         .map_err(Error::Config)?;
+        let aggregation = if aggregator.is_empty() {
+            None
+        } else {
+            let log = AggregationLog::open(data_dir, &mut registry)?;
+            if let Some(through) = log.emitted_through() {
+                aggregator.resume(through);
+            }
+            Some(Aggregation {
+                aggregator: Mutex::new(aggregator),
+                replay_before: log.queue.next_seq(),
+                log,
+            })
+        };
         let fanout = Fanout::open(
             &config.remote_write,
             &config.queue.queue_config(),
@@ -95,11 +126,12 @@ impl AppState {
         Ok(Self {
             auth: RwLock::new(Arc::new(Auth::new(&config.auth)?)),
             limits: Limits::new(config.limits.clone()),
-            aggregator: (!aggregator.is_empty()).then(|| Mutex::new(aggregator)),
+            aggregation,
             fanout,
             metrics,
             registry,
             max_decoded_bytes: config.max_decoded_bytes(),
+            aggregation_lateness_ms: config.stream_aggregation.lateness.0.as_millis() as i64,
             config_path,
         })
     }
@@ -251,20 +283,50 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
     }
     let admitted = keep.clone();
 
-    // Stream aggregation: series a rule consumes are not forwarded raw.
-    if let Some(aggregator) = &state.aggregator {
-        let now = now_ms();
-        let mut agg = aggregator.lock().unwrap_or_else(|e| e.into_inner());
+    // Stream aggregation: matched series go to the aggregation log; those a rule consumes
+    // are not forwarded raw.
+    let mut matched = Vec::new();
+    if let Some(aggregation) = &state.aggregation {
+        let agg = aggregation.lock();
         for (i, series) in view.accepted().enumerate() {
             if !keep[i] {
                 continue;
             }
-            keep[i] = match &stamped {
-                Some(st) => agg.push(&st[i], series.samples, now),
-                None => agg.push(series.labels, series.samples, now),
+            let (hit, forward) = match &stamped {
+                Some(st) => agg.route(&st[i]),
+                None => agg.route(series.labels),
             };
+            if hit {
+                matched.push(i);
+            }
+            keep[i] = forward;
         }
     }
+    let log_record = match (&state.aggregation, matched.is_empty()) {
+        (Some(aggregation), false) => {
+            let mut request = validate::decode_body(version, &raw)?.accepted;
+            request.metadata.clear();
+            let mut next = matched.iter().peekable();
+            let mut index = 0;
+            request.timeseries.retain_mut(|ts| {
+                let hit = next.next_if_eq(&&index).is_some();
+                if hit && let Some(st) = &stamped {
+                    ts.labels.clone_from(&st[index]);
+                }
+                index += 1;
+                hit
+            });
+            let payload = request.encode_snappy()?;
+            Some(
+                aggregation
+                    .log
+                    .queue
+                    .submit(&payload, request.item_count() as u64)
+                    .inspect_err(|_| state.metrics.rejected(Reject::QueueFull, total_items))?,
+            )
+        }
+        _ => None,
+    };
 
     // What the answer says, from the view, before the body moves on.
     let rejection = view.rejection_message();
@@ -310,6 +372,10 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
             });
             forward(state, &request).await
         }
+    };
+    let written = match (written, log_record) {
+        (Ok(()), Some(log)) => log.durable().await.map_err(Error::from),
+        (written, _) => written,
     };
     if let Err(e) = written {
         let reason = match &e {
@@ -389,9 +455,9 @@ async fn cells(State(state): State<Arc<AppState>>) -> Response {
 
 async fn aggregation(State(state): State<Arc<AppState>>) -> Response {
     let rules = state
-        .aggregator
+        .aggregation
         .as_ref()
-        .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()).stats())
+        .map(|a| a.lock().stats())
         .unwrap_or_default();
     axum::Json(json!({"status": "success", "data": rules})).into_response()
 }
@@ -418,22 +484,49 @@ async fn reload(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Emits closed aggregation windows upstream every second; output that cannot be queued is
-/// retried on the next tick, then dropped (counted) once it is a minute old.
-async fn flush_aggregation(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let Some(aggregator) = &state.aggregator else {
+/// Runs stream aggregation: takes the input from the aggregation log as it arrives, emits
+/// closed windows upstream every second, records how far windows were emitted, and releases
+/// the log records no open window needs any more. Output that cannot be queued is retried on
+/// the next tick, then dropped (counted) once it is a minute old.
+async fn run_aggregation(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(aggregation) = &state.aggregation else {
         return;
     };
+    let log = &aggregation.log;
+    // A record read at T feeds windows that end by T + MAX_FUTURE_MS + the longest interval.
+    let hold = MAX_FUTURE_MS + aggregation.lock().max_interval_ms();
+    let lateness = state.aggregation_lateness_ms;
+    let mut read: VecDeque<(u64, i64)> = VecDeque::new();
     let mut pending: Vec<(Instant, WriteRequest)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
+            record = log.queue.next() => {
+                let Some(record) = record else { return };
+                let now = now_ms();
+                match WriteView::decode(WriteVersion::V1, &record.decoded.body) {
+                    Ok(view) => {
+                        let mut agg = aggregation.lock();
+                        for series in view.iter() {
+                            if record.seq < aggregation.replay_before {
+                                agg.replay(series.labels, series.samples, now);
+                            } else {
+                                agg.push(series.labels, series.samples, now);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "undecodable aggregation input; skipped"),
+                }
+                read.push_back((record.seq, now));
+                continue;
+            }
             _ = tick.tick() => {}
             _ = stop.wait_for(|&s| s) => return,
         }
+        let now = now_ms();
         let (out, stats) = {
-            let mut agg = aggregator.lock().unwrap_or_else(|e| e.into_inner());
-            (agg.flush(now_ms()), agg.stats())
+            let mut agg = aggregation.lock();
+            (agg.flush(now), agg.stats())
         };
         for s in &stats {
             state
@@ -467,6 +560,22 @@ async fn flush_aggregation(state: Arc<AppState>, mut stop: tokio::sync::watch::R
                     break;
                 }
             }
+        }
+        if !pending.is_empty() {
+            continue;
+        }
+        // Everything emitted so far is durable upstream.
+        let through = now - lateness;
+        if let Err(e) = log.set_emitted_through(through) {
+            tracing::warn!(error = %e, "cannot record aggregation progress; the log is kept");
+            continue;
+        }
+        while let Some(&(seq, read_at)) = read.front() {
+            if read_at + hold > through {
+                break;
+            }
+            log.queue.ack(seq);
+            read.pop_front();
         }
     }
 }
@@ -518,7 +627,7 @@ pub async fn run(
     tracing::info!(listen = %local, upstreams = ?upstreams, data = %options.data_dir.display(), auth = state.auth().enabled(), "strata cascade started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let senders = state.fanout.spawn_senders(&stop_rx);
-    let flusher = tokio::spawn(flush_aggregation(state.clone(), stop_rx.clone()));
+    let flusher = tokio::spawn(run_aggregation(state.clone(), stop_rx.clone()));
     let pruner = tokio::spawn(prune_limits(state.clone(), stop_rx.clone()));
     let reloader = {
         let state = state.clone();
@@ -558,5 +667,8 @@ pub async fn run(
         let _ = s.await;
     }
     state.fanout.close();
+    if let Some(aggregation) = &state.aggregation {
+        aggregation.log.queue.close();
+    }
     Ok(())
 }

@@ -588,6 +588,12 @@ impl Queue {
         }
     }
 
+    /// The seq the next record will get: every record already in the queue has a lower one
+    /// (so a reader can tell records recovered on open from those written since).
+    pub fn next_seq(&self) -> u64 {
+        self.lock().next_seq
+    }
+
     /// Unacknowledged bytes and samples.
     pub fn pending(&self) -> (u64, u64) {
         let st = self.lock();
