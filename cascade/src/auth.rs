@@ -9,6 +9,7 @@
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use strata_relay::remote_write::read_secret;
 use strata_wire::Label;
 use strata_wire::labels::LabelPair;
 use xxhash_rust::xxh3::xxh3_128_with_seed;
@@ -33,18 +34,16 @@ pub struct Auth {
     senders: Vec<Sender>,
 }
 
-/// A sender's text of `token_file`: the file without surrounding whitespace.
+/// A sender's `token_file`, read as Prometheus reads secret files; an empty one is refused.
 fn read_token(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("cannot read token file {}: {e}", path.display())))?;
-    let token = text.trim();
+    let token = read_secret(path).map_err(Error::Config)?;
     if token.is_empty() {
         return Err(Error::Config(format!(
             "token file {} is empty",
             path.display()
         )));
     }
-    Ok(token.to_string())
+    Ok(token)
 }
 
 impl Auth {

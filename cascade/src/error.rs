@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use strata_relay::server::too_many_requests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,19 +30,6 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Seconds a sender is asked to wait after a 429.
-pub const RETRY_AFTER_SECONDS: &str = "5";
-
-/// A 429 with `Retry-After`, as remote-write senders expect it.
-pub fn too_many_requests(message: String) -> Response {
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, message).into_response();
-    resp.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from_static(RETRY_AFTER_SECONDS),
-    );
-    resp
-}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {

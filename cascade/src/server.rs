@@ -44,11 +44,11 @@ use crate::aggregate::{Aggregator, MAX_FUTURE_MS};
 use crate::aggregation_log::AggregationLog;
 use crate::auth::{Auth, Sender};
 use crate::config::{Config, LabelAction};
-use crate::error::too_many_requests;
 use crate::fanout::Fanout;
 use crate::limits::{Limits, SeriesKey};
 use crate::metrics::{CascadeMetrics, Reject};
 use crate::{Error, Result};
+use strata_relay::server::too_many_requests;
 
 /// How `strata cascade` is started.
 #[derive(Debug, Clone)]
@@ -302,26 +302,37 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
             keep[i] = forward;
         }
     }
-    let log_record = match (&state.aggregation, matched.is_empty()) {
-        (Some(aggregation), false) => {
-            let mut request = validate::decode_body(version, &raw)?.accepted;
-            request.metadata.clear();
-            let mut next = matched.iter().peekable();
-            let mut index = 0;
-            request.timeseries.retain_mut(|ts| {
-                let hit = next.next_if_eq(&&index).is_some();
-                if hit && let Some(st) = &stamped {
-                    ts.labels.clone_from(&st[index]);
-                }
-                index += 1;
-                hit
-            });
-            let payload = request.encode_snappy()?;
+    // The request decoded once, with the stamped labels, when what is forwarded differs
+    // from what arrived or matched series go to the aggregation log.
+    let unchanged = version == WriteVersion::V1
+        && view.rejected.is_empty()
+        && stamped.is_none()
+        && keep.iter().all(|&k| k);
+    let mut owned = if unchanged && matched.is_empty() {
+        None
+    } else {
+        let mut request = validate::decode_body(version, &raw)?.accepted;
+        if let Some(stamped) = stamped {
+            for (ts, labels) in request.timeseries.iter_mut().zip(stamped) {
+                ts.labels = labels;
+            }
+        }
+        Some(request)
+    };
+    let log_record = match (&state.aggregation, &owned) {
+        (Some(aggregation), Some(request)) if !matched.is_empty() => {
+            let input = WriteRequest {
+                timeseries: matched
+                    .iter()
+                    .map(|&i| request.timeseries[i].clone())
+                    .collect(),
+                metadata: Vec::new(),
+            };
             Some(
                 aggregation
                     .log
                     .queue
-                    .submit(&payload, request.item_count() as u64)
+                    .submit(&input.encode_snappy()?, input.item_count() as u64)
                     .inspect_err(|_| state.metrics.rejected(Reject::QueueFull, total_items))?,
             )
         }
@@ -344,34 +355,24 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<R
     });
 
     // Fan-out: the bytes as they came when nothing changed, else the kept series again.
-    let unchanged = version == WriteVersion::V1
-        && view.rejected.is_empty()
-        && stamped.is_none()
-        && keep.iter().all(|&k| k);
     let entries = if unchanged { view.take_entries() } else { None };
     drop(view);
-    let written = match entries {
-        Some(entries) => {
+    let written = match (entries, owned.as_mut()) {
+        (Some(entries), _) => {
             let batch = Decoded::with_entries(raw, entries);
             state.fanout.write(batch, Some(body), total_items).await
         }
-        None if unchanged => match Decoded::new(raw) {
+        (None, Some(request)) if !unchanged => {
+            let mut kept = keep.iter();
+            request
+                .timeseries
+                .retain(|_| kept.next().copied().unwrap_or(false));
+            forward(state, request).await
+        }
+        (None, _) => match Decoded::new(raw) {
             Ok(batch) => state.fanout.write(batch, Some(body), total_items).await,
             Err(e) => Err(e.into()),
         },
-        None => {
-            let mut request = validate::decode_body(version, &raw)?.accepted;
-            let mut stamped_labels = stamped.map(Vec::into_iter);
-            let mut index = 0;
-            request.timeseries.retain_mut(|ts| {
-                if let Some(labels) = stamped_labels.as_mut().and_then(Iterator::next) {
-                    ts.labels = labels;
-                }
-                index += 1;
-                keep[index - 1]
-            });
-            forward(state, &request).await
-        }
     };
     let written = match (written, log_record) {
         (Ok(()), Some(log)) => log.durable().await.map_err(Error::from),

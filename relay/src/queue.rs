@@ -87,10 +87,7 @@ impl Decoded {
     /// Splits a decompressed body into its entries.
     pub fn new(body: Vec<u8>) -> Result<Self> {
         let entries = strata_wire::raw::entries(&body)?;
-        Ok(Self {
-            body: Arc::new(body),
-            entries: Arc::new(entries),
-        })
+        Ok(Self::with_entries(body, entries))
     }
 }
 

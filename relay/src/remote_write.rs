@@ -60,7 +60,7 @@ pub struct HttpClient {
 
 /// A secret's text: the file's contents without surrounding whitespace, as Prometheus reads
 /// `password_file`, `credentials_file` and `bearer_token_file`.
-fn read_secret(path: &Path) -> Result<String, String> {
+pub fn read_secret(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))

@@ -47,13 +47,19 @@ impl IntoResponse for Error {
             | Error::Listen { .. }
             | Error::Client(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let mut resp = (status, format!("{self}\n")).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return too_many_requests(format!("{self}\n"));
         }
-        resp
+        (status, format!("{self}\n")).into_response()
     }
+}
+
+/// A 429 with `Retry-After` (seconds), which remote-write senders honour before retrying.
+pub fn too_many_requests(message: String) -> Response {
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, message).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
 }
 
 /// The relay's routes: `/api/v1/write`, `/metrics`, `/-/ready`, `/-/healthy`.

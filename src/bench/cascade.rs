@@ -128,14 +128,7 @@ pub async fn run(args: CascadeArgs) -> anyhow::Result<()> {
     if args.relays.is_empty() {
         bail!("--relays needs at least one of strata, vmagent");
     }
-    let temp;
-    let root = match &args.work_dir {
-        Some(d) => d.clone(),
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (_temp, root) = servers::work_root(args.work_dir.as_deref())?;
     println!(
         "{} series x {} samples in requests of {}, {} in flight, into each relay; each forwards to two receivers",
         args.series, args.intervals, args.batch, args.concurrency

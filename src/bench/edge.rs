@@ -204,14 +204,7 @@ pub async fn run(args: EdgeArgs) -> anyhow::Result<()> {
     if args.targets == 0 || args.series_per_target == 0 || args.agents.is_empty() {
         bail!("--targets, --series-per-target and --agents need at least one each");
     }
-    let temp;
-    let root = match &args.work_dir {
-        Some(d) => d.clone(),
-        None => {
-            temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
+    let (_temp, root) = servers::work_root(args.work_dir.as_deref())?;
     let mut target_ports = Vec::with_capacity(args.targets);
     for t in 0..args.targets {
         let page = Arc::new(Page::new(t, args.series_per_target));

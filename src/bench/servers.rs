@@ -38,6 +38,19 @@ pub struct Binaries {
     victoria_metrics_bin: PathBuf,
 }
 
+/// Where a benchmark keeps its servers' files: `work_dir` when given (kept afterwards), else a
+/// temporary directory deleted when the returned guard drops.
+pub fn work_root(work_dir: Option<&Path>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    Ok(match work_dir {
+        Some(d) => (None, d.to_path_buf()),
+        None => {
+            let temp = tempfile::tempdir()?;
+            let root = temp.path().to_path_buf();
+            (Some(temp), root)
+        }
+    })
+}
+
 /// strata or vmagent, for the benchmarks that run both side by side.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Debug)]
 pub enum Agent {
