@@ -2,6 +2,7 @@
 //! to the crate that does the work. No logic lives here beyond that.
 
 mod bench;
+mod sim;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
     name = "strata",
     version,
     about = "Hierarchical metrics pipeline and capacity planner for Kubernetes fleets",
-    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata cascade --config cascade.yaml\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
+    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata cascade --config cascade.yaml\n  strata sim serve --listen 127.0.0.1:9601\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -53,6 +54,9 @@ enum Command {
         after_help = "Example (two AZs on one machine):\n  strata central --listen 127.0.0.1:9301 --az az-a --data-dir ./strata-data/central-a \\\n    --peer-url http://127.0.0.1:9302\n  strata central --listen 127.0.0.1:9302 --az az-b --data-dir ./strata-data/central-b \\\n    --peer-url http://127.0.0.1:9301\n\nWriters use http://127.0.0.1:9301/api/v1/write; Prometheus can remote_read http://127.0.0.1:9301/api/v1/read.\n/api/v1/status/tsdb shows head statistics and the top series counts by metric name and label."
     )]
     Central(CentralArgs),
+    /// The fleet simulator: exporters for simulated cells, history backfill, ground truth.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
     /// Load generators for benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -352,6 +356,7 @@ fn try_main() -> anyhow::Result<()> {
                 .block_on(strata_central::server::run(config, shutdown_signal()))
                 .with_context(|| format!("central stopped with an error (data {})", dir.display()))
         }
+        Command::Sim(cmd) => runtime.block_on(sim::run(cmd, shutdown_signal())),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
