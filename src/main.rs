@@ -2,6 +2,7 @@
 //! to the crate that does the work. No logic lives here beyond that.
 
 mod bench;
+mod demo;
 mod sim;
 
 use std::io::IsTerminal;
@@ -21,7 +22,7 @@ use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
     name = "strata",
     version,
     about = "Hierarchical metrics pipeline and capacity planner for Kubernetes fleets",
-    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata cascade --config cascade.yaml\n  strata sim serve --listen 127.0.0.1:9601\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
+    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata cascade --config cascade.yaml\n  strata demo\n  strata sim serve --listen 127.0.0.1:9601\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +55,12 @@ enum Command {
         after_help = "Example (two AZs on one machine):\n  strata central --listen 127.0.0.1:9301 --az az-a --data-dir ./strata-data/central-a \\\n    --peer-url http://127.0.0.1:9302\n  strata central --listen 127.0.0.1:9302 --az az-b --data-dir ./strata-data/central-b \\\n    --peer-url http://127.0.0.1:9301\n\nWriters use http://127.0.0.1:9301/api/v1/write; Prometheus can remote_read http://127.0.0.1:9301/api/v1/read.\n/api/v1/status/tsdb shows head statistics and the top series counts by metric name and label."
     )]
     Central(CentralArgs),
+    /// The whole pipeline on 127.0.0.1: a simulated fleet, an edge per cell, a cascade per
+    /// region and two centrals, with history backfilled and live data flowing.
+    #[command(
+        after_help = "Example:\n  cargo run --release -- demo\n  strata demo --dir ./strata-demo --regions 2 --cells-per-region 3 --clusters-per-cell 10 --history-days 7\n\nIt prints the Grafana datasource URLs (http://127.0.0.1:9301 for az-a, :9302 for az-b) and a\npipeline health line every 10 seconds. Ctrl-C stops everything; the same command resumes."
+    )]
+    Demo(demo::DemoArgs),
     /// The fleet simulator: exporters for simulated cells, history backfill, ground truth.
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -308,14 +315,23 @@ async fn shutdown_signal() {
 
 fn try_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Command::Demo(args) = &cli.command {
+        // The demo's terminal shows its own health line; every component logs to a file.
+        let log = args.log_file()?;
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::sync::Mutex::new(log))
+            .with_ansi(false)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+    }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Relay(args) => {
@@ -356,6 +372,7 @@ fn try_main() -> anyhow::Result<()> {
                 .block_on(strata_central::server::run(config, shutdown_signal()))
                 .with_context(|| format!("central stopped with an error (data {})", dir.display()))
         }
+        Command::Demo(args) => runtime.block_on(demo::run(args, shutdown_signal())),
         Command::Sim(cmd) => runtime.block_on(sim::run(cmd, shutdown_signal())),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Version => {

@@ -99,6 +99,11 @@ impl FleetConfig {
         }
     }
 
+    /// The fleet file's text, as [`FleetConfig::load`] reads it.
+    pub fn to_yaml(&self) -> Result<String> {
+        serde_norway::to_string(self).map_err(|e| Error::Config(e.to_string()))
+    }
+
     /// The same fleet with its anchor written out, so it can be saved and resumed later.
     pub fn pinned(&self) -> Result<Self> {
         let anchor = self.anchor_ms()?;
@@ -164,6 +169,11 @@ mod tests {
         };
         assert_eq!(c.anchor_ms().expect("anchor"), 1_793_491_200_000);
         assert_eq!(c.pinned().expect("pins"), c);
+        let text = c.to_yaml().expect("yaml");
+        assert_eq!(
+            serde_norway::from_str::<FleetConfig>(&text).expect("reads"),
+            c
+        );
         let today = FleetConfig::default().pinned().expect("pins");
         assert_eq!(today.anchor_ms().expect("anchor") % crate::model::DAY_MS, 0);
     }
