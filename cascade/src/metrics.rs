@@ -28,6 +28,15 @@ pub enum Reject {
 }
 
 impl Reject {
+    const ALL: [Reject; 6] = [
+        Reject::Invalid,
+        Reject::Forbidden,
+        Reject::RateLimited,
+        Reject::SeriesLimit,
+        Reject::QueueFull,
+        Reject::Unavailable,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             Reject::Invalid => "invalid",
@@ -156,6 +165,15 @@ impl CascadeMetrics {
             "Aggregated samples that could not be written to the upstream queues in time and were dropped",
             m.aggregation_not_queued.clone(),
         );
+        // Every reason is exported from the start, at zero (Prometheus's instrumentation
+        // guidelines), so a rate over it works before the first rejection.
+        for reason in Reject::ALL {
+            m.rejected
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc_by(0);
+        }
         m
     }
 

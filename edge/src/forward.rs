@@ -161,6 +161,17 @@ impl ForwardMetrics {
         m
     }
 
+    /// Exports `destination`'s counters at zero before anything happens to it.
+    pub fn add_destination(&self, destination: &str) {
+        for family in [
+            &self.samples_not_queued,
+            &self.metadata_queued,
+            &self.metadata_not_queued,
+        ] {
+            Self::count(family, destination, 0);
+        }
+    }
+
     fn count(family: &Family<DestinationLabel, Counter>, destination: &str, n: u64) {
         family
             .get_or_create(&DestinationLabel {

@@ -135,6 +135,20 @@ impl Discovery {
                 })
                 .inc();
         };
+        // Each mechanism in use is exported at zero before its first failure.
+        for (mechanism, used) in [
+            ("file", !cfg.file_sd_configs.is_empty()),
+            ("http", !cfg.http_sd_configs.is_empty()),
+        ] {
+            if used {
+                failures
+                    .get_or_create(&SdFailureLabel {
+                        job: cfg.job_name.clone(),
+                        mechanism,
+                    })
+                    .inc_by(0);
+            }
+        }
         let mut out: Vec<(LabelMap, LabelMap)> = target::static_targets(cfg)
             .into_iter()
             .map(|(t, g)| (t, g.clone()))

@@ -70,6 +70,7 @@ struct Edge {
     opts: EdgeOptions,
     registry: Mutex<Registry>,
     relay_metrics: Mutex<HashMap<String, RelayMetrics>>,
+    forward_metrics: ForwardMetrics,
     reload_ok: Gauge,
     reload_time: Gauge<f64, AtomicU64>,
     ready: AtomicBool,
@@ -85,6 +86,7 @@ impl Edge {
         known
             .entry(name.to_string())
             .or_insert_with(|| {
+                self.forward_metrics.add_destination(name);
                 let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
                 RelayMetrics::register(&mut registry, name)
             })
@@ -402,7 +404,7 @@ pub async fn run(
         batches,
         outputs_rx,
         views.clone(),
-        forward_metrics,
+        forward_metrics.clone(),
         forwarder_stopped,
     ));
     let seed = offset_seed(&config.global.external_label_list());
@@ -410,6 +412,7 @@ pub async fn run(
         opts,
         registry: Mutex::new(registry),
         relay_metrics: Mutex::new(HashMap::new()),
+        forward_metrics,
         reload_ok,
         reload_time,
         ready: AtomicBool::new(false),

@@ -22,6 +22,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::QueueFull,
+        DropReason::Rejected,
+        DropReason::TooOld,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
@@ -119,6 +125,11 @@ impl RelayMetrics {
             "Newest sample timestamp delivered to the destination",
             m.highest_sent_timestamp.clone(),
         );
+        // Every reason is exported from the start, at zero, so dashboards and alerts see
+        // the series before the first drop (Prometheus's instrumentation guidelines).
+        for reason in DropReason::ALL {
+            m.dropped(reason, 0);
+        }
         m
     }
 
