@@ -91,6 +91,10 @@ struct EdgeArgs {
     /// Bound of each destination's queue on disk; when full, the oldest data is dropped.
     #[arg(long, default_value_t = 1 << 30)]
     max_queue_bytes: u64,
+    /// Check the configuration and flags, print a summary and exit (like `promtool check
+    /// config`); nothing is started.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -104,6 +108,10 @@ struct CascadeArgs {
     /// Directory of the upstream queues (one subdirectory per upstream).
     #[arg(long, default_value = "./strata-data/cascade")]
     data_dir: PathBuf,
+    /// Check the configuration and flags, print a summary and exit (like `promtool check
+    /// config`); nothing is started.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -216,6 +224,10 @@ struct CentralArgs {
     /// --query.lookback-delta).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     query_lookback_delta: std::time::Duration,
+    /// Check the configuration and flags, print a summary and exit (like `promtool check
+    /// config`); nothing is started.
+    #[arg(long)]
+    check: bool,
 }
 
 impl CentralArgs {
@@ -341,6 +353,16 @@ fn try_main() -> anyhow::Result<()> {
                 .block_on(strata_relay::server::run(config, shutdown_signal()))
                 .with_context(|| format!("relay stopped with an error (queue {})", dir.display()))
         }
+        Command::Edge(args) if args.check => {
+            let config = strata_edge::config::Config::load(&args.config)?;
+            println!(
+                "{}: valid edge configuration: {} scrape configs, {} remote_write destinations",
+                args.config.display(),
+                config.scrape_configs.len(),
+                config.remote_write.len()
+            );
+            Ok(())
+        }
         Command::Edge(args) => {
             let opts = strata_edge::EdgeOptions {
                 config: args.config,
@@ -351,6 +373,17 @@ fn try_main() -> anyhow::Result<()> {
             runtime
                 .block_on(strata_edge::run(opts, shutdown_signal()))
                 .map_err(|e| anyhow::anyhow!("edge stopped: {e}"))
+        }
+        Command::Cascade(args) if args.check => {
+            let config = strata_cascade::config::Config::load(&args.config)?;
+            println!(
+                "{}: valid cascade configuration: {} tokens, {} aggregation rules, {} upstreams",
+                args.config.display(),
+                config.auth.tokens.len(),
+                config.stream_aggregation.rules.len(),
+                config.remote_write.len()
+            );
+            Ok(())
         }
         Command::Cascade(args) => {
             let opts = strata_cascade::CascadeOptions {
@@ -366,7 +399,18 @@ fn try_main() -> anyhow::Result<()> {
                 })
         }
         Command::Central(args) => {
+            let check = args.check;
             let config = args.into_config()?;
+            if check {
+                println!(
+                    "valid central flags: az {}, listen {}, data {}, retention {}",
+                    config.az,
+                    config.listen,
+                    config.storage.data_dir.display(),
+                    humantime::format_duration(config.storage.retention)
+                );
+                return Ok(());
+            }
             let dir = config.storage.data_dir.clone();
             runtime
                 .block_on(strata_central::server::run(config, shutdown_signal()))

@@ -220,6 +220,11 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
         let c: Config = serde_norway::from_str(text).map_err(|e| e.to_string())?;
         c.check()?;
+        // The rules compile here, so a bad rule fails the load (and `--check`), not the start.
+        crate::aggregate::Aggregator::new(
+            &c.stream_aggregation.rules,
+            c.stream_aggregation.lateness.0.as_millis() as i64,
+        )?;
         Ok(c)
     }
 

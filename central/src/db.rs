@@ -127,6 +127,9 @@ pub struct Db {
     blocks: RwLock<Vec<Arc<Block>>>,
     /// Serialises cuts, compactions, retention and deletions.
     maintenance: Mutex<()>,
+    /// Set when the store is stopping: a cut in progress finishes its current block range
+    /// and leaves the rest in the head (and WAL) for the next start.
+    stopping: std::sync::atomic::AtomicBool,
     /// What start-up found damaged, for the log and `/api/v1/status/tsdb`.
     problems: Vec<String>,
     replay: ReplayReport,
@@ -283,6 +286,7 @@ impl Db {
             wal,
             blocks: RwLock::new(blocks),
             maintenance: Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             problems,
             replay,
             counters: DbCounters::default(),
@@ -441,10 +445,19 @@ impl Db {
     pub fn cut(&self) -> Result<Vec<BlockMeta>> {
         let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let mut written = Vec::new();
-        while let Some(boundary) = self.cut_boundary() {
+        while !self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+            && let Some(boundary) = self.cut_boundary()
+        {
             written.extend(self.cut_at(boundary)?);
         }
         Ok(written)
+    }
+
+    /// Makes a running cut stop after its current block range, so that a store with a long
+    /// backfilled head stops in moments; what is left stays in the WAL and is cut next time.
+    pub fn stop_maintenance(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Cuts everything older than `boundary` into blocks (with the maintenance lock held).

@@ -644,6 +644,7 @@ pub async fn run(
     shutdown.await;
     tracing::info!("strata central stopping");
     let _ = stop_tx.send(true);
+    db.stop_maintenance();
     let _ = server.await;
     let _ = maintenance.await;
     if let Some(b) = backfill {
