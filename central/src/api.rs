@@ -196,20 +196,33 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Queries run since start, by outcome: `success` or the Prometheus error type.
+/// Upper bounds of the query latency histogram, in seconds (up to the default timeout).
+const QUERY_SECONDS_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Queries run since start, by outcome (`success` or the Prometheus error type), and how long
+/// they took.
 #[derive(Debug, Default)]
 pub struct QueryStats {
     outcomes: Mutex<BTreeMap<&'static str, u64>>,
+    /// Per bucket of [`QUERY_SECONDS_BUCKETS`] the queries that took at most its bound (not
+    /// cumulative), then the sum of seconds.
+    latency: Mutex<([u64; QUERY_SECONDS_BUCKETS.len() + 1], f64)>,
 }
 
 impl QueryStats {
-    fn record(&self, outcome: &'static str) {
+    fn record(&self, outcome: &'static str, seconds: f64) {
         *self
             .outcomes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(outcome)
             .or_default() += 1;
+        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = QUERY_SECONDS_BUCKETS.partition_point(|&le| le < seconds);
+        latency.0[bucket] += 1;
+        latency.1 += seconds;
     }
 
     /// The `strata_central_queries_total` family in the text exposition format.
@@ -230,6 +243,24 @@ impl QueryStats {
                 "strata_central_queries_total{{az=\"{az}\",outcome=\"{outcome}\"}} {n}"
             );
         }
+        let (counts, sum) = *self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP strata_central_query_duration_seconds Time PromQL queries took to evaluate.\n# TYPE strata_central_query_duration_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (le, n) in QUERY_SECONDS_BUCKETS.iter().zip(counts) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "strata_central_query_duration_seconds_bucket{{az=\"{az}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let count = cumulative + counts[QUERY_SECONDS_BUCKETS.len()];
+        let _ = writeln!(
+            out,
+            "strata_central_query_duration_seconds_bucket{{az=\"{az}\",le=\"+Inf\"}} {count}\nstrata_central_query_duration_seconds_sum{{az=\"{az}\"}} {sum}\nstrata_central_query_duration_seconds_count{{az=\"{az}\"}} {count}"
+        );
     }
 }
 
@@ -245,11 +276,13 @@ async fn answer(
     let engine = Engine::new(st.db.clone(), opts);
     // The outcome is counted by the task itself: when the client has gone, nobody awaits it.
     let counted = move || {
+        let started = std::time::Instant::now();
         let result = run(&engine);
-        st.queries.record(match &result {
+        let outcome = match &result {
             Ok(_) => "success",
             Err(e) => error_type(e.kind).as_str(),
-        });
+        };
+        st.queries.record(outcome, started.elapsed().as_secs_f64());
         result
     };
     match tokio::task::spawn_blocking(counted).await {
