@@ -29,24 +29,17 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::CentralArgs;
+use crate::sim::FleetArgs;
 
 #[derive(Args)]
 pub struct DemoArgs {
     /// Where the demo keeps its data and configuration; running again resumes from it.
     #[arg(long, default_value = "./strata-demo")]
     dir: PathBuf,
-    /// Seed of the simulated fleet (first run only).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Regions (first run only; default 3).
-    #[arg(long)]
-    regions: Option<usize>,
-    /// Cells per region, one edge each (first run only; default 4).
-    #[arg(long)]
-    cells_per_region: Option<usize>,
-    /// Customer clusters per cell (first run only; default 25).
-    #[arg(long)]
-    clusters_per_cell: Option<usize>,
+    /// The simulated fleet (first run only; default 3 regions x 4 cells x 25 clusters); a
+    /// resumed demo keeps the fleet in its directory's `fleet.yaml`.
+    #[command(flatten)]
+    fleet: FleetArgs,
     /// Days of history written before going live (first run only).
     #[arg(long, default_value_t = 14.0)]
     history_days: f64,
@@ -111,41 +104,23 @@ fn fleet_config(args: &DemoArgs) -> anyhow::Result<(FleetConfig, bool)> {
     let path = args.dir.join("fleet.yaml");
     if path.exists() {
         let saved = FleetConfig::load(&path)?;
-        let asked = [
-            ("--seed", args.seed.map(|v| v as usize), saved.seed as usize),
-            ("--regions", args.regions, saved.regions),
-            (
-                "--cells-per-region",
-                args.cells_per_region,
+        let mut asked = args.fleet.config_over(saved.clone())?;
+        // A fleet file without an anchor means the saved one.
+        asked.anchor = asked.anchor.or_else(|| saved.anchor.clone());
+        if asked != saved {
+            bail!(
+                "{} holds a demo created with seed {}, {} regions, {} cells per region and {} clusters per cell; run without fleet flags, or give another --dir (or delete {}) to start a new fleet",
+                args.dir.display(),
+                saved.seed,
+                saved.regions,
                 saved.cells_per_region,
-            ),
-            (
-                "--clusters-per-cell",
-                args.clusters_per_cell,
                 saved.clusters_per_cell,
-            ),
-        ];
-        for (flag, asked, saved_value) in asked {
-            if asked.is_some_and(|a| a != saved_value) {
-                bail!(
-                    "{} holds a demo created with {flag} {saved_value}; run without {flag}, or give another --dir (or delete {}) to start a new fleet",
-                    args.dir.display(),
-                    args.dir.display()
-                );
-            }
+                args.dir.display()
+            );
         }
         return Ok((saved, true));
     }
-    let defaults = FleetConfig::default();
-    let config = FleetConfig {
-        seed: args.seed.unwrap_or(defaults.seed),
-        regions: args.regions.unwrap_or(defaults.regions),
-        cells_per_region: args.cells_per_region.unwrap_or(defaults.cells_per_region),
-        clusters_per_cell: args.clusters_per_cell.unwrap_or(defaults.clusters_per_cell),
-        anchor: None,
-    }
-    .pinned()?;
-    Ok((config, false))
+    Ok((args.fleet.config()?.pinned()?, false))
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

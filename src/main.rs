@@ -58,7 +58,7 @@ enum Command {
     /// The whole pipeline on 127.0.0.1: a simulated fleet, an edge per cell, a cascade per
     /// region and two centrals, with history backfilled and live data flowing.
     #[command(
-        after_help = "Example:\n  cargo run --release -- demo\n  strata demo --dir ./strata-demo --regions 2 --cells-per-region 3 --clusters-per-cell 10 --history-days 7\n\nIt prints the Grafana datasource URLs (http://127.0.0.1:9301 for az-a, :9302 for az-b) and a\npipeline health line every 10 seconds. Ctrl-C stops everything; the same command resumes."
+        after_help = "Example:\n  cargo run --release -- demo\n  strata demo --dir ./strata-demo --regions 2 --cells-per-region 3 --clusters-per-cell 10 --history-days 7\n\nIt prints the Grafana datasource URLs (http://127.0.0.1:9301 for az-a, :9302 for az-b) and a\npipeline health line every 10 seconds. Ctrl-C stops everything; the same command resumes.\nThe fleet flags (--seed, --regions, ...) apply to the first run; later runs keep the fleet\nsaved in --dir."
     )]
     Demo(demo::DemoArgs),
     /// The fleet simulator: exporters for simulated cells, history backfill, ground truth.

@@ -39,14 +39,16 @@ pub struct FleetArgs {
     /// YAML file with seed, regions, cells_per_region, clusters_per_cell and anchor.
     #[arg(long)]
     fleet_config: Option<PathBuf>,
-    /// Seed of everything random in the fleet.
+    /// Seed of everything random in the fleet (default 1).
     #[arg(long)]
     seed: Option<u64>,
+    /// Regions (default 3).
     #[arg(long)]
     regions: Option<usize>,
+    /// Cells (meta clusters) per region (default 4).
     #[arg(long)]
     cells_per_region: Option<usize>,
-    /// Customer clusters per cell at the anchor.
+    /// Customer clusters per cell at the anchor (default 25).
     #[arg(long)]
     clusters_per_cell: Option<usize>,
     /// RFC 3339 time at which each cell hosts --clusters-per-cell clusters (default: the
@@ -57,9 +59,14 @@ pub struct FleetArgs {
 
 impl FleetArgs {
     pub fn config(&self) -> anyhow::Result<FleetConfig> {
+        self.config_over(FleetConfig::default())
+    }
+
+    /// The fleet file if one is given, else `base`, with the flags applied over it.
+    pub fn config_over(&self, base: FleetConfig) -> anyhow::Result<FleetConfig> {
         let mut config = match &self.fleet_config {
             Some(path) => FleetConfig::load(path)?,
-            None => FleetConfig::default(),
+            None => base,
         };
         if let Some(v) = self.seed {
             config.seed = v;
@@ -214,10 +221,8 @@ async fn backfill_cmd(args: BackfillArgs) -> anyhow::Result<()> {
     }
     let bearer_token = match &args.bearer_token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read --bearer-token-file {}", path.display()))?
-                .trim()
-                .to_string(),
+            strata_relay::remote_write::read_secret(path)
+                .map_err(|e| anyhow::anyhow!("--bearer-token-file: {e}"))?,
         ),
         None => None,
     };

@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::model::Fleet;
-use crate::page::{Counters, Job, Kind, Target, render};
+use crate::page::{Counters, Family, Job, Kind, Target, render};
 use crate::{Error, Result};
 
 /// What to write, where, and how hard.
@@ -93,13 +93,8 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
-/// A target's page at `t` as the series a scrape through the edge would produce.
-pub fn series_at(
-    fleet: &Fleet,
-    target: Target,
-    t: i64,
-    counters: &mut Counters,
-) -> Vec<TimeSeries> {
+/// `families`, a target's page at `t`, as the series a scrape through the edge would produce.
+pub fn as_series(fleet: &Fleet, target: Target, t: i64, families: Vec<Family>) -> Vec<TimeSeries> {
     let cell = &fleet.cells[target.cell];
     let mut common = vec![
         Label::new("cell", cell.name.clone()),
@@ -114,7 +109,7 @@ pub fn series_at(
             .map(|(k, v)| Label::new(k, v)),
     );
     let mut out = Vec::new();
-    for family in render(fleet, target, t, counters) {
+    for family in families {
         for s in family.samples {
             let mut labels = common.clone();
             labels.push(Label::new(
@@ -224,12 +219,13 @@ fn generate(fleet: &Fleet, opts: &BackfillOptions, tx: &mpsc::Sender<Item>) {
             if !opts.jobs.is_empty() && !opts.jobs.contains(&target.job) {
                 continue;
             }
+            let families = render(fleet, target, t, &mut counters);
             if !metadata_sent {
-                for f in render(fleet, target, t, &mut counters) {
+                for f in &families {
                     metadata.entry(f.name).or_insert((f.kind, f.help));
                 }
             }
-            batch.extend(series_at(fleet, target, t, &mut counters));
+            batch.extend(as_series(fleet, target, t, families));
             if batch.len() >= opts.series_per_request && !flush(&mut batch, tx) {
                 return;
             }
@@ -355,8 +351,9 @@ mod tests {
         .expect("fleet");
         let t = fleet.anchor_ms;
         let target = fleet.targets(0, Job::HostedEtcd, t)[1];
-        let series = series_at(&fleet, target, t, &mut Counters::default());
-        let page = expose(&render(&fleet, target, t, &mut Counters::default()));
+        let families = render(&fleet, target, t, &mut Counters::default());
+        let page = expose(&families);
+        let series = as_series(&fleet, target, t, families);
         assert_eq!(
             series.len(),
             page.lines().filter(|l| !l.starts_with('#')).count()
