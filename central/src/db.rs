@@ -127,8 +127,9 @@ pub struct Db {
     blocks: RwLock<Vec<Arc<Block>>>,
     /// Serialises cuts, compactions, retention and deletions.
     maintenance: Mutex<()>,
-    /// Set when the store is stopping: a cut in progress finishes its current block range
-    /// and leaves the rest in the head (and WAL) for the next start.
+    /// Set when the store is stopping: a cut or compaction in progress finishes its current
+    /// block and leaves the rest (in the head and WAL, or as uncompacted blocks) for the next
+    /// start.
     stopping: std::sync::atomic::AtomicBool,
     /// What start-up found damaged, for the log and `/api/v1/status/tsdb`.
     problems: Vec<String>,
@@ -445,7 +446,7 @@ impl Db {
     pub fn cut(&self) -> Result<Vec<BlockMeta>> {
         let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let mut written = Vec::new();
-        while !self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+        while !self.stopping()
             && let Some(boundary) = self.cut_boundary()
         {
             written.extend(self.cut_at(boundary)?);
@@ -453,8 +454,12 @@ impl Db {
         Ok(written)
     }
 
-    /// Makes a running cut stop after its current block range, so that a store with a long
-    /// backfilled head stops in moments; what is left stays in the WAL and is cut next time.
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes a running cut or compaction stop after its current block, so that a store with
+    /// a long backfilled head stops in moments; what is left is done on the next start.
     pub fn stop_maintenance(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -556,7 +561,9 @@ impl Db {
     pub fn compact(&self) -> Result<usize> {
         let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
-        while let Some(group) = self.plan_compaction() {
+        while !self.stopping()
+            && let Some(group) = self.plan_compaction()
+        {
             self.merge_blocks(&group)?;
             n += 1;
         }
