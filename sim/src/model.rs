@@ -172,6 +172,10 @@ pub struct Cluster {
     pub restart_period_ms: i64,
     /// Which meta node each of its three control-plane pods runs on.
     pub pod_nodes: [usize; 3],
+    /// The size class the operator gave it at onboarding (HyperShift's
+    /// `hypershift.openshift.io/hosted-cluster-size`), never changed since: clusters that
+    /// grew past it need a resize.
+    pub size: &'static str,
     #[serde(skip)]
     pub key: u64,
     #[serde(skip)]
@@ -231,6 +235,18 @@ impl Cluster {
             meta_pods: 18.0 + 3.0 * (nodes / 100.0).ceil(),
             load,
         }
+    }
+}
+
+/// The size class an operator picks at onboarding: the smallest whose node threshold (the
+/// planner's default tiers: 100, 1,000, 5,000 nodes) leaves a quarter of headroom.
+fn onboarding_size(nodes: f64) -> &'static str {
+    if nodes * 1.25 <= 100.0 {
+        "small"
+    } else if nodes * 1.25 <= 1000.0 {
+        "medium"
+    } else {
+        "large"
     }
 }
 
@@ -592,6 +608,7 @@ impl Cell {
         if large_tenant {
             nodes *= 3.0;
         }
+        let size = onboarding_size(nodes);
         let growth = Growth::draw(
             seed,
             &[K_CLUSTER, key, 10],
@@ -612,6 +629,7 @@ impl Cell {
             restart_period_ms: (between(seed, &[K_CLUSTER, key, 9], 3.0, 14.0) * DAY_MS as f64)
                 as i64,
             pod_nodes: [0; 3],
+            size,
             key,
             utc_offset_hours: region.utc_offset_hours,
         }

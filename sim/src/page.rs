@@ -8,7 +8,7 @@
 //! | `cadvisor` | meta node | kubelet `/metrics/cadvisor` | `container_cpu_usage_seconds_total`, `container_memory_working_set_bytes` |
 //! | `kube-state-metrics` | cell | kube-state-metrics | `kube_node_status_allocatable`, `kube_pod_container_resource_requests` |
 //! | `ipam` | cell | calico-kube-controllers | `ipam_ippool_size`, `ipam_allocations_in_use` |
-//! | `hypershift` | cell | HyperShift operator | `hypershift_hostedclusters` |
+//! | `hypershift` | cell | HyperShift operator | `hypershift_hostedclusters`, `hypershift_hostedcluster_info{cluster,size}`, `cell_capacity_limit{resource}` |
 //! | `apiserver`, `hosted-apiserver` | cell, hosted cluster | kube-apiserver | `apiserver_request_total`, `apiserver_request_duration_seconds`, `apiserver_current_inflight_requests`, `apiserver_storage_objects`, `process_start_time_seconds` |
 //! | `etcd`, `hosted-etcd` | cell, hosted cluster | etcd | `etcd_mvcc_db_total_size_in_bytes`, `etcd_mvcc_db_total_size_in_use_in_bytes`, `etcd_server_quota_backend_bytes`, `etcd_server_has_leader` |
 //!
@@ -381,14 +381,7 @@ pub fn render(fleet: &Fleet, target: Target, t: i64, counters: &mut Counters) ->
         Job::Cadvisor => cadvisor(&ctx, counters),
         Job::KubeStateMetrics => kube_state_metrics(&ctx),
         Job::Ipam => ipam(&ctx),
-        Job::Hypershift => vec![
-            family(
-                "hypershift_hostedclusters",
-                Kind::Gauge,
-                "Number of HostedClusters.",
-            )
-            .with(vec![], cell.active(t).len() as f64),
-        ],
+        Job::Hypershift => hypershift(cell, t),
         Job::Apiserver => meta_apiserver(&ctx, counters),
         Job::Etcd => {
             let s = cell.state(t);
@@ -609,6 +602,41 @@ fn kube_state_metrics(ctx: &Ctx) -> Vec<Family> {
         }
     }
     vec![allocatable, requests]
+}
+
+fn hypershift(cell: &Cell, t: i64) -> Vec<Family> {
+    let active = cell.active(t);
+    let mut info = family(
+        "hypershift_hostedcluster_info",
+        Kind::Gauge,
+        "Information about a HostedCluster: its size class.",
+    );
+    for c in active {
+        info.push(
+            vec![("cluster", c.name.clone()), ("size", c.size.into())],
+            1.0,
+        );
+    }
+    vec![
+        family(
+            "hypershift_hostedclusters",
+            Kind::Gauge,
+            "Number of HostedClusters.",
+        )
+        .with(vec![], active.len() as f64),
+        info,
+        // Limits no exporter knows are published by the operator (for example through the
+        // node exporter's textfile collector); the planner reads them from here.
+        family(
+            "cell_capacity_limit",
+            Kind::Gauge,
+            "Planned capacity of the cell for a resource, published by its operator.",
+        )
+        .with(
+            vec![("resource", "hosted_control_planes".into())],
+            cell.max_hosted_control_planes,
+        ),
+    ]
 }
 
 fn ipam(ctx: &Ctx) -> Vec<Family> {

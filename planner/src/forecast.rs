@@ -1,0 +1,681 @@
+//! Forecasting one cell resource: trend, weekly and daily seasonality, prediction intervals,
+//! change points, and time to a threshold as p10 / p50 / p90.
+//!
+//! Inputs are aggregates the store computed: one mean per day over the history, and one mean
+//! per hour over the last few days. Means, not peaks: the maximum of noisy samples sits above
+//! the signal by an amount that depends on the noise and the scrape interval, and that bias
+//! moves every crossing earlier; the mean is unbiased, and the daily cycle is put back from the
+//! hourly means.
+//!
+//! The method, in order:
+//! 1. **Change point.** Weekly differences of the daily means (`y[d] - y[d-7]`) cancel the weekly
+//!    cycle and a steady trend. A level shift (a large tenant onboarding, a migration) shows
+//!    as a run of several same-signed outliers (beyond 5 robust standard deviations and 3% of
+//!    the level) starting on the day of the shift; a one-day spike shows as two short runs a
+//!    week apart and is ignored. The forecast uses only the days after the last shift. Fewer
+//!    than `min_history_days` of them is reported as too little history, never guessed.
+//! 2. **Weekly cycle.** With three weeks or more, the mean ratio of each weekday to a first
+//!    linear fit (multiplicative seasonality); the series is divided by it.
+//! 3. **Trend.** Linear and exponential (log-linear) weighted least squares, with weights
+//!    halving every half of the usable history so the slope reflects the present. The one
+//!    with the smaller error on the last third, fitted on the first two thirds, is the p50;
+//!    the other one's forecast widens the band, so the band grows where the two disagree.
+//! 4. **Intervals.** The variance of the fitted trend at each future day (from the weights,
+//!    inflated by the residuals' lag-1 autocorrelation) plus one day's residual variance;
+//!    p10 and p90 are ±1.2816 standard deviations (normal quantiles).
+//! 5. **Daily cycle.** The median ratio of each hour's mean to its day's mean over the hourly
+//!    window, so a forecast hour is trend × weekday × hour.
+//! 6. **Crossing.** The first hour whose p90 value reaches the threshold is the p10 time, the
+//!    first whose p50 does is the p50 time, the first whose p10 does is the p90 time.
+//!
+//! Counters must be turned into rates in the query (`rate()` handles their resets); gaps are
+//! simply missing days and hours.
+
+use serde::Serialize;
+
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+/// The standard normal's 90% quantile.
+const Z90: f64 = 1.281_551_565_5;
+
+/// The shape of a trend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrendKind {
+    Linear,
+    Exponential,
+}
+
+impl TrendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrendKind::Linear => "linear",
+            TrendKind::Exponential => "exponential",
+        }
+    }
+}
+
+/// A weighted least-squares line `a + b·x` (x in days since the model's origin), in the
+/// value's scale (linear) or its logarithm (exponential), with what its variance needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fit {
+    kind: TrendKind,
+    a: f64,
+    b: f64,
+    x_mean: f64,
+    /// Variance of the fitted mean at `x_mean + d` is `sigma2 * inflation * (c0 + 2 c1 d + c2 d²)`.
+    c0: f64,
+    c1: f64,
+    c2: f64,
+    sigma2: f64,
+    inflation: f64,
+}
+
+impl Fit {
+    fn new(kind: TrendKind, points: &[(f64, f64)], half_life_days: f64) -> Option<Fit> {
+        if points.len() < 3 {
+            return None;
+        }
+        let ys: Vec<f64> = match kind {
+            TrendKind::Linear => points.iter().map(|p| p.1).collect(),
+            TrendKind::Exponential => {
+                if points.iter().any(|p| p.1 <= 0.0) {
+                    return None;
+                }
+                points.iter().map(|p| p.1.ln()).collect()
+            }
+        };
+        let last = points.iter().map(|p| p.0).fold(f64::MIN, f64::max);
+        let w: Vec<f64> = points
+            .iter()
+            .map(|p| 0.5f64.powf((last - p.0) / half_life_days))
+            .collect();
+        let sw: f64 = w.iter().sum();
+        let x_mean = points.iter().zip(&w).map(|(p, w)| w * p.0).sum::<f64>() / sw;
+        let y_mean = ys.iter().zip(&w).map(|(y, w)| w * y).sum::<f64>() / sw;
+        let sxx: f64 = points
+            .iter()
+            .zip(&w)
+            .map(|(p, w)| w * (p.0 - x_mean).powi(2))
+            .sum();
+        if sxx <= 0.0 {
+            return None;
+        }
+        let sxy: f64 = points
+            .iter()
+            .zip(&ys)
+            .zip(&w)
+            .map(|((p, y), w)| w * (p.0 - x_mean) * (y - y_mean))
+            .sum();
+        let b = sxy / sxx;
+        let a = y_mean - b * x_mean;
+        let residuals: Vec<f64> = points
+            .iter()
+            .zip(&ys)
+            .map(|(p, y)| y - (a + b * p.0))
+            .collect();
+        let sw2: f64 = w.iter().map(|w| w * w).sum();
+        let n_eff = sw * sw / sw2;
+        let sigma2 = residuals
+            .iter()
+            .zip(&w)
+            .map(|(r, w)| w * r * r)
+            .sum::<f64>()
+            / sw
+            * n_eff
+            / (n_eff - 2.0).max(1.0);
+        let (mut c0, mut c1, mut c2) = (0.0, 0.0, 0.0);
+        for (p, w) in points.iter().zip(&w) {
+            let dx = p.0 - x_mean;
+            c0 += w * w / (sw * sw);
+            c1 += w * w * dx / (sw * sxx);
+            c2 += w * w * dx * dx / (sxx * sxx);
+        }
+        Some(Fit {
+            kind,
+            a,
+            b,
+            x_mean,
+            c0,
+            c1,
+            c2,
+            sigma2,
+            inflation: autocorrelation_inflation(&residuals),
+        })
+    }
+
+    /// The trend's quantile at `x` days: `z` standard deviations from its mean.
+    fn at(&self, x: f64, z: f64) -> f64 {
+        let d = x - self.x_mean;
+        let var = self.sigma2 * (self.inflation * (self.c0 + 2.0 * self.c1 * d + self.c2 * d * d) + 1.0);
+        let v = self.a + self.b * x + z * var.max(0.0).sqrt();
+        match self.kind {
+            TrendKind::Linear => v,
+            TrendKind::Exponential => v.exp(),
+        }
+    }
+
+    /// Growth per day at `x`, in the value's unit.
+    fn slope(&self, x: f64) -> f64 {
+        match self.kind {
+            TrendKind::Linear => self.b,
+            TrendKind::Exponential => self.b * (self.a + self.b * x).exp(),
+        }
+    }
+}
+
+/// How much autocorrelated residuals shrink the information in a fit: `(1+ρ)/(1−ρ)` for the
+/// lag-1 autocorrelation ρ, between 1 and 25.
+fn autocorrelation_inflation(residuals: &[f64]) -> f64 {
+    let n = residuals.len();
+    let var: f64 = residuals.iter().map(|r| r * r).sum();
+    if n < 3 || var <= 0.0 {
+        return 1.0;
+    }
+    let cov: f64 = residuals.windows(2).map(|w| w[0] * w[1]).sum();
+    let rho = (cov / var).clamp(0.0, 0.92);
+    ((1.0 + rho) / (1.0 - rho)).clamp(1.0, 25.0)
+}
+
+/// What a forecast needs: daily means (timestamp = the end of the day they cover) and hourly
+/// means (timestamp = the end of the hour), both in time order, and the forecast's "now".
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub daily: &'a [(i64, f64)],
+    pub hourly: &'a [(i64, f64)],
+    pub now_ms: i64,
+    pub min_history_days: u32,
+}
+
+/// Why a resource has no forecast.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TooLittleHistory {
+    /// Usable days (since the last change point, if any).
+    pub days: f64,
+    pub needed_days: u32,
+    pub change_point_ms: Option<i64>,
+}
+
+/// A fitted forecast of one resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Start of the days the model was fitted on (after the last change point).
+    pub origin_ms: i64,
+    pub change_point_ms: Option<i64>,
+    pub days_used: usize,
+    primary: Fit,
+    alternative: Option<Fit>,
+    weekly: [f64; 7],
+    profile: [f64; 24],
+    /// Whether hourly means gave the daily cycle (else the forecast is of daily means).
+    pub has_daily_cycle: bool,
+    pub now_ms: i64,
+}
+
+/// Time to a threshold: instants (ms) of the p10, p50 and p90 crossings, `None` when not
+/// within the horizon.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Crossing {
+    pub p10_ms: Option<i64>,
+    pub p50_ms: Option<i64>,
+    pub p90_ms: Option<i64>,
+}
+
+/// One forecast hour with its band, for charts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BandPoint {
+    pub t_ms: i64,
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+}
+
+/// Fits a model, or says why there is too little history.
+pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
+    let daily: Vec<(i64, f64)> = input
+        .daily
+        .iter()
+        .copied()
+        .filter(|(t, v)| v.is_finite() && *t <= input.now_ms + DAY_MS)
+        .collect();
+    let change = change_point(&daily);
+    let used: Vec<(i64, f64)> = daily
+        .iter()
+        .copied()
+        .filter(|(t, _)| change.is_none_or(|c| day_of(*t) > day_of_ms(c)))
+        .collect();
+    let too_little = |days: f64| TooLittleHistory {
+        days,
+        needed_days: input.min_history_days,
+        change_point_ms: change,
+    };
+    let (Some(first), Some(last)) = (used.first(), used.last()) else {
+        return Err(too_little(0.0));
+    };
+    let span_days = (last.0 - first.0) as f64 / DAY_MS as f64 + 1.0;
+    if used.len() < input.min_history_days as usize || span_days < f64::from(input.min_history_days) {
+        return Err(too_little(used.len() as f64));
+    }
+    let origin_ms = first.0 - DAY_MS;
+    let x = |t: i64| ((t - DAY_MS / 2) - origin_ms) as f64 / DAY_MS as f64;
+    let points: Vec<(f64, f64)> = used.iter().map(|&(t, v)| (x(t), v)).collect();
+    let half_life = (span_days / 2.0).max(14.0);
+
+    let weekly = weekly_factors(&used, &points, half_life);
+    let adjusted: Vec<(f64, f64)> = used
+        .iter()
+        .zip(&points)
+        .map(|(&(t, _), &(x, v))| (x, v / weekly[weekday(day_of(t))]))
+        .collect();
+    let (primary, alternative) = choose_trend(&adjusted, half_life)
+        .ok_or_else(|| too_little(used.len() as f64))?;
+    let (profile, has_daily_cycle) = daily_profile(input.hourly, change);
+    Ok(Model {
+        origin_ms,
+        change_point_ms: change,
+        days_used: used.len(),
+        primary,
+        alternative,
+        weekly,
+        profile,
+        has_daily_cycle,
+        now_ms: input.now_ms,
+    })
+}
+
+impl Model {
+    pub fn trend(&self) -> TrendKind {
+        self.primary.kind
+    }
+
+    fn x(&self, t_ms: i64) -> f64 {
+        (t_ms - self.origin_ms) as f64 / DAY_MS as f64
+    }
+
+    /// Growth of the trend per day at the forecast's "now", in the value's unit.
+    pub fn growth_per_day(&self) -> f64 {
+        self.primary.slope(self.x(self.now_ms)) * self.mean_weekly()
+    }
+
+    fn mean_weekly(&self) -> f64 {
+        self.weekly.iter().sum::<f64>() / 7.0
+    }
+
+    /// The band of the hour starting at `t_ms`.
+    pub fn band(&self, t_ms: i64) -> BandPoint {
+        let x = self.x(t_ms + HOUR_MS / 2);
+        let season = self.weekly[weekday(t_ms.div_euclid(DAY_MS))]
+            * self.profile[(t_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
+        let p50 = self.primary.at(x, 0.0);
+        let (mut lo, mut hi) = (self.primary.at(x, -Z90), self.primary.at(x, Z90));
+        if let Some(alt) = &self.alternative {
+            let other = alt.at(x, 0.0);
+            lo = lo.min(other);
+            hi = hi.max(other);
+        }
+        BandPoint {
+            t_ms,
+            p10: lo * season,
+            p50: p50 * season,
+            p90: hi * season,
+        }
+    }
+
+    /// The band every `step_ms` from the hour after "now" for `days`.
+    pub fn bands(&self, days: u32, step_ms: i64) -> Vec<BandPoint> {
+        let start = self.now_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let end = start + i64::from(days) * DAY_MS;
+        (0..)
+            .map(|i| start + i * step_ms)
+            .take_while(|t| *t < end)
+            .map(|t| self.band(t))
+            .collect()
+    }
+
+    /// When the forecast reaches `threshold`, searched hour by hour up to `horizon_days`
+    /// ahead. A crossing is reported at the middle of its hour.
+    pub fn crossing(&self, threshold: f64, horizon_days: u32) -> Crossing {
+        let start = self.now_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let hours = i64::from(horizon_days) * 24;
+        let mut c = Crossing {
+            p10_ms: None,
+            p50_ms: None,
+            p90_ms: None,
+        };
+        for h in 0..hours {
+            let t = start + h * HOUR_MS;
+            let b = self.band(t);
+            let at = t + HOUR_MS / 2;
+            if c.p10_ms.is_none() && b.p90 >= threshold {
+                c.p10_ms = Some(at);
+            }
+            if c.p50_ms.is_none() && b.p50 >= threshold {
+                c.p50_ms = Some(at);
+            }
+            if b.p10 >= threshold {
+                c.p90_ms = Some(at);
+                break;
+            }
+        }
+        c
+    }
+}
+
+/// Day number since the epoch of the day a daily mean stamped `t` covers.
+fn day_of(t: i64) -> i64 {
+    (t - 1).div_euclid(DAY_MS)
+}
+
+fn day_of_ms(t: i64) -> i64 {
+    t.div_euclid(DAY_MS)
+}
+
+fn weekday(day: i64) -> usize {
+    day.rem_euclid(7) as usize
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The start (ms) of the day of the last level shift in daily means, if any.
+pub fn change_point(daily: &[(i64, f64)]) -> Option<i64> {
+    let by_day: std::collections::BTreeMap<i64, f64> =
+        daily.iter().map(|&(t, v)| (day_of(t), v)).collect();
+    let diffs: Vec<(i64, f64)> = by_day
+        .iter()
+        .filter_map(|(&d, &v)| by_day.get(&(d - 7)).map(|&w| (d, v - w)))
+        .collect();
+    if diffs.len() < 7 {
+        return None;
+    }
+    let mut values: Vec<f64> = diffs.iter().map(|d| d.1).collect();
+    let center = median(&mut values);
+    let mut deviations: Vec<f64> = diffs.iter().map(|d| (d.1 - center).abs()).collect();
+    let sigma = 1.4826 * median(&mut deviations);
+    let mut levels: Vec<f64> = by_day.values().map(|v| v.abs()).collect();
+    let level = median(&mut levels);
+    let threshold = (5.0 * sigma).max(0.03 * level).max(f64::MIN_POSITIVE);
+    let last_day = *by_day.keys().next_back()?;
+    // Runs of consecutive flagged days with one sign: (first day, last day, count).
+    let mut runs: Vec<(i64, i64, usize, f64)> = Vec::new();
+    for &(d, v) in &diffs {
+        let dev = v - center;
+        if dev.abs() <= threshold {
+            continue;
+        }
+        match runs.last_mut() {
+            Some(run) if d - run.1 <= 2 && run.3.signum() == dev.signum() => {
+                run.1 = d;
+                run.2 += 1;
+            }
+            _ => runs.push((d, d, 1, dev)),
+        }
+    }
+    runs.iter()
+        .rev()
+        .find(|run| run.2 >= 4 || (run.2 >= 2 && run.1 == last_day))
+        .map(|run| run.0 * DAY_MS)
+}
+
+/// Multiplicative weekday factors (mean 1) from three weeks or more, else all 1.
+fn weekly_factors(used: &[(i64, f64)], points: &[(f64, f64)], half_life: f64) -> [f64; 7] {
+    let mut factors = [1.0; 7];
+    let span = points.last().map_or(0.0, |p| p.0) - points.first().map_or(0.0, |p| p.0);
+    if span < 20.0 {
+        return factors;
+    }
+    let Some(line) = Fit::new(TrendKind::Linear, points, half_life) else {
+        return factors;
+    };
+    let mut sums = [(0.0, 0usize); 7];
+    for (&(t, _), &(x, v)) in used.iter().zip(points) {
+        let fitted = line.at(x, 0.0);
+        if fitted > 0.0 {
+            let s = &mut sums[weekday(day_of(t))];
+            s.0 += v / fitted;
+            s.1 += 1;
+        }
+    }
+    if sums.iter().any(|s| s.1 < 2) {
+        return factors;
+    }
+    for (f, s) in factors.iter_mut().zip(sums) {
+        *f = s.0 / s.1 as f64;
+    }
+    let mean = factors.iter().sum::<f64>() / 7.0;
+    factors.iter_mut().for_each(|f| *f /= mean);
+    factors
+}
+
+/// Picks the trend whose forecast of the last third (fitted on the first two thirds) is
+/// closer, refits both on everything, and returns (chosen, other).
+fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Option<Fit>)> {
+    let linear = Fit::new(TrendKind::Linear, points, half_life)?;
+    let Some(exponential) = Fit::new(TrendKind::Exponential, points, half_life) else {
+        return Some((linear, None));
+    };
+    let cut = points.len() * 2 / 3;
+    let (train, test) = points.split_at(cut);
+    let error = |kind| {
+        Fit::new(kind, train, half_life).map_or(f64::INFINITY, |f| {
+            test.iter().map(|&(x, v)| (f.at(x, 0.0) - v).abs()).sum::<f64>()
+        })
+    };
+    // The exponential must earn its place: it extrapolates faster.
+    if error(TrendKind::Exponential) < 0.9 * error(TrendKind::Linear) {
+        Some((exponential, Some(linear)))
+    } else {
+        Some((linear, Some(exponential)))
+    }
+}
+
+/// Median ratio of each UTC hour's mean to its day's mean, over days with at least 20 hourly
+/// means after the change point; flat when fewer than 3 such days.
+fn daily_profile(hourly: &[(i64, f64)], change: Option<i64>) -> ([f64; 24], bool) {
+    let mut days: std::collections::BTreeMap<i64, Vec<(usize, f64)>> = Default::default();
+    for &(t, v) in hourly {
+        let start = t - 1;
+        if !v.is_finite() || change.is_some_and(|c| start.div_euclid(DAY_MS) <= day_of_ms(c)) {
+            continue;
+        }
+        days.entry(start.div_euclid(DAY_MS))
+            .or_default()
+            .push(((start.rem_euclid(DAY_MS) / HOUR_MS) as usize, v));
+    }
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 24];
+    let mut full_days = 0;
+    for hours in days.values().filter(|h| h.len() >= 20) {
+        let mean = hours.iter().map(|h| h.1).sum::<f64>() / hours.len() as f64;
+        if mean <= 0.0 {
+            continue;
+        }
+        full_days += 1;
+        for &(h, v) in hours {
+            ratios[h].push(v / mean);
+        }
+    }
+    if full_days < 3 {
+        return ([1.0; 24], false);
+    }
+    let mut profile = [1.0; 24];
+    for (p, r) in profile.iter_mut().zip(ratios.iter_mut()) {
+        if !r.is_empty() {
+            *p = median(r);
+        }
+    }
+    let mean = profile.iter().sum::<f64>() / 24.0;
+    profile.iter_mut().for_each(|p| *p /= mean);
+    (profile, true)
+}
+
+/// The naive forecast operators reach for first: PromQL's `predict_linear`, an ordinary
+/// least-squares line through the same daily means, with no seasonality, change points or
+/// band. Returns when the line reaches `threshold`, if it does within `horizon_days`.
+pub fn predict_linear(daily: &[(i64, f64)], now_ms: i64, threshold: f64, horizon_days: u32) -> Option<i64> {
+    let points: Vec<(f64, f64)> = daily
+        .iter()
+        .filter(|(t, v)| v.is_finite() && *t <= now_ms + DAY_MS)
+        .map(|&(t, v)| ((t - now_ms) as f64 / DAY_MS as f64, v))
+        .collect();
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return None;
+    }
+    let xm = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let ym = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - xm).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - xm) * (p.1 - ym)).sum();
+    if sxx <= 0.0 {
+        return None;
+    }
+    let b = sxy / sxx;
+    let now_value = ym - b * xm;
+    if now_value >= threshold {
+        return Some(now_ms);
+    }
+    if b <= 0.0 {
+        return None;
+    }
+    let days = (threshold - now_value) / b;
+    (days <= f64::from(horizon_days)).then(|| now_ms + (days * DAY_MS as f64) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_790_000_000_000 / DAY_MS * DAY_MS;
+
+    /// Daily and hourly means of `f` (hourly, averaged) over `days` days before `now`.
+    fn sample(f: impl Fn(i64) -> f64, days: i64, now: i64) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
+        let hour_mean = |end: i64| (0..12).map(|i| f(end - HOUR_MS + i * 300_000)).sum::<f64>() / 12.0;
+        let daily = (0..days)
+            .map(|d| {
+                let end = now - (days - 1 - d) * DAY_MS;
+                (end, (0..24).map(|h| hour_mean(end - h * HOUR_MS)).sum::<f64>() / 24.0)
+            })
+            .collect();
+        let hourly = (0..7 * 24).map(|h| {
+            let end = now - (7 * 24 - 1 - h) * HOUR_MS;
+            (end, hour_mean(end))
+        })
+        .collect();
+        (daily, hourly)
+    }
+
+    fn cycle(t: i64) -> f64 {
+        let hour = (t.rem_euclid(DAY_MS)) as f64 / HOUR_MS as f64;
+        1.0 + 0.1 * (std::f64::consts::TAU * (hour - 15.0) / 24.0).cos()
+    }
+
+    fn days_to(c: Option<i64>, now: i64) -> f64 {
+        (c.expect("crossing") - now) as f64 / DAY_MS as f64
+    }
+
+    #[test]
+    fn a_linear_trend_with_a_daily_cycle_crosses_where_it_should() {
+        let now = T0 + 120 * DAY_MS;
+        let f = |t: i64| (100.0 + (t - T0) as f64 / DAY_MS as f64) * cycle(t);
+        let (daily, hourly) = sample(f, 90, now);
+        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
+            .expect("model");
+        assert_eq!(model.trend(), TrendKind::Linear);
+        assert!(model.has_daily_cycle);
+        assert!((model.growth_per_day() - 1.0).abs() < 0.02, "{}", model.growth_per_day());
+        // The truth: first hour with f >= 300.
+        let truth = (0..).map(|h| now + h * HOUR_MS).find(|&t| f(t) >= 300.0).expect("truth");
+        let c = model.crossing(300.0, 365);
+        let (p10, p50, p90) = (days_to(c.p10_ms, now), days_to(c.p50_ms, now), days_to(c.p90_ms, now));
+        let want = (truth - now) as f64 / DAY_MS as f64;
+        assert!((p50 - want).abs() < 0.05 * want, "p50 {p50} vs {want}");
+        assert!(p10 <= want && want <= p90, "{p10} {want} {p90}");
+    }
+
+    #[test]
+    fn an_exponential_trend_is_recognised() {
+        let now = T0 + 200 * DAY_MS;
+        let f = |t: i64| 100.0 * (0.01 * (t - T0) as f64 / DAY_MS as f64).exp();
+        let (daily, hourly) = sample(f, 120, now);
+        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
+            .expect("model");
+        assert_eq!(model.trend(), TrendKind::Exponential);
+        let want = ((1500.0f64 / f(now)).ln() / 0.01) as f64;
+        let got = days_to(model.crossing(1500.0, 365).p50_ms, now);
+        assert!((got - want).abs() < 0.05 * want, "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_step_is_a_change_point_and_the_forecast_starts_after_it() {
+        let now = T0 + 100 * DAY_MS;
+        let step = T0 + 60 * DAY_MS + 7 * HOUR_MS;
+        let f = |t: i64| 100.0 + 0.5 * (t - T0) as f64 / DAY_MS as f64 + if t >= step { 40.0 } else { 0.0 };
+        let (daily, hourly) = sample(f, 90, now);
+        let cp = change_point(&daily).expect("change point");
+        assert_eq!(cp.div_euclid(DAY_MS), step.div_euclid(DAY_MS));
+        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
+            .expect("model");
+        assert!((model.growth_per_day() - 0.5).abs() < 0.02, "{}", model.growth_per_day());
+        // Right after a step, too little history is said, not guessed.
+        let soon = step + 5 * DAY_MS;
+        let (daily, hourly) = sample(f, 60, soon.div_euclid(DAY_MS) * DAY_MS);
+        let err = fit(Input { daily: &daily, hourly: &hourly, now_ms: soon, min_history_days: 14 })
+            .expect_err("too little");
+        assert!(err.days < 14.0 && err.change_point_ms.is_some(), "{err:?}");
+    }
+
+    #[test]
+    fn spikes_and_gaps_do_not_move_the_forecast() {
+        let now = T0 + 100 * DAY_MS;
+        let f = |t: i64| 100.0 + 0.5 * (t - T0) as f64 / DAY_MS as f64;
+        let (mut daily, hourly) = sample(f, 90, now);
+        daily[40].1 *= 1.5;
+        daily.drain(50..55);
+        assert_eq!(change_point(&daily), None);
+        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
+            .expect("model");
+        assert!((model.growth_per_day() - 0.5).abs() < 0.05, "{}", model.growth_per_day());
+    }
+
+    #[test]
+    fn weekly_cycles_are_learnt() {
+        let now = T0 + 100 * DAY_MS;
+        let f = |t: i64| {
+            let day = t.div_euclid(DAY_MS);
+            (100.0 + 0.2 * (t - T0) as f64 / DAY_MS as f64) * if day % 7 == 3 { 0.8 } else { 1.0 }
+        };
+        let (daily, hourly) = sample(f, 60, now);
+        assert_eq!(change_point(&daily), None);
+        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
+            .expect("model");
+        let low = model.weekly[3];
+        assert!(low < 0.85 && model.weekly[4] > 1.0, "{:?}", model.weekly);
+    }
+
+    #[test]
+    fn too_little_history_is_reported() {
+        let now = T0 + 100 * DAY_MS;
+        let (daily, hourly) = sample(|_| 5.0, 10, now);
+        let err = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
+            .expect_err("too little");
+        assert_eq!(err.days, 10.0);
+    }
+
+    #[test]
+    fn predict_linear_is_a_least_squares_line() {
+        let now = T0 + 100 * DAY_MS;
+        let daily: Vec<(i64, f64)> = (0..30).map(|d| (now - d * DAY_MS, 100.0 - d as f64)).collect();
+        let at = predict_linear(&daily, now, 110.0, 365).expect("crossing");
+        assert_eq!((at - now) / HOUR_MS, 240);
+        assert_eq!(predict_linear(&daily, now, 1e9, 365), None);
+    }
+}
