@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod planner;
 mod sim;
 
 use std::io::IsTerminal;
@@ -22,7 +23,7 @@ use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
     name = "strata",
     version,
     about = "Hierarchical metrics pipeline and capacity planner for Kubernetes fleets",
-    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata cascade --config cascade.yaml\n  strata demo\n  strata sim serve --listen 127.0.0.1:9601\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
+    after_help = "Examples:\n  strata central --az az-a --data-dir ./strata-data/central\n  strata edge --config edge.yaml\n  strata cascade --config cascade.yaml\n  strata demo\n  strata planner report --source http://127.0.0.1:9301\n  strata sim serve --listen 127.0.0.1:9601\n  strata relay --remote-write-url http://127.0.0.1:9090/api/v1/write\n  strata bench write --url http://127.0.0.1:9201/api/v1/write --series 10000 --intervals 10\n  strata version"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,6 +62,9 @@ enum Command {
         after_help = "Example:\n  cargo run --release -- demo\n  strata demo --dir ./strata-demo --regions 2 --cells-per-region 3 --clusters-per-cell 10 --history-days 7\n\nIt prints the Grafana datasource URLs (http://127.0.0.1:9301 for az-a, :9302 for az-b) and a\npipeline health line every 10 seconds. Ctrl-C stops everything; the same command resumes.\nThe fleet flags (--seed, --regions, ...) apply to the first run; later runs keep the fleet\nsaved in --dir."
     )]
     Demo(demo::DemoArgs),
+    /// The capacity planner: when to split a cell, when to resize a cluster.
+    #[command(subcommand)]
+    Planner(planner::PlannerCommand),
     /// The fleet simulator: exporters for simulated cells, history backfill, ground truth.
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -417,6 +421,7 @@ fn try_main() -> anyhow::Result<()> {
                 .with_context(|| format!("central stopped with an error (data {})", dir.display()))
         }
         Command::Demo(args) => runtime.block_on(demo::run(args, shutdown_signal())),
+        Command::Planner(cmd) => runtime.block_on(planner::run(cmd)),
         Command::Sim(cmd) => runtime.block_on(sim::run(cmd, shutdown_signal())),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Version => {

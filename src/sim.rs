@@ -150,7 +150,8 @@ pub struct BackfillArgs {
     bearer_token_file: Option<PathBuf>,
 }
 
-fn time_arg(flag: &str, value: Option<&String>) -> anyhow::Result<i64> {
+/// An RFC 3339 flag's milliseconds, or now when it is not given.
+pub fn time_arg(flag: &str, value: Option<&String>) -> anyhow::Result<i64> {
     match value {
         Some(text) => parse_time_ms(text).map_err(|e| {
             anyhow::anyhow!(

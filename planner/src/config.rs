@@ -202,7 +202,10 @@ fn default_resources() -> Vec<ResourceConfig> {
         )),
         unit: unit.into(),
     };
-    let pods = format!("count by (region, cell, cluster) ({})", HCP_PODS.replace("RES", "cpu"));
+    let pods = format!(
+        "count by (region, cell, cluster) ({})",
+        HCP_PODS.replace("RES", "cpu")
+    );
     vec![
         requests("cpu_requests", "cpu", "cores"),
         requests("memory_requests", "memory", "bytes"),
@@ -280,6 +283,33 @@ fn default_tiers() -> Vec<TierConfig> {
     ]
 }
 
+impl TierConfig {
+    /// Thresholds in the order of [`ClusterQueries::dimensions`].
+    pub fn limits(&self) -> [f64; 5] {
+        [
+            self.nodes,
+            self.pods,
+            self.services,
+            self.apiserver_requests_per_second,
+            self.etcd_database_bytes,
+        ]
+    }
+}
+
+impl ClusterQueries {
+    /// The queries a tier bounds: nodes, pods, services, apiserver requests per second and
+    /// etcd database bytes.
+    pub fn dimensions(&self) -> [&str; 5] {
+        [
+            &self.nodes,
+            &self.pods,
+            &self.services,
+            &self.apiserver_requests_per_second,
+            &self.etcd_database_bytes,
+        ]
+    }
+}
+
 impl PlannerConfig {
     /// Reads a planner file; unknown fields are errors, and the result is validated.
     pub fn load(path: &Path) -> Result<Self> {
@@ -307,7 +337,10 @@ impl PlannerConfig {
             ));
         }
         if !(self.lead_time_days >= 0.0 && self.lead_time_days.is_finite()) {
-            return bad(format!("lead_time_days is {}; give 0 or more", self.lead_time_days));
+            return bad(format!(
+                "lead_time_days is {}; give 0 or more",
+                self.lead_time_days
+            ));
         }
         if self.min_history_days < 7 {
             return bad(format!(
@@ -348,7 +381,10 @@ impl PlannerConfig {
                 (Some(_), None) => {}
                 (None, Some(v)) if v > 0.0 && v.is_finite() => {}
                 (None, Some(v)) => {
-                    return bad(format!("resource {:?}: limit_value {v} is not positive", r.name));
+                    return bad(format!(
+                        "resource {:?}: limit_value {v} is not positive",
+                        r.name
+                    ));
                 }
                 _ => {
                     return bad(format!(
@@ -404,10 +440,7 @@ mod tests {
                 "resources: [{name: a, used: 'sum(x)', limit_value: 1}]",
                 "$window",
             ),
-            (
-                "resources: [{name: a, used: 'x[$window]'}]",
-                "exactly one",
-            ),
+            ("resources: [{name: a, used: 'x[$window]'}]", "exactly one"),
             (
                 "tiers: [{name: big, nodes: 10, pods: 10, services: 1, apiserver_requests_per_second: 1, etcd_database_bytes: 1}, {name: small, nodes: 5, pods: 5, services: 1, apiserver_requests_per_second: 1, etcd_database_bytes: 1}]",
                 "smallest first",

@@ -27,7 +27,9 @@ pub enum Error {
         message: String,
     },
     /// The answer was not the Prometheus HTTP API's JSON.
-    #[error("{url} answered the query {query:?} with something that is not Prometheus API JSON: {message}")]
+    #[error(
+        "{url} answered the query {query:?} with something that is not Prometheus API JSON: {message}"
+    )]
     BadAnswer {
         url: String,
         query: String,

@@ -10,7 +10,7 @@
 //! The method, in order:
 //! 1. **Change point.** Weekly differences of the daily means (`y[d] - y[d-7]`) cancel the weekly
 //!    cycle and a steady trend. A level shift (a large tenant onboarding, a migration) shows
-//!    as a run of several same-signed outliers (beyond 5 robust standard deviations and 3% of
+//!    as a run of several same-signed outliers (beyond 5 robust standard deviations and 8% of
 //!    the level) starting on the day of the shift; a one-day spike shows as two short runs a
 //!    week apart and is ignored. The forecast uses only the days after the last shift. Fewer
 //!    than `min_history_days` of them is reported as too little history, never guessed.
@@ -147,7 +147,8 @@ impl Fit {
     /// The trend's quantile at `x` days: `z` standard deviations from its mean.
     fn at(&self, x: f64, z: f64) -> f64 {
         let d = x - self.x_mean;
-        let var = self.sigma2 * (self.inflation * (self.c0 + 2.0 * self.c1 * d + self.c2 * d * d) + 1.0);
+        let var =
+            self.sigma2 * (self.inflation * (self.c0 + 2.0 * self.c1 * d + self.c2 * d * d) + 1.0);
         let v = self.a + self.b * x + z * var.max(0.0).sqrt();
         match self.kind {
             TrendKind::Linear => v,
@@ -253,7 +254,8 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         return Err(too_little(0.0));
     };
     let span_days = (last.0 - first.0) as f64 / DAY_MS as f64 + 1.0;
-    if used.len() < input.min_history_days as usize || span_days < f64::from(input.min_history_days) {
+    if used.len() < input.min_history_days as usize || span_days < f64::from(input.min_history_days)
+    {
         return Err(too_little(used.len() as f64));
     }
     let origin_ms = first.0 - DAY_MS;
@@ -267,8 +269,8 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         .zip(&points)
         .map(|(&(t, _), &(x, v))| (x, v / weekly[weekday(day_of(t))]))
         .collect();
-    let (primary, alternative) = choose_trend(&adjusted, half_life)
-        .ok_or_else(|| too_little(used.len() as f64))?;
+    let (primary, alternative) =
+        choose_trend(&adjusted, half_life).ok_or_else(|| too_little(used.len() as f64))?;
     let (profile, has_daily_cycle) = daily_profile(input.hourly, change);
     Ok(Model {
         origin_ms,
@@ -404,7 +406,7 @@ pub fn change_point(daily: &[(i64, f64)]) -> Option<i64> {
     let sigma = 1.4826 * median(&mut deviations);
     let mut levels: Vec<f64> = by_day.values().map(|v| v.abs()).collect();
     let level = median(&mut levels);
-    let threshold = (5.0 * sigma).max(0.03 * level).max(f64::MIN_POSITIVE);
+    let threshold = (5.0 * sigma).max(0.08 * level).max(f64::MIN_POSITIVE);
     let last_day = *by_day.keys().next_back()?;
     // Runs of consecutive flagged days with one sign: (first day, last day, count).
     let mut runs: Vec<(i64, i64, usize, f64)> = Vec::new();
@@ -468,7 +470,9 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Option<Fi
     let (train, test) = points.split_at(cut);
     let error = |kind| {
         Fit::new(kind, train, half_life).map_or(f64::INFINITY, |f| {
-            test.iter().map(|&(x, v)| (f.at(x, 0.0) - v).abs()).sum::<f64>()
+            test.iter()
+                .map(|&(x, v)| (f.at(x, 0.0) - v).abs())
+                .sum::<f64>()
         })
     };
     // The exponential must earn its place: it extrapolates faster.
@@ -521,7 +525,12 @@ fn daily_profile(hourly: &[(i64, f64)], change: Option<i64>) -> ([f64; 24], bool
 /// The naive forecast operators reach for first: PromQL's `predict_linear`, an ordinary
 /// least-squares line through the same daily means, with no seasonality, change points or
 /// band. Returns when the line reaches `threshold`, if it does within `horizon_days`.
-pub fn predict_linear(daily: &[(i64, f64)], now_ms: i64, threshold: f64, horizon_days: u32) -> Option<i64> {
+pub fn predict_linear(
+    daily: &[(i64, f64)],
+    now_ms: i64,
+    threshold: f64,
+    horizon_days: u32,
+) -> Option<i64> {
     let points: Vec<(f64, f64)> = daily
         .iter()
         .filter(|(t, v)| v.is_finite() && *t <= now_ms + DAY_MS)
@@ -556,21 +565,41 @@ mod tests {
 
     const T0: i64 = 1_790_000_000_000 / DAY_MS * DAY_MS;
 
+    type Points = Vec<(i64, f64)>;
+
     /// Daily and hourly means of `f` (hourly, averaged) over `days` days before `now`.
-    fn sample(f: impl Fn(i64) -> f64, days: i64, now: i64) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
-        let hour_mean = |end: i64| (0..12).map(|i| f(end - HOUR_MS + i * 300_000)).sum::<f64>() / 12.0;
+    fn sample(f: impl Fn(i64) -> f64, days: i64, now: i64) -> (Points, Points) {
+        let hour_mean =
+            |end: i64| (0..12).map(|i| f(end - HOUR_MS + i * 300_000)).sum::<f64>() / 12.0;
         let daily = (0..days)
             .map(|d| {
                 let end = now - (days - 1 - d) * DAY_MS;
-                (end, (0..24).map(|h| hour_mean(end - h * HOUR_MS)).sum::<f64>() / 24.0)
+                (
+                    end,
+                    (0..24).map(|h| hour_mean(end - h * HOUR_MS)).sum::<f64>() / 24.0,
+                )
             })
             .collect();
-        let hourly = (0..7 * 24).map(|h| {
-            let end = now - (7 * 24 - 1 - h) * HOUR_MS;
-            (end, hour_mean(end))
-        })
-        .collect();
+        let hourly = (0..7 * 24)
+            .map(|h| {
+                let end = now - (7 * 24 - 1 - h) * HOUR_MS;
+                (end, hour_mean(end))
+            })
+            .collect();
         (daily, hourly)
+    }
+
+    fn fit_at(
+        daily: &[(i64, f64)],
+        hourly: &[(i64, f64)],
+        now: i64,
+    ) -> Result<Model, TooLittleHistory> {
+        fit(Input {
+            daily,
+            hourly,
+            now_ms: now,
+            min_history_days: 14,
+        })
     }
 
     fn cycle(t: i64) -> f64 {
@@ -587,15 +616,25 @@ mod tests {
         let now = T0 + 120 * DAY_MS;
         let f = |t: i64| (100.0 + (t - T0) as f64 / DAY_MS as f64) * cycle(t);
         let (daily, hourly) = sample(f, 90, now);
-        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
-            .expect("model");
+        let model = fit_at(&daily, &hourly, now).expect("model");
         assert_eq!(model.trend(), TrendKind::Linear);
         assert!(model.has_daily_cycle);
-        assert!((model.growth_per_day() - 1.0).abs() < 0.02, "{}", model.growth_per_day());
+        assert!(
+            (model.growth_per_day() - 1.0).abs() < 0.02,
+            "{}",
+            model.growth_per_day()
+        );
         // The truth: first hour with f >= 300.
-        let truth = (0..).map(|h| now + h * HOUR_MS).find(|&t| f(t) >= 300.0).expect("truth");
+        let truth = (0..)
+            .map(|h| now + h * HOUR_MS)
+            .find(|&t| f(t) >= 300.0)
+            .expect("truth");
         let c = model.crossing(300.0, 365);
-        let (p10, p50, p90) = (days_to(c.p10_ms, now), days_to(c.p50_ms, now), days_to(c.p90_ms, now));
+        let (p10, p50, p90) = (
+            days_to(c.p10_ms, now),
+            days_to(c.p50_ms, now),
+            days_to(c.p90_ms, now),
+        );
         let want = (truth - now) as f64 / DAY_MS as f64;
         assert!((p50 - want).abs() < 0.05 * want, "p50 {p50} vs {want}");
         assert!(p10 <= want && want <= p90, "{p10} {want} {p90}");
@@ -606,10 +645,9 @@ mod tests {
         let now = T0 + 200 * DAY_MS;
         let f = |t: i64| 100.0 * (0.01 * (t - T0) as f64 / DAY_MS as f64).exp();
         let (daily, hourly) = sample(f, 120, now);
-        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
-            .expect("model");
+        let model = fit_at(&daily, &hourly, now).expect("model");
         assert_eq!(model.trend(), TrendKind::Exponential);
-        let want = ((1500.0f64 / f(now)).ln() / 0.01) as f64;
+        let want = (1500.0f64 / f(now)).ln() / 0.01;
         let got = days_to(model.crossing(1500.0, 365).p50_ms, now);
         assert!((got - want).abs() < 0.05 * want, "{got} vs {want}");
     }
@@ -618,18 +656,22 @@ mod tests {
     fn a_step_is_a_change_point_and_the_forecast_starts_after_it() {
         let now = T0 + 100 * DAY_MS;
         let step = T0 + 60 * DAY_MS + 7 * HOUR_MS;
-        let f = |t: i64| 100.0 + 0.5 * (t - T0) as f64 / DAY_MS as f64 + if t >= step { 40.0 } else { 0.0 };
+        let f = |t: i64| {
+            100.0 + 0.5 * (t - T0) as f64 / DAY_MS as f64 + if t >= step { 40.0 } else { 0.0 }
+        };
         let (daily, hourly) = sample(f, 90, now);
         let cp = change_point(&daily).expect("change point");
         assert_eq!(cp.div_euclid(DAY_MS), step.div_euclid(DAY_MS));
-        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
-            .expect("model");
-        assert!((model.growth_per_day() - 0.5).abs() < 0.02, "{}", model.growth_per_day());
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert!(
+            (model.growth_per_day() - 0.5).abs() < 0.02,
+            "{}",
+            model.growth_per_day()
+        );
         // Right after a step, too little history is said, not guessed.
         let soon = step + 5 * DAY_MS;
         let (daily, hourly) = sample(f, 60, soon.div_euclid(DAY_MS) * DAY_MS);
-        let err = fit(Input { daily: &daily, hourly: &hourly, now_ms: soon, min_history_days: 14 })
-            .expect_err("too little");
+        let err = fit_at(&daily, &hourly, soon).expect_err("too little");
         assert!(err.days < 14.0 && err.change_point_ms.is_some(), "{err:?}");
     }
 
@@ -641,9 +683,12 @@ mod tests {
         daily[40].1 *= 1.5;
         daily.drain(50..55);
         assert_eq!(change_point(&daily), None);
-        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
-            .expect("model");
-        assert!((model.growth_per_day() - 0.5).abs() < 0.05, "{}", model.growth_per_day());
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert!(
+            (model.growth_per_day() - 0.5).abs() < 0.05,
+            "{}",
+            model.growth_per_day()
+        );
     }
 
     #[test]
@@ -655,8 +700,7 @@ mod tests {
         };
         let (daily, hourly) = sample(f, 60, now);
         assert_eq!(change_point(&daily), None);
-        let model = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
-            .expect("model");
+        let model = fit_at(&daily, &hourly, now).expect("model");
         let low = model.weekly[3];
         assert!(low < 0.85 && model.weekly[4] > 1.0, "{:?}", model.weekly);
     }
@@ -665,15 +709,16 @@ mod tests {
     fn too_little_history_is_reported() {
         let now = T0 + 100 * DAY_MS;
         let (daily, hourly) = sample(|_| 5.0, 10, now);
-        let err = fit(Input { daily: &daily, hourly: &hourly, now_ms: now, min_history_days: 14 })
-            .expect_err("too little");
+        let err = fit_at(&daily, &hourly, now).expect_err("too little");
         assert_eq!(err.days, 10.0);
     }
 
     #[test]
     fn predict_linear_is_a_least_squares_line() {
         let now = T0 + 100 * DAY_MS;
-        let daily: Vec<(i64, f64)> = (0..30).map(|d| (now - d * DAY_MS, 100.0 - d as f64)).collect();
+        let daily: Vec<(i64, f64)> = (0..30)
+            .map(|d| (now - d * DAY_MS, 100.0 - d as f64))
+            .collect();
         let at = predict_linear(&daily, now, 110.0, 365).expect("crossing");
         assert_eq!((at - now) / HOUR_MS, 240);
         assert_eq!(predict_linear(&daily, now, 1e9, 365), None);

@@ -87,6 +87,27 @@ impl Source {
         }
     }
 
+    /// Each series' newest value within `lookback_ms` before `at_ms`, so a value is found
+    /// however sparse the samples are (an instant query looks back only 5 minutes).
+    pub async fn latest(
+        &self,
+        query: &str,
+        at_ms: i64,
+        lookback_ms: i64,
+    ) -> Result<Vec<(Metric, f64)>> {
+        let step = (lookback_ms / 12).max(1000);
+        let series = self
+            .range(query, at_ms - lookback_ms, at_ms, step, lookback_ms + step)
+            .await?;
+        Ok(series
+            .into_iter()
+            .filter_map(|(m, points)| {
+                let last = points.iter().rev().find(|p| p.1.is_finite())?.1;
+                Some((m, last))
+            })
+            .collect())
+    }
+
     /// A range query from `start_ms` to `end_ms` every `step_ms`, asked for in pieces of at
     /// most `max_span_ms` so that no single query makes the store load too much; pieces of
     /// the same series are joined.
@@ -161,7 +182,10 @@ impl Source {
         let envelope: Envelope<QueryData> = serde_json::from_str(&text).map_err(|e| {
             self.bad(
                 query,
-                format!("HTTP {status}: {e}: {}", text.chars().take(200).collect::<String>()),
+                format!(
+                    "HTTP {status}: {e}: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
             )
         })?;
         match (envelope.status, envelope.data) {

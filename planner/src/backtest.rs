@@ -1,0 +1,309 @@
+//! Backtesting: forecast from history cut at T−k days, then compare with what happened in
+//! the k days after the cut.
+//!
+//! A case is one cell resource and one utilisation (the headroom line and the limit) with at
+//! least `min_days` of history before the cut. For the cases whose utilisation was really
+//! reached within the window (and not already at the cut), the score is how often the p50 time
+//! is within 10% of the true time, and how often the p10–p90 band contains it. For the
+//! others, a false alarm is a p50 inside the window. The same figures are given for
+//! `predict_linear` (a least-squares line through the same daily means) side by side.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::forecast::{self, DAY_MS};
+use crate::plan::{Forecasted, label};
+
+/// When a cell resource really reached a utilisation after the cut (`None`: not in the
+/// window), from ground truth or from the data after the cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    pub region: String,
+    pub cell: String,
+    pub resource: String,
+    pub pool: Option<String>,
+    pub utilisation: f64,
+    pub days: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Case {
+    pub cell: String,
+    pub resource: String,
+    pub utilisation: f64,
+    pub truth_days: Option<f64>,
+    pub p10_days: Option<f64>,
+    pub p50_days: Option<f64>,
+    pub p90_days: Option<f64>,
+    pub predict_linear_days: Option<f64>,
+    pub p50_within_10pct: bool,
+    pub band_contains: bool,
+    pub predict_linear_within_10pct: bool,
+}
+
+/// One method's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Figures {
+    /// Cases whose utilisation was reached within the window.
+    pub reached: usize,
+    pub p50_within_10pct: usize,
+    /// `None` for methods without a band.
+    pub band_contains: Option<usize>,
+    /// Cases not reached within the window.
+    pub not_reached: usize,
+    pub false_alarms: usize,
+}
+
+impl Figures {
+    pub fn p50_share(&self) -> f64 {
+        share(self.p50_within_10pct, self.reached)
+    }
+
+    pub fn band_share(&self) -> Option<f64> {
+        self.band_contains.map(|b| share(b, self.reached))
+    }
+}
+
+fn share(n: usize, of: usize) -> f64 {
+    if of == 0 { 0.0 } else { n as f64 / of as f64 }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backtest {
+    pub cut: String,
+    pub window_days: u32,
+    pub min_days: u32,
+    /// Cell resources with too little history before the cut (not scored).
+    pub skipped: usize,
+    /// Already at the utilisation at the cut (not scored).
+    pub already_reached: usize,
+    pub planner: Figures,
+    pub predict_linear: Figures,
+    pub cases: Vec<Case>,
+}
+
+/// Scores forecasts made at `cut_ms` against `truths`.
+pub fn score(
+    forecasts: &[Forecasted],
+    truths: &[Truth],
+    cut_ms: i64,
+    window_days: u32,
+    min_days: u32,
+) -> Backtest {
+    type Key = (String, String, Option<String>);
+    let by_key: BTreeMap<Key, &Forecasted> = forecasts
+        .iter()
+        .map(|f| {
+            (
+                (
+                    f.series.cell.clone(),
+                    f.series.resource.clone(),
+                    f.series.pool.clone(),
+                ),
+                f,
+            )
+        })
+        .collect();
+    let mut cases = Vec::new();
+    let (mut skipped, mut already) = (0, 0);
+    let days = |t: Option<i64>| t.map(|t| (t - cut_ms) as f64 / DAY_MS as f64);
+    for truth in truths {
+        let key = (
+            truth.cell.clone(),
+            truth.resource.clone(),
+            truth.pool.clone(),
+        );
+        let Some(f) = by_key.get(&key) else {
+            skipped += 1;
+            continue;
+        };
+        let history = f.series.daily.iter().filter(|p| p.1.is_finite()).count();
+        let (Ok(model), Some(limit)) = (&f.model, f.series.limit) else {
+            skipped += 1;
+            continue;
+        };
+        if history < min_days as usize {
+            skipped += 1;
+            continue;
+        }
+        let threshold = truth.utilisation * limit;
+        let in_window = truth.days.filter(|d| *d <= f64::from(window_days));
+        if in_window == Some(0.0) {
+            already += 1;
+            continue;
+        }
+        let c = model.crossing(threshold, window_days.max(1) * 4);
+        let naive = days(forecast::predict_linear(
+            &f.series.daily,
+            cut_ms,
+            threshold,
+            window_days * 4,
+        ));
+        let (p10, p50, p90) = (days(c.p10_ms), days(c.p50_ms), days(c.p90_ms));
+        let within = |got: Option<f64>| match (got, in_window) {
+            (Some(g), Some(t)) => (g - t).abs() <= 0.1 * t,
+            _ => false,
+        };
+        let band = match in_window {
+            Some(t) => p10.is_some_and(|lo| lo <= t) && p90.is_none_or(|hi| t <= hi),
+            None => false,
+        };
+        cases.push(Case {
+            cell: truth.cell.clone(),
+            resource: label(&truth.resource, truth.pool.as_deref()),
+            utilisation: truth.utilisation,
+            truth_days: in_window,
+            p10_days: p10,
+            p50_days: p50,
+            p90_days: p90,
+            predict_linear_days: naive,
+            p50_within_10pct: within(p50),
+            band_contains: band,
+            predict_linear_within_10pct: within(naive),
+        });
+    }
+    let window = f64::from(window_days);
+    let figures = |p50: &dyn Fn(&Case) -> bool, alarm: &dyn Fn(&Case) -> bool, band: bool| {
+        let reached: Vec<&Case> = cases.iter().filter(|c| c.truth_days.is_some()).collect();
+        let not: Vec<&Case> = cases.iter().filter(|c| c.truth_days.is_none()).collect();
+        Figures {
+            reached: reached.len(),
+            p50_within_10pct: reached.iter().filter(|c| p50(c)).count(),
+            band_contains: band.then(|| reached.iter().filter(|c| c.band_contains).count()),
+            not_reached: not.len(),
+            false_alarms: not.iter().filter(|c| alarm(c)).count(),
+        }
+    };
+    let planner = figures(
+        &|c| c.p50_within_10pct,
+        &|c| c.p50_days.is_some_and(|d| d <= window),
+        true,
+    );
+    let predict_linear = figures(
+        &|c| c.predict_linear_within_10pct,
+        &|c| c.predict_linear_days.is_some_and(|d| d <= window),
+        false,
+    );
+    Backtest {
+        cut: crate::plan::format_time(cut_ms),
+        window_days,
+        min_days,
+        skipped,
+        already_reached: already,
+        planner,
+        predict_linear,
+        cases,
+    }
+}
+
+/// The figures of several backtests added up.
+pub fn combine(all: &[Backtest]) -> [Figures; 2] {
+    let add = |a: Figures, b: &Figures| Figures {
+        reached: a.reached + b.reached,
+        p50_within_10pct: a.p50_within_10pct + b.p50_within_10pct,
+        band_contains: match (a.band_contains, b.band_contains) {
+            (Some(x), Some(y)) => Some(x + y),
+            _ => None,
+        },
+        not_reached: a.not_reached + b.not_reached,
+        false_alarms: a.false_alarms + b.false_alarms,
+    };
+    let zero = |band: bool| Figures {
+        reached: 0,
+        p50_within_10pct: 0,
+        band_contains: band.then_some(0),
+        not_reached: 0,
+        false_alarms: 0,
+    };
+    [
+        all.iter().map(|b| &b.planner).fold(zero(true), add),
+        all.iter().map(|b| &b.predict_linear).fold(zero(false), add),
+    ]
+}
+
+/// The two methods' figures side by side.
+pub fn summary(title: &str, figures: &[Figures; 2]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let pct = |v: f64| format!("{:.1}%", v * 100.0);
+    let _ = writeln!(
+        out,
+        "{:<16} {:>22} {:>22} {:>14}",
+        title, "p50 within 10%", "p10-p90 contains", "false alarms"
+    );
+    for (name, f) in [("planner", &figures[0]), ("predict_linear", &figures[1])] {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>22} {:>22} {:>14}",
+            name,
+            format!(
+                "{}/{} = {}",
+                f.p50_within_10pct,
+                f.reached,
+                pct(f.p50_share())
+            ),
+            f.band_share().map_or_else(
+                || "no band".to_string(),
+                |s| format!(
+                    "{}/{} = {}",
+                    f.band_contains.unwrap_or(0),
+                    f.reached,
+                    pct(s)
+                )
+            ),
+            format!("{}/{}", f.false_alarms, f.not_reached),
+        );
+    }
+    out
+}
+
+/// The backtest for people: the two methods side by side, then the cases that were reached.
+pub fn table(b: &Backtest) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "backtest: forecasts made at {} (history of at least {} days), compared with the {} days after",
+        b.cut, b.min_days, b.window_days
+    );
+    let _ = writeln!(
+        out,
+        "{} utilisations reached in the window, {} not reached, {} already reached at the cut, {} cell resources skipped (too little history or no limit)\n",
+        b.planner.reached, b.planner.not_reached, b.already_reached, b.skipped
+    );
+    out += &summary("method", &[b.planner, b.predict_linear]);
+    let _ = writeln!(
+        out,
+        "\n{:<22} {:<30} {:>6} {:>8} {:>26} {:>15}",
+        "cell", "resource", "util", "truth d", "planner p10/p50/p90 d", "predict_linear"
+    );
+    let d = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+    for c in b.cases.iter().filter(|c| c.truth_days.is_some()) {
+        let _ = writeln!(
+            out,
+            "{:<22} {:<30} {:>6} {:>8} {:>26} {:>15}",
+            c.cell,
+            c.resource,
+            format!("{:.0}%", c.utilisation * 100.0),
+            d(c.truth_days),
+            format!(
+                "{}/{}/{}{}",
+                d(c.p10_days),
+                d(c.p50_days),
+                d(c.p90_days),
+                if c.p50_within_10pct { "" } else { " x" }
+            ),
+            format!(
+                "{}{}",
+                d(c.predict_linear_days),
+                if c.predict_linear_within_10pct {
+                    ""
+                } else {
+                    " x"
+                }
+            ),
+        );
+    }
+    out
+}
