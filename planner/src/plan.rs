@@ -270,9 +270,19 @@ fn days_between(from: i64, to: i64) -> f64 {
     ((to - from) as f64 / DAY_MS as f64 * 100.0).round() / 100.0
 }
 
+/// `v` to `digits` significant digits, so that stores summing in another order agree.
+fn significant(v: f64, digits: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    round(v, digits - 1 - magnitude)
+}
+
 fn round(v: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
-    (v * f).round() / f
+    // `+ 0.0` turns -0.0 into 0.0.
+    (v * f).round() / f + 0.0
 }
 
 /// The resource's name with its pool, as people read it.
@@ -392,7 +402,7 @@ pub fn plan(
                 });
             }
             (Ok(model), limit) => {
-                r.growth_per_day = Some(round(model.growth_per_day(), 6));
+                r.growth_per_day = Some(significant(model.growth_per_day(), 6));
                 r.trend = Some(model.trend().name());
                 r.change_point = model.change_point_ms.map(format_time);
                 r.days_used = model.days_used;
@@ -587,6 +597,7 @@ fn split_decision(
 
 /// A number for a sentence: three significant digits, SI suffixes for large ones.
 pub fn human(v: f64) -> String {
+    let v = if v.abs() < 0.005 { 0.0 } else { v };
     let a = v.abs();
     let (scaled, suffix) = if a >= 1e12 {
         (v / 1e12, "T")

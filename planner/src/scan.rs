@@ -11,6 +11,8 @@ use crate::forecast::{DAY_MS, HOUR_MS};
 use crate::source::Source;
 use crate::{Error, Result};
 
+const BOUNDARY_MS: i64 = 1000;
+
 /// One cell resource (or one pool of it) as read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResourceSeries {
@@ -88,8 +90,11 @@ pub async fn scan(
         done += n;
         progress(Progress { done, total });
     };
-    let day_end = now_ms.div_euclid(DAY_MS) * DAY_MS;
-    let hour_end = now_ms.div_euclid(HOUR_MS) * HOUR_MS;
+    // Windows end a second before the hour, so that a sample exactly on the boundary falls
+    // in one window whether the store's windows are closed at the start (Prometheus 2) or
+    // open (Prometheus 3, strata central).
+    let day_end = now_ms.div_euclid(DAY_MS) * DAY_MS - BOUNDARY_MS;
+    let hour_end = now_ms.div_euclid(HOUR_MS) * HOUR_MS - BOUNDARY_MS;
     let max_span = i64::from(config.max_days_per_query) * DAY_MS;
     let mut observed = Observed {
         now_ms,
@@ -233,6 +238,7 @@ async fn scan_clusters(
     }
     tick(1);
     let window_days = config.resize.demote_after_days.max(1);
+    let now_ms = now_ms - BOUNDARY_MS;
     let window_start = now_ms - i64::from(window_days - 1) * DAY_MS;
     for (i, query) in q.dimensions().into_iter().enumerate() {
         let day = query.replace(WINDOW, "1d");

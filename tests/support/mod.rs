@@ -168,6 +168,8 @@ pub async fn start_prometheus_at(dir: &Path, extra: &str, port: u16) -> Proc {
             dir.join("prometheus-data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // Backfilled history goes back months; the default retention is 15 days.
+        .arg("--storage.tsdb.retention.time=10y")
         .arg("--web.enable-remote-write-receiver");
     spawn_ready(dir, "prometheus", command, port, "/-/ready").await
 }
@@ -186,6 +188,8 @@ pub async fn start_victoria_metrics_at(dir: &Path, port: u16) -> Proc {
             dir.join("vm-data").display()
         ))
         .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        // Backfilled history goes back months; the default retention is one month.
+        .arg("-retentionPeriod=10y")
         .arg("-search.latencyOffset=0s")
         .arg("-search.disableCache");
     spawn_ready(dir, "victoria-metrics", command, port, "/health").await
