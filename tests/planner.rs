@@ -3,6 +3,7 @@
 //! report` gives the same report from each, and the central's table and JSON match the golden
 //! files in `tests/golden/` (set `STRATA_UPDATE_GOLDEN=1` to rewrite them after a deliberate
 //! change, and review the diff).
+#![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
 mod support;
 
