@@ -323,3 +323,15 @@ fn kubernetes_manifests_embed_the_examples_and_run_valid_command_lines() {
         "edge, cascade and two centrals: {containers}"
     );
 }
+
+#[test]
+fn the_planner_example_is_valid_and_shows_the_defaults() {
+    let path = deploy().join("planner.yaml");
+    let config = strata_planner::PlannerConfig::load(&path).unwrap();
+    assert_eq!(
+        config,
+        strata_planner::PlannerConfig::default(),
+        "{} should show every default; update it when a default changes",
+        path.display()
+    );
+}
