@@ -112,7 +112,7 @@ fn progress_bar() -> anyhow::Result<ProgressBar> {
         ProgressBar::hidden()
     };
     bar.set_style(ProgressStyle::with_template(
-        "scanning the fleet {bar:40} {pos}/{len} queries  eta {eta}",
+        "scanning the fleet {bar:40} {pos}/{len} steps  eta {eta}",
     )?);
     Ok(bar)
 }

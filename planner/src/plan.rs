@@ -514,14 +514,14 @@ fn split_decision(
         .iter()
         .filter_map(|r| {
             let h = r.headroom.as_ref()?;
-            Some((h.p10_days?, h.p50_days.unwrap_or(f64::INFINITY), r))
+            Some((h.p10_days?, h.p50_days.unwrap_or(f64::INFINITY), r, h))
         })
         .min_by(|a, b| {
             (a.0, a.1)
                 .partial_cmp(&(b.0, b.1))
                 .unwrap_or(std::cmp::Ordering::Equal)
         })?;
-    let (p10_days, _, r) = binding;
+    let (p10_days, _, r, h) = binding;
     let what = label(&r.resource, r.pool.as_deref());
     cell.binding = Some(what.clone());
     let act_by_days = round(p10_days - config.lead_time_days, 2);
@@ -531,7 +531,6 @@ fn split_decision(
     } else {
         Urgency::Planned
     };
-    let h = r.headroom.as_ref()?;
     let mut dates = BTreeMap::new();
     for (k, v) in [
         ("headroom_p10", &h.p10),

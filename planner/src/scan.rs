@@ -186,22 +186,18 @@ fn join(
         };
         Ok((region, cell, pool))
     };
+    // Each cell's (and pool's) limit, looked up once per series; the first series wins.
+    let mut by_key: BTreeMap<Key, f64> = BTreeMap::new();
+    for (m, v) in limits.unwrap_or_default() {
+        if let Some((region, cell)) = cell_key(m) {
+            let pool = r.per.as_ref().and_then(|label| m.get(label).cloned());
+            by_key.entry((region, cell, pool)).or_insert(*v);
+        }
+    }
     let mut out: BTreeMap<Key, ResourceSeries> = BTreeMap::new();
     for (m, points) in daily {
         let k = key(&m)?;
-        let limit = match (limits, r.limit_value) {
-            (_, Some(v)) => Some(v),
-            (Some(limits), None) => limits
-                .iter()
-                .find(|(lm, _)| {
-                    cell_key(lm).as_ref() == Some(&(k.0.clone(), k.1.clone()))
-                        && r.per
-                            .as_ref()
-                            .is_none_or(|label| lm.get(label) == k.2.as_ref())
-                })
-                .map(|(_, v)| *v),
-            (None, None) => None,
-        };
+        let limit = r.limit_value.or_else(|| by_key.get(&k).copied());
         out.insert(
             k.clone(),
             ResourceSeries {
