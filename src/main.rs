@@ -421,7 +421,7 @@ fn try_main() -> anyhow::Result<()> {
                 .with_context(|| format!("central stopped with an error (data {})", dir.display()))
         }
         Command::Demo(args) => runtime.block_on(demo::run(args, shutdown_signal())),
-        Command::Planner(cmd) => runtime.block_on(planner::run(cmd)),
+        Command::Planner(cmd) => runtime.block_on(planner::run(cmd, shutdown_signal())),
         Command::Sim(cmd) => runtime.block_on(sim::run(cmd, shutdown_signal())),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Version => {

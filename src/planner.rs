@@ -1,13 +1,17 @@
 //! `strata planner`: the command line of the capacity planner (strata-planner).
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use strata_planner::chart::Links;
+use strata_planner::notify::NotifyOptions;
 use strata_planner::render::Style;
+use strata_planner::serve::ServeOptions;
 use strata_planner::{PlannerConfig, Source, backtest, render};
 use strata_sim::Fleet;
 
@@ -25,6 +29,12 @@ pub enum PlannerCommand {
         after_help = "Example (a simulated fleet backfilled into a store first):\n  strata sim backfill --seed 7 --days 150 --step 1h --jobs kube-state-metrics,ipam,aws-cni,hypershift,etcd,apiserver \\\n    --to http://127.0.0.1:9301/api/v1/write\n  strata planner backtest --source http://127.0.0.1:9301 --seed 7 --cut-days 30\n\nGive the same fleet flags (or --fleet-config) and --at as the backfill's --end. It prints how\noften the p50 time to the headroom line and to the limit is within 10% of the truth, how often\nthe p10-p90 band contains it, and the same for predict_linear over the same data."
     )]
     Backtest(BacktestArgs),
+    /// Make a report every interval; serve it as HTML, JSON and metrics; notify when a decision
+    /// enters its lead time.
+    #[command(
+        after_help = "Example:\n  strata planner serve --source http://127.0.0.1:9301 --interval 1h \\\n    --webhook-url http://chatops.example:8080/hooks/capacity \\\n    --alertmanager-url http://127.0.0.1:9093 --state-file /var/lib/strata/planner-notify.json\n\nThen open http://127.0.0.1:9701/ for the report with charts; /api/v1/report is its JSON,\n/metrics exports strata_planner_days_to_headroom{region,cell,resource,pool,quantile} and\nstrata_planner_days_to_exhaustion for Grafana panels and alert rules. Webhook receivers get\nthe Alertmanager webhook payload (version \"4\"), once when a decision's act-by date comes,\nagain every --repeat-interval while it stands, and resolved when it goes; Alertmanagers get\nthe alerts through POST /api/v2/alerts on every report."
+    )]
+    Serve(ServeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,6 +42,8 @@ enum Format {
     Table,
     Json,
     Markdown,
+    /// One self-contained page with charts.
+    Html,
 }
 
 /// Where to read and how.
@@ -80,6 +92,42 @@ pub struct ReportArgs {
     /// The report's time (RFC 3339): forecasts start here; default now.
     #[arg(long)]
     at: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Address to serve the report, charts and metrics on.
+    #[arg(long, default_value = "127.0.0.1:9701")]
+    listen: SocketAddr,
+    /// How often to make a report.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Webhook receiver for notifications (repeatable).
+    #[arg(long)]
+    webhook_url: Vec<String>,
+    /// Alertmanager to send alerts to through its API v2 (repeatable; base URL).
+    #[arg(long)]
+    alertmanager_url: Vec<String>,
+    /// The receiver named in webhook payloads.
+    #[arg(long, default_value = "strata-planner")]
+    receiver: String,
+    /// Send a firing decision to webhook receivers again after this long.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    repeat_interval: Duration,
+    /// Tell webhook receivers when a decision is no longer due.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    send_resolved: bool,
+    /// Timeout of each notification attempt.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    notify_timeout: Duration,
+    /// The planner's URL as people reach it, for links in notifications; default http://<listen>.
+    #[arg(long)]
+    external_url: Option<String>,
+    /// Remembers which notifications were sent, so a restart does not send them again.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -133,12 +181,49 @@ async fn scan(
     Ok(out)
 }
 
-pub async fn run(cmd: PlannerCommand) -> anyhow::Result<()> {
+pub async fn run(
+    cmd: PlannerCommand,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     match cmd {
+        PlannerCommand::Serve(args) => {
+            let (source, config) = args.source.open()?;
+            for url in args.webhook_url.iter().chain(&args.alertmanager_url) {
+                reqwest::Url::parse(url).with_context(|| {
+                    format!("{url:?} is not a URL; give e.g. http://127.0.0.1:9093")
+                })?;
+            }
+            let external_url = args
+                .external_url
+                .unwrap_or_else(|| format!("http://{}", args.listen));
+            let notify = NotifyOptions {
+                webhooks: args.webhook_url,
+                alertmanagers: args.alertmanager_url,
+                receiver: args.receiver,
+                repeat_interval: args.repeat_interval,
+                send_resolved: args.send_resolved,
+                timeout: args.notify_timeout,
+                external_url,
+                report_interval: args.interval,
+                state_file: args.state_file,
+            };
+            strata_planner::serve::run(
+                ServeOptions {
+                    listen: args.listen,
+                    interval: args.interval,
+                    source,
+                    config,
+                    notify,
+                },
+                shutdown,
+            )
+            .await?;
+            Ok(())
+        }
         PlannerCommand::Report(args) => {
             let (source, config) = args.source.open()?;
             let at = time_arg("--at", args.at.as_ref())?;
-            let (report, _) = scan(&source, &config, at).await?;
+            let (report, forecasts) = scan(&source, &config, at).await?;
             if report.cells.is_empty() {
                 anyhow::bail!(
                     "{} returned no cell resources at {}: check that it holds the metrics the planner's queries use (see `strata planner report --help`) with region and cell labels",
@@ -158,6 +243,7 @@ pub async fn run(cmd: PlannerCommand) -> anyhow::Result<()> {
                 ),
                 Format::Markdown => print!("{}", render::markdown(&report)),
                 Format::Json => println!("{}", render::json(&report)),
+                Format::Html => print!("{}", render::html(&report, &forecasts, Links::Inline)),
             }
             Ok(())
         }

@@ -13,12 +13,15 @@
 //! happened.
 
 pub mod backtest;
+pub mod chart;
 pub mod config;
 pub mod error;
 pub mod forecast;
+pub mod notify;
 pub mod plan;
 pub mod render;
 pub mod scan;
+pub mod serve;
 pub mod source;
 
 pub use config::PlannerConfig;

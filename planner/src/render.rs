@@ -1,4 +1,4 @@
-//! The report as a terminal table, Markdown or JSON.
+//! The report as a terminal table, Markdown, JSON or a self-contained HTML page with charts.
 //!
 //! The table and Markdown list the decisions most urgent first, then every cell resource
 //! sorted by how soon its p90 forecast reaches the headroom line, then what needs a look and
@@ -6,7 +6,10 @@
 
 use std::fmt::Write as _;
 
-use crate::plan::{Decision, Report, ResourceReport, Urgency, human, label};
+use crate::chart::{self, Links};
+use crate::plan::{
+    Decision, Forecasted, Report, ResourceReport, SplitProposal, Urgency, human, label,
+};
 
 /// Terminal colours, only when writing to a terminal.
 #[derive(Debug, Clone, Copy)]
@@ -258,6 +261,7 @@ pub fn table(report: &Report, style: Style) -> String {
         &mut out,
         report,
         ["\nneeds a look:", "\nclusters flagged:"],
+        "",
         |a, b, c| format!("  {a} {b}: {c}"),
     );
     out
@@ -269,6 +273,7 @@ fn notes(
     out: &mut String,
     report: &Report,
     headings: [&str; 2],
+    end: &str,
     line: impl Fn(&str, &str, &str) -> String,
 ) {
     let attention = report
@@ -289,7 +294,19 @@ fn notes(
             for l in lines {
                 let _ = writeln!(out, "{l}");
             }
+            out.push_str(end);
         }
+    }
+}
+
+const NO_DECISIONS: &str =
+    "None: every cell keeps its headroom within the horizon and every cluster fits its tier.";
+
+fn split_verdict(s: &SplitProposal) -> &'static str {
+    if s.keeps_headroom {
+        "every part keeps its headroom"
+    } else {
+        "some part stays over the headroom line even at 8 parts"
     }
 }
 
@@ -304,10 +321,7 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "Source: `{}`. {}.\n", report.source, headline(report));
     let _ = writeln!(out, "## Decisions\n");
     if report.decisions.is_empty() {
-        let _ = writeln!(
-            out,
-            "None: every cell keeps its headroom within the horizon and every cluster fits its tier.\n"
-        );
+        let _ = writeln!(out, "{NO_DECISIONS}\n");
     } else {
         let _ = writeln!(
             out,
@@ -344,11 +358,7 @@ pub fn markdown(report: &Report) -> String {
                     "{} parts, forecast for {}: {}.\n",
                     s.parts.len(),
                     &s.evaluated_at[..10],
-                    if s.keeps_headroom {
-                        "every part keeps its headroom"
-                    } else {
-                        "some part stays over the headroom line even at 8 parts"
-                    }
+                    split_verdict(s)
                 );
                 let _ = writeln!(
                     out,
@@ -390,6 +400,7 @@ pub fn markdown(report: &Report) -> String {
         &mut out,
         report,
         ["\n## Needs a look\n", "\n## Clusters flagged\n"],
+        "",
         |a, b, c| format!("- **{a}** {b}: {c}"),
     );
     out
@@ -398,4 +409,226 @@ pub fn markdown(report: &Report) -> String {
 /// The report as pretty JSON (schema `strata.planner.report/v1`).
 pub fn json(report: &Report) -> String {
     serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Charts drawn into an HTML page, at most: a fleet-wide report stays a page a browser opens.
+const MAX_HTML_CHARTS: usize = 50;
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
+table{border-collapse:collapse;margin:1em 0}\
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;font-size:14px}\
+th{background:#f4f4f4}tr.act_now td:first-child{color:#b00;font-weight:bold}\
+code{font-size:12px;background:#f6f6f6}figure{margin:1em 0}figcaption{font-size:13px;color:#555}";
+
+/// The chart of `f` inside the page, with links to the served files when there are any.
+fn html_chart(out: &mut String, report: &Report, f: &Forecasted, links: Links) {
+    let s = &f.series;
+    let svg = chart::draw(
+        f,
+        report.at_ms,
+        report.settings.headroom,
+        report.settings.horizon_days,
+        chart::Format::Svg,
+    )
+    .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let _ = writeln!(out, "<figure>");
+    match svg {
+        Ok(svg) => out.push_str(&svg),
+        Err(e) => {
+            let _ = write!(out, "<p>{}</p>", escape_html(&e.to_string()));
+        }
+    }
+    let name = escape_html(&format!(
+        "{} {}",
+        s.cell,
+        label(&s.resource, s.pool.as_deref())
+    ));
+    if links == Links::Served {
+        let (path, query) = chart::path(f);
+        let _ = writeln!(
+            out,
+            "<figcaption>{name}: <a href=\"{path}.svg{query}\">SVG</a> · <a href=\"{path}.png{query}\">PNG</a></figcaption>",
+            path = escape_html(&path),
+            query = escape_html(&query)
+        );
+    } else {
+        let _ = writeln!(out, "<figcaption>{name}</figcaption>");
+    }
+    let _ = writeln!(out, "</figure>");
+}
+
+/// The report as one self-contained HTML page: the decisions with their evidence and charts,
+/// every cell resource, and what needs a look.
+pub fn html(report: &Report, forecasts: &[Forecasted], links: Links) -> String {
+    let mut out = String::new();
+    let title = format!("Capacity plan at {}", report.at);
+    let _ = writeln!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n<p>Source: <code>{}</code>. {}.</p>",
+        escape_html(&report.source),
+        escape_html(&headline(report)),
+        t = escape_html(&title),
+    );
+    let find = |cell: &str, what: &str| {
+        forecasts.iter().find(|f| {
+            f.series.cell == cell && label(&f.series.resource, f.series.pool.as_deref()) == what
+        })
+    };
+    let mut charted: Vec<(&str, &str, Option<&str>)> = Vec::new();
+    let _ = writeln!(out, "<h2>Decisions</h2>");
+    if report.decisions.is_empty() {
+        let _ = writeln!(out, "<p>{NO_DECISIONS}</p>");
+    } else {
+        let _ = writeln!(
+            out,
+            "<table><tr><th>urgency</th><th>act by</th><th>decision</th><th>evidence</th></tr>"
+        );
+        for d in &report.decisions {
+            let id = match &d.cluster {
+                Some(c) => format!("cluster-{c}"),
+                None => format!("cell-{}", d.cell),
+            };
+            let evidence: Vec<String> = d
+                .evidence
+                .iter()
+                .map(|e| {
+                    let dates: Vec<String> =
+                        e.dates.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    escape_html(&format!(
+                        "{}: {} of {} ({:.1}%){}{}",
+                        e.what,
+                        human(e.current),
+                        human(e.limit),
+                        e.utilisation * 100.0,
+                        e.growth_per_day
+                            .map_or_else(String::new, |g| format!(", {}/day", human(g))),
+                        if dates.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", dates.join(", "))
+                        }
+                    )) + &format!("<br><code>{}</code>", escape_html(&e.query))
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "<tr id=\"{}\" class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape_html(&id),
+                if d.urgency == Urgency::ActNow {
+                    "act_now"
+                } else {
+                    "planned"
+                },
+                urgency_word(d),
+                escape_html(&d.act_by[..10]),
+                escape_html(&d.summary),
+                evidence.join("<br>")
+            );
+        }
+        let _ = writeln!(out, "</table>");
+        for d in report.decisions.iter().filter(|d| d.split.is_some()) {
+            let _ = writeln!(out, "<h3>Split {}</h3>", escape_html(&d.cell));
+            let binding = report
+                .cells
+                .iter()
+                .find(|c| c.cell == d.cell)
+                .and_then(|c| c.binding.as_deref());
+            if let Some(f) = binding.and_then(|b| find(&d.cell, b))
+                && charted.len() < MAX_HTML_CHARTS
+            {
+                html_chart(&mut out, report, f, links);
+                charted.push((&f.series.cell, &f.series.resource, f.series.pool.as_deref()));
+            }
+            if let Some(s) = &d.split {
+                let _ = writeln!(
+                    out,
+                    "<p>{} parts, forecast for {}: {}.</p>\n<table><tr><th>part</th><th>clusters</th><th>highest utilisation</th></tr>",
+                    s.parts.len(),
+                    escape_html(&s.evaluated_at[..10]),
+                    split_verdict(s)
+                );
+                for (i, p) in s.parts.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        if i == 0 {
+                            "stays".to_string()
+                        } else {
+                            format!("new cell {i}")
+                        },
+                        escape_html(&p.clusters.join(", ")),
+                        p.highest()
+                            .map_or(String::new(), |(r, u)| escape_html(&format!(
+                                "{r} {:.1}%",
+                                u * 100.0
+                            )))
+                    );
+                }
+                let _ = writeln!(out, "</table>");
+            }
+        }
+    }
+    let _ = writeln!(out, "<h2>Cell resources</h2>\n<table><tr>");
+    for h in RESOURCE_HEADER {
+        let _ = write!(out, "<th>{}</th>", escape_html(&h.to_lowercase()));
+    }
+    let _ = writeln!(out, "</tr>");
+    let rows = by_urgency(report);
+    for (region, cell, r) in &rows {
+        let _ = write!(out, "<tr>");
+        for c in resource_cells(region, cell, r) {
+            let _ = write!(out, "<td>{}</td>", escape_html(&c));
+        }
+        let _ = writeln!(out, "</tr>");
+    }
+    let _ = writeln!(out, "</table>");
+    let soonest: Vec<&Forecasted> = rows
+        .iter()
+        .filter(|(_, _, r)| r.headroom.as_ref().is_some_and(|h| h.p10_days.is_some()))
+        .filter_map(|(_, cell, r)| find(cell, &label(&r.resource, r.pool.as_deref())))
+        .filter(|f| {
+            !charted.contains(&(&f.series.cell, &f.series.resource, f.series.pool.as_deref()))
+        })
+        .take(MAX_HTML_CHARTS.saturating_sub(charted.len()))
+        .collect();
+    if !soonest.is_empty() {
+        let _ = writeln!(out, "<h2>Soonest to reach the headroom line</h2>");
+        for f in soonest {
+            html_chart(&mut out, report, f, links);
+        }
+    }
+    notes(
+        &mut out,
+        report,
+        [
+            "<h2>Needs a look</h2>\n<ul>",
+            "<h2>Clusters flagged</h2>\n<ul>",
+        ],
+        "</ul>\n",
+        |a, b, c| {
+            format!(
+                "<li><b>{}</b> {}: {}</li>",
+                escape_html(a),
+                escape_html(b),
+                escape_html(c)
+            )
+        },
+    );
+    let _ = writeln!(out, "</body></html>");
+    out
 }

@@ -57,6 +57,16 @@ impl Source {
         })
     }
 
+    /// The same source with its counts of queries and samples starting from zero, to
+    /// measure one report among many.
+    pub fn counting_anew(&self) -> Self {
+        Self {
+            queries: Arc::default(),
+            samples: Arc::default(),
+            ..self.clone()
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.base
     }

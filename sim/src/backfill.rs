@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strata_wire::expose::{Family, Kind};
 use strata_wire::prompb::{MetricMetadata, MetricType, WriteRequest};
 use strata_wire::protocol::{WriteVersion, request_headers};
 use strata_wire::{Label, Sample, TimeSeries};
@@ -20,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::model::Fleet;
-use crate::page::{Counters, Family, Job, Kind, Target, render};
+use crate::page::{Counters, Job, Target, render};
 use crate::{Error, Result};
 
 /// What to write, where, and how hard.
@@ -337,7 +338,7 @@ async fn send(
 mod tests {
     use super::*;
     use crate::FleetConfig;
-    use crate::page::expose;
+    use strata_wire::expose::expose;
 
     #[test]
     fn backfilled_series_carry_what_a_scrape_through_the_edge_carries() {

@@ -18,9 +18,9 @@
 //! restarts and equal the same value whenever and however often they are read.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use serde::Serialize;
+use strata_wire::expose::{Family, Kind, Sample};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::model::{
@@ -178,89 +178,6 @@ impl Fleet {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// One metric family of a page.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Family {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub help: &'static str,
-    pub samples: Vec<Sample>,
-}
-
-/// One sample: its series name is the family's name plus `suffix` (`_bucket`, `_sum`,
-/// `_count` for histograms).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub suffix: &'static str,
-    pub labels: Vec<(&'static str, String)>,
-    pub value: f64,
-}
-
-fn family(name: &'static str, kind: Kind, help: &'static str) -> Family {
-    Family {
-        name,
-        kind,
-        help,
-        samples: Vec::new(),
-    }
-}
-
-impl Family {
-    fn push(&mut self, labels: Vec<(&'static str, String)>, value: f64) {
-        self.samples.push(Sample {
-            suffix: "",
-            labels,
-            value,
-        });
-    }
-
-    fn with(mut self, labels: Vec<(&'static str, String)>, value: f64) -> Self {
-        self.push(labels, value);
-        self
-    }
-}
-
-/// Renders families in the Prometheus text exposition format (0.0.4).
-pub fn expose(families: &[Family]) -> String {
-    let mut out = String::new();
-    for f in families {
-        let kind = match f.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        };
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} {kind}", f.name);
-        for s in &f.samples {
-            out.push_str(f.name);
-            out.push_str(s.suffix);
-            if !s.labels.is_empty() {
-                out.push('{');
-                for (i, (name, value)) in s.labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let escaped = value
-                        .replace('\\', "\\\\")
-                        .replace('"', "\\\"")
-                        .replace('\n', "\\n");
-                    let _ = write!(out, "{name}=\"{escaped}\"");
-                }
-                out.push('}');
-            }
-            let _ = writeln!(out, " {}", s.value);
-        }
-    }
-    out
-}
-
 /// Spacing of the grid counters are integrated on.
 const GRID_MS: i64 = 5 * MINUTE_MS;
 
@@ -406,7 +323,7 @@ fn node(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
         let used = cell.state(g).cpu_used_cores * skew * ctx.grid_noise(0, g);
         out[0] = (used / CORES_PER_NODE).clamp(0.0, 0.8);
     })[0];
-    let mut cpu = family(
+    let mut cpu = Family::new(
         "node_cpu_seconds_total",
         Kind::Counter,
         "Seconds the CPUs spent in each mode.",
@@ -429,22 +346,22 @@ fn node(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
     let s = cell.state(t);
     let used_bytes = s.memory_used_bytes * skew + 4.0 * (1u64 << 30) as f64;
     vec![
-        family(
+        Family::new(
             "node_boot_time_seconds",
             Kind::Gauge,
             "Node boot time, in unixtime.",
         )
         .with(vec![], (reset / 1000) as f64),
         cpu,
-        family("node_load1", Kind::Gauge, "1m load average.")
+        Family::new("node_load1", Kind::Gauge, "1m load average.")
             .with(vec![], ctx.noisy(1, s.cpu_used_cores * skew)),
-        family(
+        Family::new(
             "node_memory_MemAvailable_bytes",
             Kind::Gauge,
             "Memory information field MemAvailable_bytes.",
         )
         .with(vec![], MEMORY_PER_NODE_BYTES - ctx.noisy(2, used_bytes)),
-        family(
+        Family::new(
             "node_memory_MemTotal_bytes",
             Kind::Gauge,
             "Memory information field MemTotal_bytes.",
@@ -458,25 +375,25 @@ fn aws_cni(ctx: &Ctx) -> Vec<Family> {
     let i = ctx.target.index;
     let enis = ctx.cell.enis_on_node(&s, i);
     vec![
-        family(
+        Family::new(
             "awscni_assigned_ip_addresses",
             Kind::Gauge,
             "The number of IP addresses assigned to pods",
         )
         .with(vec![], ctx.cell.pods_on_node(&s, i)),
-        family(
+        Family::new(
             "awscni_eni_allocated",
             Kind::Gauge,
             "The number of ENIs allocated",
         )
         .with(vec![], enis),
-        family(
+        Family::new(
             "awscni_eni_max",
             Kind::Gauge,
             "The maximum number of ENIs that can be attached to the instance, accounting for unmanaged ENIs",
         )
         .with(vec![], ENI_MAX_PER_NODE),
-        family(
+        Family::new(
             "awscni_total_ip_addresses",
             Kind::Gauge,
             "The total number of IP addresses",
@@ -511,12 +428,12 @@ fn pod_labels(cluster: &Cluster, p: usize) -> Vec<(&'static str, String)> {
 
 fn cadvisor(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
     let seed = ctx.fleet.seed;
-    let mut cpu = family(
+    let mut cpu = Family::new(
         "container_cpu_usage_seconds_total",
         Kind::Counter,
         "Cumulative cpu time consumed in seconds.",
     );
-    let mut memory = family(
+    let mut memory = Family::new(
         "container_memory_working_set_bytes",
         Kind::Gauge,
         "Current working set in bytes.",
@@ -542,12 +459,12 @@ fn cadvisor(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
 
 fn kube_state_metrics(ctx: &Ctx) -> Vec<Family> {
     let cell = ctx.cell;
-    let mut allocatable = family(
+    let mut allocatable = Family::new(
         "kube_node_status_allocatable",
         Kind::Gauge,
         "The allocatable for different resources of a node that are available for scheduling.",
     );
-    let mut requests = family(
+    let mut requests = Family::new(
         "kube_pod_container_resource_requests",
         Kind::Gauge,
         "The number of requested request resource by a container.",
@@ -606,7 +523,7 @@ fn kube_state_metrics(ctx: &Ctx) -> Vec<Family> {
 
 fn hypershift(cell: &Cell, t: i64) -> Vec<Family> {
     let active = cell.active(t);
-    let mut info = family(
+    let mut info = Family::new(
         "hypershift_hostedcluster_info",
         Kind::Gauge,
         "Information about a HostedCluster: its size class.",
@@ -618,7 +535,7 @@ fn hypershift(cell: &Cell, t: i64) -> Vec<Family> {
         );
     }
     vec![
-        family(
+        Family::new(
             "hypershift_hostedclusters",
             Kind::Gauge,
             "Number of HostedClusters.",
@@ -627,7 +544,7 @@ fn hypershift(cell: &Cell, t: i64) -> Vec<Family> {
         info,
         // Limits no exporter knows are published by the operator (for example through the
         // node exporter's textfile collector); the planner reads them from here.
-        family(
+        Family::new(
             "cell_capacity_limit",
             Kind::Gauge,
             "Planned capacity of the cell for a resource, published by its operator.",
@@ -641,12 +558,12 @@ fn hypershift(cell: &Cell, t: i64) -> Vec<Family> {
 
 fn ipam(ctx: &Ctx) -> Vec<Family> {
     let s = ctx.cell.state(ctx.t);
-    let mut size = family(
+    let mut size = Family::new(
         "ipam_ippool_size",
         Kind::Gauge,
         "Total number of addresses in the IP Pool",
     );
-    let mut in_use = family(
+    let mut in_use = Family::new(
         "ipam_allocations_in_use",
         Kind::Gauge,
         "IPs currently allocated in IPAM to a workload or tunnel endpoint.",
@@ -660,25 +577,25 @@ fn ipam(ctx: &Ctx) -> Vec<Family> {
 
 fn etcd(db: f64, garbage: f64, quota: f64) -> Vec<Family> {
     vec![
-        family(
+        Family::new(
             "etcd_mvcc_db_total_size_in_bytes",
             Kind::Gauge,
             "Total size of the underlying database physically allocated in bytes.",
         )
         .with(vec![], db.round()),
-        family(
+        Family::new(
             "etcd_mvcc_db_total_size_in_use_in_bytes",
             Kind::Gauge,
             "Total size of the underlying database logically in use in bytes.",
         )
         .with(vec![], (db - garbage).round()),
-        family(
+        Family::new(
             "etcd_server_has_leader",
             Kind::Gauge,
             "Whether or not a leader exists. 1 is existence, 0 is not.",
         )
         .with(vec![], 1.0),
-        family(
+        Family::new(
             "etcd_server_quota_backend_bytes",
             Kind::Gauge,
             "Current backend storage quota size in bytes.",
@@ -811,7 +728,7 @@ fn apiserver(
                 rps * share * median * (LATENCY_SIGMA * LATENCY_SIGMA / 2.0).exp();
         }
     });
-    let mut requests = family(
+    let mut requests = Family::new(
         "apiserver_request_total",
         Kind::Counter,
         "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.",
@@ -822,7 +739,7 @@ fn apiserver(
             (totals[0] * share).floor(),
         );
     }
-    let mut duration = family(
+    let mut duration = Family::new(
         "apiserver_request_duration_seconds",
         Kind::Histogram,
         "Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.",
@@ -853,7 +770,7 @@ fn apiserver(
             value: count,
         });
     }
-    let mut inflight = family(
+    let mut inflight = Family::new(
         "apiserver_current_inflight_requests",
         Kind::Gauge,
         "Maximal number of currently used inflight request limit of this apiserver per request kind in last second.",
@@ -866,7 +783,7 @@ fn apiserver(
         vec![("request_kind", "readOnly".into())],
         ctx.noisy(2, now.inflight_read_only).round(),
     );
-    let mut objects = family(
+    let mut objects = Family::new(
         "apiserver_storage_objects",
         Kind::Gauge,
         "Number of stored objects at the time of last check split by kind.",
@@ -882,7 +799,7 @@ fn apiserver(
         requests,
         inflight,
         objects,
-        family(
+        Family::new(
             "process_start_time_seconds",
             Kind::Gauge,
             "Start time of the process since unix epoch in seconds.",
@@ -895,6 +812,7 @@ fn apiserver(
 mod tests {
     use super::*;
     use crate::FleetConfig;
+    use strata_wire::expose::expose;
 
     fn fleet() -> Fleet {
         Fleet::new(&FleetConfig {

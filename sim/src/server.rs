@@ -20,10 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+use strata_wire::expose::{CONTENT_TYPE, expose};
 
 use crate::config::now_ms;
 use crate::model::Fleet;
-use crate::page::{Counters, Job, Target, expose, render};
+use crate::page::{Counters, Job, Target, render};
 use crate::truth::truths;
 use crate::{Error, FleetConfig, Result};
 
@@ -154,14 +155,7 @@ async fn page(
     };
     let samples = families.iter().map(|f| f.samples.len()).sum();
     state.metrics.page(job.name(), samples, started.elapsed());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        expose(&families),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], expose(&families)).into_response()
 }
 
 #[derive(Serialize)]
@@ -246,14 +240,7 @@ async fn self_metrics(State(state): State<Arc<SimState>>) -> Response {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
 /// Serves the fleet's exporters until `shutdown` resolves.

@@ -29,9 +29,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod alert;
 pub mod api;
 pub mod duration;
 pub mod error;
+pub mod expose;
 pub mod exposition;
 pub mod labels;
 pub mod prompb;
