@@ -22,9 +22,10 @@ use clap::{Args, Parser};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use strata_sim::backfill::BackfillOptions;
-use strata_sim::config::{format_time_ms, now_ms};
+use strata_sim::config::format_time_ms;
 use strata_sim::page::Job;
 use strata_sim::{Fleet, FleetConfig};
+use strata_wire::clock::now_ms;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 

@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_sim::backfill::{self, BackfillOptions};
-use strata_sim::config::{format_time_ms, now_ms, parse_time_ms};
+use strata_sim::config::{format_time_ms, parse_time_ms};
 use strata_sim::page::Job;
 use strata_sim::{Fleet, FleetConfig};
+use strata_wire::clock::now_ms;
 
 #[derive(Subcommand)]
 pub enum SimCommand {

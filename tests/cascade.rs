@@ -7,7 +7,8 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use strata_wire::clock::now_ms;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -52,13 +53,6 @@ async fn upstream() -> (String, Shared) {
     let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, received)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 fn series(labels: &[(&str, &str)], value: f64, ts: i64) -> TimeSeries {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use strata_wire::clock::now_ms;
 
 use strata_wire::{Label, Sample, TimeSeries, WriteRequest};
 use support::*;
@@ -73,13 +74,6 @@ async fn prometheus_writes_into_central_and_reads_from_it() {
         n >= 300 * 10,
         "Prometheus read {n} samples through remote_read, want at least the 3000 bench samples"
     );
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 const SERIES: usize = 40;

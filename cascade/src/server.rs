@@ -22,7 +22,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use strata_wire::clock::now_ms;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -173,12 +174,6 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         )
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(state)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn write(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -310,7 +310,7 @@ async fn query(
 ) -> ApiResult<Response> {
     let p = form(raw.as_deref(), &body)?;
     let q = query_text(&p)?;
-    let t = time_arg(&p, "time", crate::now_ms())?;
+    let t = time_arg(&p, "time", strata_wire::clock::now_ms())?;
     let opts = engine_options(&st, &p)?;
     Ok(answer(st, opts, move |engine| engine.instant(&q, t), t).await)
 }

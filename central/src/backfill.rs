@@ -225,7 +225,7 @@ pub async fn run(
     let recent = 3 * BUCKET_MS;
     let mut full_due = 0i64;
     loop {
-        let now = crate::now_ms();
+        let now = strata_wire::clock::now_ms();
         let end = now - config.settle.as_millis() as i64;
         let start = if now >= full_due {
             full_due = now + lookback;

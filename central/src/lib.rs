@@ -17,10 +17,3 @@ pub mod server;
 pub mod wal;
 
 pub use error::{Error, Result};
-
-/// Wall-clock time in Unix milliseconds (0 if the clock is before 1970).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}

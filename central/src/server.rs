@@ -627,7 +627,9 @@ pub async fn run(
                     _ = stop.wait_for(|&s| s) => return,
                 }
                 let db = db.clone();
-                let _ = tokio::task::spawn_blocking(move || db.maintain(crate::now_ms())).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || db.maintain(strata_wire::clock::now_ms()))
+                        .await;
             }
         })
     };

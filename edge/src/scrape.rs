@@ -18,6 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strata_wire::clock::now_ms;
 
 use strata_wire::MetricMetadata;
 use strata_wire::exposition::{Format, Scanner};
@@ -198,13 +199,6 @@ impl LoopHandle {
         let _ = self.stop.send(why);
         self.task
     }
-}
-
-/// The wall clock in milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How long to wait for a target's first scrape: its slot in the interval is

@@ -16,7 +16,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use strata_wire::clock::now_ms;
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -67,12 +68,6 @@ pub struct ServeState {
     latest: RwLock<Option<Arc<Latest>>>,
     counters: Counters,
     last_error: Mutex<Option<String>>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ServeState {

@@ -11,7 +11,8 @@
 //! ```
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
+use strata_wire::clock::now_ms;
 
 use serde::{Deserialize, Serialize};
 
@@ -112,13 +113,6 @@ impl FleetConfig {
             ..self.clone()
         })
     }
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn start_of_day_ms(t: i64) -> i64 {

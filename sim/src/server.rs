@@ -20,9 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+use strata_wire::clock::now_ms;
 use strata_wire::expose::{CONTENT_TYPE, expose};
 
-use crate::config::now_ms;
 use crate::model::Fleet;
 use crate::page::{Counters, Job, Target, render};
 use crate::truth::truths;

@@ -31,6 +31,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod clock;
 pub mod duration;
 pub mod error;
 pub mod expose;
