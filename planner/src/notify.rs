@@ -17,7 +17,7 @@
 //!   alert is sent once with `endsAt` at its resolution. Alertmanager groups, deduplicates,
 //!   repeats and routes them itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use strata_wire::alert::{
 };
 use tracing::warn;
 
-use crate::plan::{Decision, DecisionKind, Report, Urgency, format_time, human};
+use crate::plan::{Decision, DecisionKind, Report, Urgency, format_time};
 use crate::{Error, Result};
 
 /// Where notifications go and how often.
@@ -85,30 +85,10 @@ fn alert(d: &Decision, external_url: &str) -> Alert {
     let evidence = d
         .evidence
         .iter()
-        .map(|e| {
-            let mut line = format!(
-                "{}: {} of {} ({:.1}%)",
-                e.what,
-                human(e.current),
-                human(e.limit),
-                e.utilisation * 100.0
-            );
-            if let Some(g) = e.growth_per_day {
-                line.push_str(&format!(", {}/day", human(g)));
-            }
-            for (k, v) in &e.dates {
-                line.push_str(&format!(", {k} {v}"));
-            }
-            line.push_str(&format!("; query: {}", e.query));
-            line
-        })
+        .map(|e| format!("{}; query: {}", e.describe(), e.query))
         .collect::<Vec<_>>()
         .join("\n");
-    let anchor = match &d.cluster {
-        Some(c) => format!("cluster-{c}"),
-        None => format!("cell-{}", d.cell),
-    };
-    let generator_url = format!("{}/#{anchor}", external_url.trim_end_matches('/'));
+    let generator_url = format!("{}/#{}", external_url.trim_end_matches('/'), d.anchor());
     let annotations = KV::from([
         ("summary".to_string(), d.summary.clone()),
         ("act_by".into(), d.act_by.clone()),
@@ -280,7 +260,7 @@ impl Notifier {
 
     /// Starts tracking new alerts, refreshes the others, and marks those gone as resolved.
     fn track(&mut self, active: Vec<Alert>, now_ms: i64) {
-        let mut seen = Vec::with_capacity(active.len());
+        let mut seen = BTreeSet::new();
         for a in active {
             let fp = fingerprint(&a.labels);
             let t = self.state.alerts.entry(fp.clone()).or_default();
@@ -293,7 +273,7 @@ impl Notifier {
             t.labels = a.labels;
             t.annotations = a.annotations;
             t.generator_url = a.generator_url;
-            seen.push(fp);
+            seen.insert(fp);
         }
         for (fp, t) in &mut self.state.alerts {
             if t.resolved_at_ms.is_none() && !seen.contains(fp) {

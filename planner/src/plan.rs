@@ -126,6 +126,37 @@ pub struct Evidence {
     pub dates: BTreeMap<String, String>,
 }
 
+impl Decision {
+    /// The HTML report's anchor of this decision's row: `cell-<cell>` or `cluster-<cluster>`.
+    pub fn anchor(&self) -> String {
+        match &self.cluster {
+            Some(c) => format!("cluster-{c}"),
+            None => format!("cell-{}", self.cell),
+        }
+    }
+}
+
+impl Evidence {
+    /// One line for people: `what: current of limit (utilisation%), growth/day; dates`.
+    pub fn describe(&self) -> String {
+        let mut line = format!(
+            "{}: {} of {} ({:.1}%)",
+            self.what,
+            human(self.current),
+            human(self.limit),
+            self.utilisation * 100.0
+        );
+        if let Some(g) = self.growth_per_day {
+            line.push_str(&format!(", {}/day", human(g)));
+        }
+        let dates: Vec<String> = self.dates.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        if !dates.is_empty() {
+            line.push_str(&format!("; {}", dates.join(", ")));
+        }
+        line
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SplitProposal {
     /// The part that stays is the first; the others move to new cells.

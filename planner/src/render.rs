@@ -4,6 +4,7 @@
 //! sorted by how soon its p90 forecast reaches the headroom line, then what needs a look and
 //! the clusters whose tier should change or that carry a flag.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use crate::chart::{self, Links};
@@ -484,12 +485,15 @@ pub fn html(report: &Report, forecasts: &[Forecasted], links: Links) -> String {
         escape_html(&headline(report)),
         t = escape_html(&title),
     );
-    let find = |cell: &str, what: &str| {
-        forecasts.iter().find(|f| {
-            f.series.cell == cell && label(&f.series.resource, f.series.pool.as_deref()) == what
+    // Forecasts by cell and resource label (`pod_ips (pool-a)`), as decisions and rows name them.
+    let by_label: BTreeMap<(&str, String), &Forecasted> = forecasts
+        .iter()
+        .map(|f| {
+            let s = &f.series;
+            ((s.cell.as_str(), label(&s.resource, s.pool.as_deref())), f)
         })
-    };
-    let mut charted: Vec<(&str, &str, Option<&str>)> = Vec::new();
+        .collect();
+    let mut charted: BTreeSet<(&str, String)> = BTreeSet::new();
     let _ = writeln!(out, "<h2>Decisions</h2>");
     if report.decisions.is_empty() {
         let _ = writeln!(out, "<p>{NO_DECISIONS}</p>");
@@ -499,36 +503,21 @@ pub fn html(report: &Report, forecasts: &[Forecasted], links: Links) -> String {
             "<table><tr><th>urgency</th><th>act by</th><th>decision</th><th>evidence</th></tr>"
         );
         for d in &report.decisions {
-            let id = match &d.cluster {
-                Some(c) => format!("cluster-{c}"),
-                None => format!("cell-{}", d.cell),
-            };
             let evidence: Vec<String> = d
                 .evidence
                 .iter()
                 .map(|e| {
-                    let dates: Vec<String> =
-                        e.dates.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                    escape_html(&format!(
-                        "{}: {} of {} ({:.1}%){}{}",
-                        e.what,
-                        human(e.current),
-                        human(e.limit),
-                        e.utilisation * 100.0,
-                        e.growth_per_day
-                            .map_or_else(String::new, |g| format!(", {}/day", human(g))),
-                        if dates.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; {}", dates.join(", "))
-                        }
-                    )) + &format!("<br><code>{}</code>", escape_html(&e.query))
+                    format!(
+                        "{}<br><code>{}</code>",
+                        escape_html(&e.describe()),
+                        escape_html(&e.query)
+                    )
                 })
                 .collect();
             let _ = writeln!(
                 out,
                 "<tr id=\"{}\" class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape_html(&id),
+                escape_html(&d.anchor()),
                 if d.urgency == Urgency::ActNow {
                     "act_now"
                 } else {
@@ -548,11 +537,12 @@ pub fn html(report: &Report, forecasts: &[Forecasted], links: Links) -> String {
                 .iter()
                 .find(|c| c.cell == d.cell)
                 .and_then(|c| c.binding.as_deref());
-            if let Some(f) = binding.and_then(|b| find(&d.cell, b))
+            if let Some(key) = binding.map(|b| (d.cell.as_str(), b.to_string()))
+                && let Some(f) = by_label.get(&key)
                 && charted.len() < MAX_HTML_CHARTS
             {
                 html_chart(&mut out, report, f, links);
-                charted.push((&f.series.cell, &f.series.resource, f.series.pool.as_deref()));
+                charted.insert(key);
             }
             if let Some(s) = &d.split {
                 let _ = writeln!(
@@ -600,10 +590,9 @@ pub fn html(report: &Report, forecasts: &[Forecasted], links: Links) -> String {
     let soonest: Vec<&Forecasted> = rows
         .iter()
         .filter(|(_, _, r)| r.headroom.as_ref().is_some_and(|h| h.p10_days.is_some()))
-        .filter_map(|(_, cell, r)| find(cell, &label(&r.resource, r.pool.as_deref())))
-        .filter(|f| {
-            !charted.contains(&(&f.series.cell, &f.series.resource, f.series.pool.as_deref()))
-        })
+        .map(|(_, cell, r)| (*cell, label(&r.resource, r.pool.as_deref())))
+        .filter(|key| !charted.contains(key))
+        .filter_map(|key| by_label.get(&key).copied())
         .take(MAX_HTML_CHARTS.saturating_sub(charted.len()))
         .collect();
     if !soonest.is_empty() {

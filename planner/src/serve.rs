@@ -29,7 +29,7 @@ use strata_wire::expose::{CONTENT_TYPE, Family, Kind, expose};
 use tracing::{info, warn};
 
 use crate::chart::{self, Format};
-use crate::notify::{self, Delivered, Notifier, NotifyOptions};
+use crate::notify::{self, Notifier, NotifyOptions};
 use crate::plan::{Exhaustion, Forecasted, Report};
 use crate::{Error, PlannerConfig, Result, Source, render};
 
@@ -374,11 +374,7 @@ fn self_families(c: &Counters) -> Vec<Family> {
 }
 
 /// Makes one report and notifies; a failure leaves the last good report in place.
-async fn cycle(
-    opts: &ServeOptions,
-    state: &ServeState,
-    notifier: &mut Notifier,
-) -> Result<(Report, Delivered)> {
+async fn cycle(opts: &ServeOptions, state: &ServeState, notifier: &mut Notifier) -> Result<()> {
     let started = Instant::now();
     let source = opts.source.counting_anew();
     let (report, forecasts) = crate::report(&source, &opts.config, now_ms(), |_| {}).await?;
@@ -402,14 +398,23 @@ async fn cycle(
         .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
     c.last_success_ms
         .store(report.at_ms.max(0) as u64, Ordering::Relaxed);
+    c.reports_ok.fetch_add(1, Ordering::Relaxed);
+    info!(
+        decisions = report.decisions.len(),
+        act_now = report.summary.act_now,
+        sent = delivered.firing + delivered.resolved,
+        failed = delivered.failed,
+        queries = report.cost.queries,
+        "report made"
+    );
     if let Ok(mut latest) = state.latest.write() {
         *latest = Some(Arc::new(Latest {
-            report: report.clone(),
+            report,
             forecasts,
             html,
         }));
     }
-    Ok((report, delivered))
+    Ok(())
 }
 
 /// Serves until `shutdown` resolves, making a report now and then every interval.
@@ -433,19 +438,10 @@ pub async fn run(
         loop {
             tick.tick().await;
             match cycle(&opts, &state, &mut notifier).await {
-                Ok((report, delivered)) => {
-                    state.counters.reports_ok.fetch_add(1, Ordering::Relaxed);
+                Ok(()) => {
                     if let Ok(mut e) = state.last_error.lock() {
                         *e = None;
                     }
-                    info!(
-                        decisions = report.decisions.len(),
-                        act_now = report.summary.act_now,
-                        sent = delivered.firing + delivered.resolved,
-                        failed = delivered.failed,
-                        queries = report.cost.queries,
-                        "report made"
-                    );
                 }
                 Err(e) => {
                     state
