@@ -38,6 +38,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::builder::{MapBuilder, StringBuilder};
 use arrow_array::{
@@ -76,6 +77,9 @@ pub struct BlockMeta {
     pub samples: u64,
     /// 1 for a block cut from the head; a compacted block is one more than its sources.
     pub level: u32,
+    /// Every block this one replaces, directly or through earlier compactions and deletion
+    /// rewrites. A block named here that is still on disk at start-up is left over from
+    /// before a crash and is deleted.
     pub sources: Vec<String>,
     pub files: Vec<FileMeta>,
 }
@@ -422,6 +426,10 @@ struct BlockSeries {
 }
 
 /// An open block: its metadata and a postings index over its series.
+///
+/// A block replaced by compaction, a deletion or retention is [retired](Block::retire): its
+/// directory is removed when the last reader lets go of it, so a query that took the block
+/// list before the replacement still reads every file it expects.
 #[derive(Debug)]
 pub struct Block {
     pub dir: PathBuf,
@@ -429,6 +437,17 @@ pub struct Block {
     symbols: Symbols,
     postings: Postings,
     series: Vec<BlockSeries>,
+    retired: AtomicBool,
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if self.retired.load(Ordering::Acquire)
+            && let Err(e) = fs::remove_dir_all(&self.dir)
+        {
+            tracing::warn!(block = %self.dir.display(), error = %e, "cannot remove a replaced block; it is removed at the next start");
+        }
+    }
 }
 
 fn downcast<'a, T: 'static>(col: &'a ArrayRef, what: &str, path: &Path) -> Result<&'a T> {
@@ -516,7 +535,13 @@ impl Block {
             symbols,
             postings,
             series,
+            retired: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the block as replaced: its directory is removed once no reader holds it.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
     }
 
     fn labels(&self, id: u32) -> Vec<Label> {

@@ -9,7 +9,7 @@
 //!   block ranges, are compacted into one; blocks past the retention are deleted.
 //! - Queries merge blocks and head by series, one sample per timestamp.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicI64;
@@ -205,6 +205,19 @@ pub fn merge_series(parts: impl IntoIterator<Item = SeriesData>) -> Vec<SeriesDa
         .collect()
 }
 
+/// The `sources` of a block that replaces `blocks`: their ids and everything they replaced,
+/// so a block left over from any earlier generation is recognised at start-up.
+fn replaced_by_any(blocks: &[Arc<Block>]) -> Vec<String> {
+    let mut out: Vec<String> = blocks
+        .iter()
+        .flat_map(|b| std::iter::once(&b.meta.id).chain(&b.meta.sources))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 impl Db {
     /// Opens (or creates) the store in `opts.data_dir`: loads blocks, replays the WAL.
     pub fn open(opts: Options) -> Result<Self> {
@@ -235,6 +248,15 @@ impl Db {
                 }
             }
         }
+        let replaced: HashSet<String> = blocks
+            .iter()
+            .flat_map(|b| b.meta.sources.iter().cloned())
+            .collect();
+        for b in blocks.iter().filter(|b| replaced.contains(&b.meta.id)) {
+            tracing::info!(block = %b.meta.id, "block replaced before the last stop removed");
+            b.retire();
+        }
+        blocks.retain(|b| !replaced.contains(&b.meta.id));
         blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
         let marker = read_marker(&opts.data_dir.join("head.json"))?;
         let head = Head::new(opts.out_of_order_window.as_millis() as i64, opts.block_ms());
@@ -361,27 +383,30 @@ impl Db {
 
     /// Series matching `matchers` with samples in `[mint, maxt]`, from blocks and head,
     /// sorted by labels, one sample per timestamp.
+    ///
+    /// The head is read before the block list: a cut adds its blocks before it drops their
+    /// samples from the head, so whatever leaves the head meanwhile is in the blocks read
+    /// after it. (Blocks first would miss samples cut between the two reads.)
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>> {
-        let mut parts = Vec::new();
+        let mut parts = self.head.select(matchers, mint, maxt);
         for b in self.blocks() {
             if b.overlaps(mint, maxt) {
                 parts.extend(b.select(matchers, mint, maxt)?);
             }
         }
-        parts.extend(self.head.select(matchers, mint, maxt));
         Ok(merge_series(parts))
     }
 
     /// Label sets of the series matching `matchers` with samples in `[mint, maxt]` (blocks by
     /// their time range, head series by their newest sample), sorted, each once.
+    /// The head is read first, as in [`Db::select`].
     pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Vec<Label>> {
-        let mut out = Vec::new();
+        let mut out = self.head.series_labels(matchers, mint);
         for b in self.blocks() {
             if b.overlaps(mint, maxt) {
                 out.extend(b.series_labels(matchers));
             }
         }
-        out.extend(self.head.series_labels(matchers, mint));
         out.sort_by(|a, b| head::label_order(a, b));
         out.dedup();
         out
@@ -391,15 +416,16 @@ impl Db {
     /// when they overlap `[mint, maxt]`, read from their postings
     /// without building any label set (as Prometheus answers `/api/v1/labels` without
     /// `match[]`), sorted, each once.
+    /// The head is read first, as in [`Db::select`].
     pub fn label_index(&self, name: Option<&str>, mint: i64, maxt: i64) -> Vec<String> {
         let mut out = Vec::new();
+        if self.head.overlaps(mint, maxt) {
+            out.extend(name.map_or_else(|| self.head.label_names(), |n| self.head.label_values(n)));
+        }
         for b in self.blocks() {
             if b.overlaps(mint, maxt) {
                 out.extend(name.map_or_else(|| b.label_names(), |n| b.label_values(n)));
             }
-        }
-        if self.head.overlaps(mint, maxt) {
-            out.extend(name.map_or_else(|| self.head.label_names(), |n| self.head.label_values(n)));
         }
         out.sort();
         out.dedup();
@@ -574,8 +600,9 @@ impl Db {
     fn merge_blocks(&self, group: &[Arc<Block>]) -> Result<()> {
         let min_t = group.iter().map(|b| b.meta.min_t).min().unwrap_or(0);
         let level = group.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
-        let sources: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
-        let mut writer = BlockWriter::create(&self.blocks_dir(), min_t, level, sources.clone())?;
+        let ids: Vec<String> = group.iter().map(|b| b.meta.id.clone()).collect();
+        let mut writer =
+            BlockWriter::create(&self.blocks_dir(), min_t, level, replaced_by_any(group))?;
         // Each source yields its series in label order; merge them as sorted runs, holding one
         // batch of series per source in memory.
         let mut cursors: Vec<SeriesCursor<'_>> =
@@ -609,17 +636,15 @@ impl Db {
         };
         {
             let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
-            blocks.retain(|b| !sources.contains(&b.meta.id));
+            blocks.retain(|b| !ids.contains(&b.meta.id));
             blocks.extend(new_block);
             blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
         }
         for b in group {
-            if let Err(e) = fs::remove_dir_all(&b.dir) {
-                tracing::warn!(block = %b.dir.display(), error = %e, "cannot remove a compacted block");
-            }
+            b.retire();
         }
         self.counters.compactions.inc();
-        tracing::info!(sources = ?sources, into = ?meta.map(|m| m.id), "blocks compacted");
+        tracing::info!(sources = ?ids, into = ?meta.map(|m| m.id), "blocks compacted");
         Ok(())
     }
 
@@ -640,7 +665,7 @@ impl Db {
             blocks.retain(|b| b.meta.max_t >= cutoff);
         }
         for b in &expired {
-            fs::remove_dir_all(&b.dir).map_err(io_err(&b.dir))?;
+            b.retire();
             tracing::info!(block = %b.meta.id, max_t = b.meta.max_t, "block past retention deleted");
         }
         self.counters.blocks_deleted.inc_by(expired.len() as u64);
@@ -694,7 +719,7 @@ impl Db {
             &self.blocks_dir(),
             b.meta.min_t,
             b.meta.level,
-            b.meta.sources.clone(),
+            replaced_by_any(std::slice::from_ref(b)),
         )?;
         let mut removed = 0;
         b.for_each_series(|mut s| {
@@ -716,7 +741,7 @@ impl Db {
             blocks.extend(replacement);
             blocks.sort_by_key(|x| (x.meta.min_t, x.meta.id.clone()));
         }
-        fs::remove_dir_all(&b.dir).map_err(io_err(&b.dir))?;
+        b.retire();
         Ok(removed)
     }
 
@@ -874,5 +899,101 @@ mod tests {
         assert_eq!(total(&left), 360 - 121);
         assert_eq!(db.apply_retention(2 * HOUR + 30 * 24 * HOUR).unwrap(), 1);
         assert_eq!(db.block_metas().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn queries_see_every_sample_while_the_head_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(opts(dir.path())).unwrap();
+        // Two days at 60s for 40 series: the cut writes 23 blocks, one boundary at a time.
+        db.write(
+            req(40, 0, 48 * HOUR, 60_000).series_refs(),
+            AppendMode::Live,
+        )
+        .await
+        .unwrap();
+        let want = 40 * 48 * 60;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let reads = std::thread::scope(|s| {
+            s.spawn(|| {
+                db.cut().unwrap();
+                done.store(true, std::sync::atomic::Ordering::Release);
+            });
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                assert_eq!(total(&all(&db)), want, "read {reads} during the cut");
+                reads += 1;
+            }
+            reads
+        });
+        assert!(db.block_metas().len() > 20, "{:?}", db.block_metas());
+        assert_eq!(total(&all(&db)), want, "after {reads} reads during the cut");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_block_is_readable_until_its_last_reader_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(opts(dir.path())).unwrap();
+        db.write(req(3, 0, 8 * HOUR, 60_000).series_refs(), AppendMode::Live)
+            .await
+            .unwrap();
+        db.cut().unwrap();
+        let taken = db.blocks();
+        assert_eq!(taken.len(), 3);
+        assert_eq!(db.compact().unwrap(), 1);
+        let m = Matcher::new(MatchOp::Equal, "__name__", "cpu").unwrap();
+        let read: usize = taken
+            .iter()
+            .map(|b| {
+                total(
+                    &b.select(std::slice::from_ref(&m), i64::MIN, i64::MAX)
+                        .unwrap(),
+                )
+            })
+            .sum();
+        assert_eq!(read, 3 * 6 * 60);
+        let dirs: Vec<PathBuf> = taken.iter().map(|b| b.dir.clone()).collect();
+        drop(taken);
+        for d in dirs {
+            assert!(!d.exists(), "{} is still there", d.display());
+        }
+        assert_eq!(db.block_metas().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn blocks_replaced_before_a_crash_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks_dir = dir.path().join("blocks");
+        let copy = |from: &Path, to: &Path| {
+            fs::create_dir_all(to).unwrap();
+            for f in fs::read_dir(from).unwrap() {
+                let f = f.unwrap();
+                fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        };
+        let aside = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(opts(dir.path())).unwrap();
+            db.write(req(3, 0, 8 * HOUR, 60_000).series_refs(), AppendMode::Live)
+                .await
+                .unwrap();
+            db.cut().unwrap();
+            for b in db.blocks() {
+                copy(&b.dir, &aside.path().join(&b.meta.id));
+            }
+            db.compact().unwrap();
+            let m = Matcher::new(MatchOp::Equal, "cell", "c001").unwrap();
+            db.delete_series(&[m], 0, 8 * HOUR).await.unwrap();
+            db.stop_maintenance();
+        }
+        // As if the process died before removing the sources of the compaction.
+        for f in fs::read_dir(aside.path()).unwrap() {
+            let f = f.unwrap();
+            copy(&f.path(), &blocks_dir.join(f.file_name()));
+        }
+        let db = Db::open(opts(dir.path())).unwrap();
+        assert_eq!(db.block_metas().len(), 1, "{:?}", db.block_metas());
+        assert_eq!(total(&all(&db)), 2 * 8 * 60);
+        assert_eq!(fs::read_dir(&blocks_dir).unwrap().count(), 1);
     }
 }
