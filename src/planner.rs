@@ -268,6 +268,7 @@ pub async fn run(
                                 pool: t.pool.clone(),
                                 utilisation: c.utilisation,
                                 days: c.days,
+                                surprise: c.surprise.map(|s| s.name().to_string()),
                             })
                         })
                         .collect();

@@ -7,6 +7,10 @@
 //! is within 10% of the true time, and how often the p10–p90 band contains it. For the
 //! others, a false alarm is a p50 inside the window. The same figures are given for
 //! `predict_linear` (a least-squares line through the same daily means) side by side.
+//!
+//! A crossing that came after a surprise (a large tenant or a giant cluster onboarding between
+//! the cut and the crossing) cannot be foretold from history; the figures are given for all
+//! cases and for the foreseeable ones.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +29,8 @@ pub struct Truth {
     pub pool: Option<String>,
     pub utilisation: f64,
     pub days: Option<f64>,
+    /// What came between the cut and the crossing that history could not foretell.
+    pub surprise: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,6 +39,7 @@ pub struct Case {
     pub resource: String,
     pub utilisation: f64,
     pub truth_days: Option<f64>,
+    pub surprise: Option<String>,
     pub p10_days: Option<f64>,
     pub p50_days: Option<f64>,
     pub p90_days: Option<f64>,
@@ -69,6 +76,13 @@ fn share(n: usize, of: usize) -> f64 {
     if of == 0 { 0.0 } else { n as f64 / of as f64 }
 }
 
+/// Both methods' figures over one set of cases.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Methods {
+    pub planner: Figures,
+    pub predict_linear: Figures,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Backtest {
     pub cut: String,
@@ -78,8 +92,9 @@ pub struct Backtest {
     pub skipped: usize,
     /// Already at the utilisation at the cut (not scored).
     pub already_reached: usize,
-    pub planner: Figures,
-    pub predict_linear: Figures,
+    pub all: Methods,
+    /// Without the cases reached after a surprise.
+    pub foreseeable: Methods,
     pub cases: Vec<Case>,
 }
 
@@ -154,6 +169,7 @@ pub fn score(
             resource: label(&truth.resource, truth.pool.as_deref()),
             utilisation: truth.utilisation,
             truth_days: in_window,
+            surprise: truth.surprise.clone().filter(|_| in_window.is_some()),
             p10_days: p10,
             p50_days: p50,
             p90_days: p90,
@@ -164,41 +180,47 @@ pub fn score(
         });
     }
     let window = f64::from(window_days);
-    let figures = |p50: &dyn Fn(&Case) -> bool, alarm: &dyn Fn(&Case) -> bool, band: bool| {
-        let reached: Vec<&Case> = cases.iter().filter(|c| c.truth_days.is_some()).collect();
-        let not: Vec<&Case> = cases.iter().filter(|c| c.truth_days.is_none()).collect();
-        Figures {
-            reached: reached.len(),
-            p50_within_10pct: reached.iter().filter(|c| p50(c)).count(),
-            band_contains: band.then(|| reached.iter().filter(|c| c.band_contains).count()),
-            not_reached: not.len(),
-            false_alarms: not.iter().filter(|c| alarm(c)).count(),
+    let methods = |cases: &[&Case]| {
+        let figures = |p50: &dyn Fn(&Case) -> bool, alarm: &dyn Fn(&Case) -> bool, band: bool| {
+            let reached: Vec<&&Case> = cases.iter().filter(|c| c.truth_days.is_some()).collect();
+            let not: Vec<&&Case> = cases.iter().filter(|c| c.truth_days.is_none()).collect();
+            Figures {
+                reached: reached.len(),
+                p50_within_10pct: reached.iter().filter(|c| p50(c)).count(),
+                band_contains: band.then(|| reached.iter().filter(|c| c.band_contains).count()),
+                not_reached: not.len(),
+                false_alarms: not.iter().filter(|c| alarm(c)).count(),
+            }
+        };
+        Methods {
+            planner: figures(
+                &|c| c.p50_within_10pct,
+                &|c| c.p50_days.is_some_and(|d| d <= window),
+                true,
+            ),
+            predict_linear: figures(
+                &|c| c.predict_linear_within_10pct,
+                &|c| c.predict_linear_days.is_some_and(|d| d <= window),
+                false,
+            ),
         }
     };
-    let planner = figures(
-        &|c| c.p50_within_10pct,
-        &|c| c.p50_days.is_some_and(|d| d <= window),
-        true,
-    );
-    let predict_linear = figures(
-        &|c| c.predict_linear_within_10pct,
-        &|c| c.predict_linear_days.is_some_and(|d| d <= window),
-        false,
-    );
+    let all: Vec<&Case> = cases.iter().collect();
+    let foreseeable: Vec<&Case> = cases.iter().filter(|c| c.surprise.is_none()).collect();
     Backtest {
         cut: crate::plan::format_time(cut_ms),
         window_days,
         min_days,
         skipped,
         already_reached: already,
-        planner,
-        predict_linear,
+        all: methods(&all),
+        foreseeable: methods(&foreseeable),
         cases,
     }
 }
 
-/// The figures of several backtests added up.
-pub fn combine(all: &[Backtest]) -> [Figures; 2] {
+/// The figures of several backtests added up: all cases, and the foreseeable ones.
+pub fn combine(all: &[Backtest]) -> [Methods; 2] {
     let add = |a: Figures, b: &Figures| Figures {
         reached: a.reached + b.reached,
         p50_within_10pct: a.p50_within_10pct + b.p50_within_10pct,
@@ -216,14 +238,21 @@ pub fn combine(all: &[Backtest]) -> [Figures; 2] {
         not_reached: 0,
         false_alarms: 0,
     };
-    [
-        all.iter().map(|b| &b.planner).fold(zero(true), add),
-        all.iter().map(|b| &b.predict_linear).fold(zero(false), add),
-    ]
+    let sum = |pick: &dyn Fn(&Backtest) -> Methods| Methods {
+        planner: all
+            .iter()
+            .map(|b| pick(b).planner)
+            .fold(zero(true), |a, b| add(a, &b)),
+        predict_linear: all
+            .iter()
+            .map(|b| pick(b).predict_linear)
+            .fold(zero(false), |a, b| add(a, &b)),
+    };
+    [sum(&|b| b.all), sum(&|b| b.foreseeable)]
 }
 
-/// The two methods' figures side by side.
-pub fn summary(title: &str, figures: &[Figures; 2]) -> String {
+/// The two methods' figures side by side, over all cases and over the foreseeable ones.
+pub fn summary(title: &str, figures: &[Methods; 2]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let pct = |v: f64| format!("{:.1}%", v * 100.0);
@@ -232,28 +261,42 @@ pub fn summary(title: &str, figures: &[Figures; 2]) -> String {
         "{:<16} {:>22} {:>22} {:>14}",
         title, "p50 within 10%", "p10-p90 contains", "false alarms"
     );
-    for (name, f) in [("planner", &figures[0]), ("predict_linear", &figures[1])] {
-        let _ = writeln!(
-            out,
-            "{:<16} {:>22} {:>22} {:>14}",
-            name,
-            format!(
-                "{}/{} = {}",
-                f.p50_within_10pct,
-                f.reached,
-                pct(f.p50_share())
-            ),
-            f.band_share().map_or_else(
-                || "no band".to_string(),
-                |s| format!(
+    let [all, foreseeable] = figures;
+    let surprises = all.planner.reached - foreseeable.planner.reached;
+    for (heading, m) in [
+        ("all cases".to_string(), all),
+        (
+            format!("foreseeable ({surprises} reached after a surprise left out)"),
+            foreseeable,
+        ),
+    ] {
+        let _ = writeln!(out, "{heading}");
+        for (name, f) in [
+            ("  planner", &m.planner),
+            ("  predict_linear", &m.predict_linear),
+        ] {
+            let _ = writeln!(
+                out,
+                "{:<16} {:>22} {:>22} {:>14}",
+                name,
+                format!(
                     "{}/{} = {}",
-                    f.band_contains.unwrap_or(0),
+                    f.p50_within_10pct,
                     f.reached,
-                    pct(s)
-                )
-            ),
-            format!("{}/{}", f.false_alarms, f.not_reached),
-        );
+                    pct(f.p50_share())
+                ),
+                f.band_share().map_or_else(
+                    || "no band".to_string(),
+                    |s| format!(
+                        "{}/{} = {}",
+                        f.band_contains.unwrap_or(0),
+                        f.reached,
+                        pct(s)
+                    )
+                ),
+                format!("{}/{}", f.false_alarms, f.not_reached),
+            );
+        }
     }
     out
 }
@@ -270,19 +313,19 @@ pub fn table(b: &Backtest) -> String {
     let _ = writeln!(
         out,
         "{} utilisations reached in the window, {} not reached, {} already reached at the cut, {} cell resources skipped (too little history or no limit)\n",
-        b.planner.reached, b.planner.not_reached, b.already_reached, b.skipped
+        b.all.planner.reached, b.all.planner.not_reached, b.already_reached, b.skipped
     );
-    out += &summary("method", &[b.planner, b.predict_linear]);
+    out += &summary("method", &[b.all, b.foreseeable]);
     let _ = writeln!(
         out,
-        "\n{:<22} {:<30} {:>6} {:>8} {:>26} {:>15}",
+        "\n{:<22} {:<30} {:>6} {:>8} {:>26} {:>15}  surprise",
         "cell", "resource", "util", "truth d", "planner p10/p50/p90 d", "predict_linear"
     );
     let d = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
     for c in b.cases.iter().filter(|c| c.truth_days.is_some()) {
         let _ = writeln!(
             out,
-            "{:<22} {:<30} {:>6} {:>8} {:>26} {:>15}",
+            "{:<22} {:<30} {:>6} {:>8} {:>26} {:>15}  {}",
             c.cell,
             c.resource,
             format!("{:.0}%", c.utilisation * 100.0),
@@ -303,7 +346,92 @@ pub fn table(b: &Backtest) -> String {
                     " x"
                 }
             ),
+            c.surprise.as_deref().unwrap_or("-"),
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::{HOUR_MS, Input};
+    use crate::scan::ResourceSeries;
+
+    const CUT: i64 = 1_790_006_400_000;
+
+    /// A resource growing by one a day from 100 at the cut, with a limit of 300.
+    fn forecasted(cell: &str) -> Forecasted {
+        let daily: Vec<(i64, f64)> = (0..60)
+            .rev()
+            .map(|d| (CUT - d * DAY_MS, 100.0 - d as f64 - 0.5))
+            .collect();
+        let hourly: Vec<(i64, f64)> = (0..72)
+            .map(|h| (CUT - (71 - h) * HOUR_MS, 100.0 - (71 - h) as f64 / 24.0))
+            .collect();
+        let model = forecast::fit(Input {
+            daily: &daily,
+            hourly: &hourly,
+            now_ms: CUT,
+            min_history_days: 30,
+        });
+        Forecasted {
+            series: ResourceSeries {
+                region: "r".into(),
+                cell: cell.into(),
+                resource: "cpu_requests".into(),
+                pool: None,
+                daily,
+                hourly,
+                limit: Some(300.0),
+            },
+            model,
+        }
+    }
+
+    fn truth(cell: &str, utilisation: f64, days: Option<f64>, surprise: Option<&str>) -> Truth {
+        Truth {
+            region: "r".into(),
+            cell: cell.into(),
+            resource: "cpu_requests".into(),
+            pool: None,
+            utilisation,
+            days,
+            surprise: surprise.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn cases_after_a_surprise_are_scored_apart() {
+        let forecasts = [forecasted("a"), forecasted("b")];
+        let truths = [
+            // 180 is reached in 80 days as forecast.
+            truth("a", 0.6, Some(80.0), None),
+            // A large tenant brought it forward to 10 days: a miss no history could avoid.
+            truth("b", 0.6, Some(10.0), Some("large tenant onboarded")),
+            // 300 is not reached in the window, and not forecast to be.
+            truth("a", 1.0, None, None),
+            // No forecast for a cell the store does not have.
+            truth("c", 0.6, Some(5.0), None),
+        ];
+        let b = score(&forecasts, &truths, CUT, 90, 30);
+        assert_eq!(b.skipped, 1);
+        assert_eq!(b.all.planner.reached, 2);
+        assert_eq!(b.all.planner.p50_within_10pct, 1, "{:?}", b.cases);
+        assert_eq!(b.all.planner.band_contains, Some(1));
+        assert_eq!(b.all.planner.not_reached, 1);
+        assert_eq!(b.all.planner.false_alarms, 0);
+        assert_eq!(b.all.predict_linear.p50_within_10pct, 1);
+        assert_eq!(b.foreseeable.planner.reached, 1);
+        assert_eq!(b.foreseeable.planner.p50_within_10pct, 1);
+        assert_eq!(b.foreseeable.planner.not_reached, 1);
+        let [all, foreseeable] = combine(&[b.clone(), b]);
+        assert_eq!(all.planner.reached, 4);
+        assert_eq!(foreseeable.planner.p50_within_10pct, 2);
+        let text = summary("method", &[all, foreseeable]);
+        assert!(
+            text.contains("foreseeable (2 reached after a surprise left out)"),
+            "{text}"
+        );
+    }
 }

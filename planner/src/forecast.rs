@@ -205,11 +205,17 @@ pub struct Model {
     pub change_point_ms: Option<i64>,
     pub days_used: usize,
     primary: Fit,
-    alternative: Option<Fit>,
+    /// The other fits the band spans: the other trend shape, and both shapes fitted on the
+    /// most recent weeks only.
+    alternatives: Vec<Fit>,
     weekly: [f64; 7],
     profile: [f64; 24],
     /// Whether hourly means gave the daily cycle (else the forecast is of daily means).
     pub has_daily_cycle: bool,
+    /// Whether the resource is a count (whole numbers, such as hosted control planes): its
+    /// trend runs through the middle of each step, so it reaches a whole number n when the
+    /// trend reaches n − 0.5.
+    pub counts: bool,
     pub now_ms: i64,
 }
 
@@ -269,7 +275,7 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         .zip(&points)
         .map(|(&(t, _), &(x, v))| (x, v / weekly[weekday(day_of(t))]))
         .collect();
-    let (primary, alternative) =
+    let (primary, alternatives) =
         choose_trend(&adjusted, half_life).ok_or_else(|| too_little(used.len() as f64))?;
     let (profile, has_daily_cycle) = daily_profile(input.hourly, change);
     Ok(Model {
@@ -277,10 +283,11 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         change_point_ms: change,
         days_used: used.len(),
         primary,
-        alternative,
+        alternatives,
         weekly,
         profile,
         has_daily_cycle,
+        counts: is_count(input.hourly),
         now_ms: input.now_ms,
     })
 }
@@ -310,7 +317,7 @@ impl Model {
             * self.profile[(t_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
         let p50 = self.primary.at(x, 0.0);
         let (mut lo, mut hi) = (self.primary.at(x, -Z90), self.primary.at(x, Z90));
-        if let Some(alt) = &self.alternative {
+        for alt in &self.alternatives {
             let other = alt.at(x, 0.0);
             lo = lo.min(other);
             hi = hi.max(other);
@@ -337,6 +344,11 @@ impl Model {
     /// When the forecast reaches `threshold`, searched hour by hour up to `horizon_days`
     /// ahead. A crossing is reported at the middle of its hour.
     pub fn crossing(&self, threshold: f64, horizon_days: u32) -> Crossing {
+        let threshold = if self.counts {
+            threshold.ceil() - 0.5
+        } else {
+            threshold
+        };
         let start = self.now_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let hours = i64::from(horizon_days) * 24;
         let mut c = Crossing {
@@ -412,7 +424,8 @@ pub fn change_point(daily: &[(i64, f64)]) -> Option<i64> {
     let mut runs: Vec<(i64, i64, usize, f64)> = Vec::new();
     for &(d, v) in &diffs {
         let dev = v - center;
-        if dev.abs() <= threshold {
+        // Differences of whole numbers can sit exactly on a threshold made of them.
+        if dev.abs() <= threshold * (1.0 + 1e-9) {
             continue;
         }
         match runs.last_mut() {
@@ -459,12 +472,31 @@ fn weekly_factors(used: &[(i64, f64)], points: &[(f64, f64)], half_life: f64) ->
     factors
 }
 
+/// Days of the most recent history that the band's recent fits are made on.
+const RECENT_DAYS: f64 = 28.0;
+
 /// Picks the trend whose forecast of the last third (fitted on the first two thirds) is
-/// closer, refits both on everything, and returns (chosen, other).
-fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Option<Fit>)> {
+/// closer, refits both on everything, and returns the chosen one and the others the band
+/// spans: the other shape, and both shapes fitted on the last [`RECENT_DAYS`] when the history
+/// is longer (a change in the pace of growth shows there first).
+fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Vec<Fit>)> {
     let linear = Fit::new(TrendKind::Linear, points, half_life)?;
+    let last = points.last().map_or(0.0, |p| p.0);
+    let recent: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0 > last - RECENT_DAYS)
+        .collect();
+    let mut others: Vec<Fit> = if recent.len() + 7 <= points.len() {
+        [TrendKind::Linear, TrendKind::Exponential]
+            .into_iter()
+            .filter_map(|kind| Fit::new(kind, &recent, half_life))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let Some(exponential) = Fit::new(TrendKind::Exponential, points, half_life) else {
-        return Some((linear, None));
+        return Some((linear, others));
     };
     let cut = points.len() * 2 / 3;
     let (train, test) = points.split_at(cut);
@@ -476,11 +508,24 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Option<Fi
         })
     };
     // The exponential must earn its place: it extrapolates faster.
-    if error(TrendKind::Exponential) < 0.9 * error(TrendKind::Linear) {
-        Some((exponential, Some(linear)))
+    let (chosen, other) = if error(TrendKind::Exponential) < 0.9 * error(TrendKind::Linear) {
+        (exponential, linear)
     } else {
-        Some((linear, Some(exponential)))
-    }
+        (linear, exponential)
+    };
+    others.push(other);
+    Some((chosen, others))
+}
+
+/// Whether hourly means are of a count: at least a day of them, nine in ten whole numbers.
+fn is_count(hourly: &[(i64, f64)]) -> bool {
+    let values: Vec<f64> = hourly
+        .iter()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .collect();
+    let whole = values.iter().filter(|v| v.fract() == 0.0).count();
+    values.len() >= 24 && whole * 10 >= values.len() * 9
 }
 
 /// Median ratio of each UTC hour's mean to its day's mean, over days with at least 20 hourly
@@ -711,6 +756,43 @@ mod tests {
         let (daily, hourly) = sample(|_| 5.0, 10, now);
         let err = fit_at(&daily, &hourly, now).expect_err("too little");
         assert_eq!(err.days, 10.0);
+    }
+
+    #[test]
+    fn a_count_reaches_a_whole_number_when_its_trend_is_half_a_step_below() {
+        // One more cluster every five days: the count reaches 31 (the first whole number
+        // at or above 30.2) on day 105, when the line through the steps is at 30.5.
+        let now = T0 + 81 * DAY_MS;
+        let f = |t: i64| 10.0 + ((t - T0) / (5 * DAY_MS)) as f64;
+        let (daily, hourly) = sample(f, 80, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert!(model.counts);
+        let got = days_to(model.crossing(30.2, 365).p50_ms, now);
+        assert!((got - 24.0).abs() < 0.015 * 24.0, "{got} days, want 24");
+    }
+
+    #[test]
+    fn the_band_spans_a_recent_change_in_pace() {
+        // Growth slows from 1 to 0.5 a day for the last four weeks: the whole history's line
+        // reaches 230 in about 30 days, the recent pace in 48; the band reaches out to the
+        // recent pace (to within the hour-by-hour search and the weekday factors).
+        let now = T0 + 120 * DAY_MS;
+        let bend = now - 28 * DAY_MS;
+        let f = |t: i64| {
+            let d = (t - T0) as f64 / DAY_MS as f64;
+            let after = ((t - bend) as f64 / DAY_MS as f64).max(0.0);
+            100.0 + d - 0.5 * after
+        };
+        let (daily, hourly) = sample(f, 120, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert!(!model.counts);
+        let want = days_to(
+            (0..).map(|h| now + h * HOUR_MS).find(|&t| f(t) >= 230.0),
+            now,
+        );
+        let c = model.crossing(230.0, 365);
+        let (p10, p90) = (days_to(c.p10_ms, now), days_to(c.p90_ms, now));
+        assert!(p10 <= want && want <= p90 / 0.97, "{p10} {want} {p90}");
     }
 
     #[test]

@@ -2,13 +2,18 @@
 //! its noiseless signal (trend, cycles and steps, without the exporters' noise) reaches each
 //! given utilisation. This is what a perfect forecaster would say, to score the planner's
 //! forecasts against.
+//!
+//! A crossing also says whether an event no history can foretell came first: a large tenant
+//! onboarding many clusters at once, or a giant cluster (800 nodes or more) onboarding, which
+//! moves every resource that scales with nodes and pods. Forecasts are scored with and
+//! without those cases.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::config::format_time_ms;
-use crate::model::{DAY_MS, Fleet, HORIZON_DAYS, HOUR_MS, Resource};
+use crate::model::{Cell, DAY_MS, Fleet, HORIZON_DAYS, HOUR_MS, Resource};
 
 /// When a resource first reaches a utilisation; `None` when not within the horizon.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -18,6 +23,59 @@ pub struct Crossing {
     /// `at_ms` as RFC 3339, for people.
     pub at: Option<String>,
     pub days: Option<f64>,
+    /// What happened between `from` and the crossing that history could not foretell.
+    pub surprise: Option<Surprise>,
+}
+
+/// An event that moves a resource by more than its growth could.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Surprise {
+    LargeTenant,
+    GiantCluster,
+}
+
+impl Surprise {
+    pub fn name(self) -> &'static str {
+        match self {
+            Surprise::LargeTenant => "large tenant onboarded",
+            Surprise::GiantCluster => "giant cluster onboarded",
+        }
+    }
+}
+
+/// Nodes from which a cluster's onboarding is a surprise for node-driven resources.
+const GIANT_NODES: f64 = 800.0;
+
+impl Resource {
+    /// Whether the resource scales with the clusters' nodes and pods (and so jumps when a
+    /// giant cluster arrives), rather than with the number of clusters only.
+    fn scales_with_nodes(self) -> bool {
+        matches!(
+            self,
+            Resource::CpuRequests | Resource::MemoryRequests | Resource::PodIps | Resource::Enis
+        )
+    }
+}
+
+/// The first surprise for `resource` of `cell` in `(from_ms, to_ms]`.
+fn surprise(cell: &Cell, resource: Resource, from_ms: i64, to_ms: i64) -> Option<Surprise> {
+    let within = |t: i64| t > from_ms && t <= to_ms;
+    let tenant = cell
+        .step
+        .filter(|s| within(s.at_ms))
+        .map(|s| (s.at_ms, Surprise::LargeTenant));
+    let giant = cell
+        .clusters
+        .iter()
+        .filter(|c| resource.scales_with_nodes() && c.nodes_at_onboard >= GIANT_NODES)
+        .find(|c| within(c.onboard_ms))
+        .map(|c| (c.onboard_ms, Surprise::GiantCluster));
+    [tenant, giant]
+        .into_iter()
+        .flatten()
+        .min_by_key(|e| e.0)
+        .map(|e| e.1)
 }
 
 /// One cell resource's truth.
@@ -76,6 +134,7 @@ pub fn truths(fleet: &Fleet, from_ms: i64, horizon_days: i64, utilisations: &[f6
                         at_ms,
                         at: at_ms.map(format_time_ms),
                         days: at_ms.map(|t| (t - from_ms) as f64 / DAY_MS as f64),
+                        surprise: at_ms.and_then(|t| surprise(cell, r.resource, from_ms, t)),
                     })
                     .collect(),
             });
@@ -121,8 +180,11 @@ pub fn table(truths: &[Truth]) -> String {
             format!("{:.1}%", t.utilisation * 100.0),
         ];
         for c in &t.crossings {
-            line.push(match (&c.at, c.days) {
-                (Some(at), Some(days)) => format!("{} (in {days:.1}d)", &at[..10]),
+            line.push(match (&c.at, c.days, c.surprise) {
+                (Some(at), Some(days), None) => format!("{} (in {days:.1}d)", &at[..10]),
+                (Some(at), Some(days), Some(why)) => {
+                    format!("{} (in {days:.1}d, {})", &at[..10], why.name())
+                }
                 _ => "not within horizon".into(),
             });
         }
@@ -174,6 +236,11 @@ mod tests {
         let from = fleet.anchor_ms;
         let truths = truths(&fleet, from, 365, &[0.6, 1.0]);
         assert!(truths.iter().any(|t| t.crossings[0].at_ms.is_some()));
+        assert!(
+            truths
+                .iter()
+                .any(|t| t.crossings.iter().any(|c| c.surprise.is_some()))
+        );
         for t in &truths {
             let cell = fleet.cell(&t.cell).expect("cell").1;
             let find = |at: i64| {
@@ -190,6 +257,17 @@ mod tests {
                         let before = find(at - RESOLUTION_MS);
                         assert!(before.used < c.utilisation * before.limit);
                     }
+                }
+            }
+            for c in &t.crossings {
+                let step = cell
+                    .step
+                    .filter(|s| c.at_ms.is_some_and(|at| s.at_ms > from && s.at_ms <= at));
+                if step.is_some() {
+                    assert!(c.surprise.is_some(), "{t:?}");
+                }
+                if c.surprise == Some(Surprise::GiantCluster) {
+                    assert!(t.resource.scales_with_nodes(), "{t:?}");
                 }
             }
             let (sixty, full) = (&t.crossings[0], &t.crossings[1]);
