@@ -77,6 +77,7 @@ struct Ports {
     edges: Vec<SocketAddr>,
     cascades: Vec<SocketAddr>,
     sim: SocketAddr,
+    planner: SocketAddr,
 }
 
 impl Ports {
@@ -96,6 +97,7 @@ impl Ports {
             edges: (0..cells).map(|i| at(101 + i)).collect(),
             cascades: (0..regions).map(|r| at(201 + r)).collect(),
             sim: at(301),
+            planner: at(3),
         })
     }
 }
@@ -227,10 +229,43 @@ fn monitor_config(fleet: &Fleet, ports: &Ports, scrape_interval: Duration) -> St
         ));
     }
     text.push_str(&format!(
+        "  - job_name: strata-planner\n    static_configs: [{{targets: ['{}']}}]\n",
+        ports.planner
+    ));
+    text.push_str(&format!(
         "  - job_name: strata-sim\n    static_configs: [{{targets: ['{}']}}]\nremote_write:\n  - {{url: 'http://{}/api/v1/write', name: az-a}}\n  - {{url: 'http://{}/api/v1/write', name: az-b}}\n",
         ports.sim, ports.central[0], ports.central[1],
     ));
     text
+}
+
+/// How often the demo's planner makes a report.
+const PLANNER_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The demo's planner: reports on central az-a every few minutes, notifies nobody.
+fn planner_options(ports: &Ports) -> anyhow::Result<strata_planner::serve::ServeOptions> {
+    let external_url = format!("http://{}", ports.planner);
+    Ok(strata_planner::serve::ServeOptions {
+        listen: ports.planner,
+        interval: PLANNER_INTERVAL,
+        source: strata_planner::Source::new(
+            &format!("http://{}", ports.central[0]),
+            Duration::from_secs(120),
+            None,
+        )?,
+        config: strata_planner::PlannerConfig::default(),
+        notify: strata_planner::notify::NotifyOptions {
+            webhooks: Vec::new(),
+            alertmanagers: Vec::new(),
+            receiver: "strata-planner".into(),
+            repeat_interval: Duration::from_secs(24 * 3600),
+            send_resolved: true,
+            timeout: Duration::from_secs(10),
+            external_url,
+            report_interval: PLANNER_INTERVAL,
+            state_file: None,
+        },
+    })
 }
 
 type Tasks = JoinSet<(String, anyhow::Result<()>)>;
@@ -570,6 +605,12 @@ pub async fn run(
         for addr in ports.edges.iter().chain([&ports.monitor]) {
             ready(&client, "edge", *addr, &mut tasks).await?;
         }
+        let planner = planner_options(&ports)?;
+        let shutdown = stopper(&stop_rx);
+        tasks.spawn(async move {
+            let result = strata_planner::serve::run(planner, shutdown).await;
+            ("planner".to_string(), result.map_err(anyhow::Error::from))
+        });
         anyhow::Ok(())
     };
     tokio::pin!(shutdown);
@@ -605,6 +646,10 @@ pub async fn run(
     println!(
         "  try:        curl -s 'http://{}/api/v1/query' --data-urlencode 'query=sum by (cell) (kube_pod_container_resource_requests{{resource=\"cpu\"}}) / sum by (cell) (kube_node_status_allocatable{{resource=\"cpu\"}})'",
         ports.central[0]
+    );
+    println!(
+        "  planner:    http://{}/  (capacity report with charts; /api/v1/report, /metrics; the first report takes a moment)",
+        ports.planner
     );
     println!("  logs:       {}", dir.join("demo.log").display());
     println!("Ctrl-C stops everything; running the same command again resumes.");

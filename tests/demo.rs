@@ -15,11 +15,11 @@ use promql_parser::parser::{self, Expr};
 use serde_json::Value;
 use support::get_json;
 
-/// A base port whose demo ports (base+1, +2, +100.., +201, +301) are all free.
+/// A base port whose demo ports (base+1, +2, +3, +100.., +201, +301) are all free.
 fn free_base() -> u16 {
     for _ in 0..50 {
         let base = 20_000 + (rand_port() % 300) * 100;
-        let ports = [1, 2, 100, 101, 102, 201, 301];
+        let ports = [1, 2, 3, 100, 101, 102, 201, 301];
         if ports
             .iter()
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", base + p)).is_ok())
@@ -234,6 +234,35 @@ async fn the_demo_flows_through_every_hop_into_both_centrals_and_resumes() {
     assert_eq!(ha, scalar(&b, history, Some(an_hour_ago)).await);
 
     check_dashboards_against(&a).await;
+
+    // The planner reports on the fleet from central az-a, and the monitor edge scrapes it.
+    let planner = format!("http://127.0.0.1:{}", base + 3);
+    assert!(
+        first.contains(&format!("planner:    {planner}/")),
+        "{first}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let report = loop {
+        if let Ok(resp) = reqwest::get(format!("{planner}/api/v1/report")).await
+            && resp.status().is_success()
+        {
+            let text = resp.text().await.expect("report body");
+            break serde_json::from_str::<Value>(&text).expect("report JSON");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no planner report\n{}",
+            demo.output()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(report["schema"], "strata.planner.report/v1");
+    assert_eq!(report["summary"]["cells"], 2, "{report}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scalar(&a, "up{job=\"strata-planner\"}", None).await != Some(1.0) {
+        assert!(Instant::now() < deadline, "the planner is not scraped");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 
     let status = demo.interrupt().await;
     assert!(status.success(), "{status}\n{}", demo.output());

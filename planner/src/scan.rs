@@ -194,27 +194,27 @@ fn join(
             by_key.entry((region, cell, pool)).or_insert(*v);
         }
     }
+    // A cell with hours but no whole day yet (a new cell) is listed with too little history.
     let mut out: BTreeMap<Key, ResourceSeries> = BTreeMap::new();
+    let new = |k: Key| ResourceSeries {
+        limit: r
+            .limit_value
+            .or_else(|| by_key.get(&k).copied())
+            .filter(|v| v.is_finite() && *v > 0.0),
+        region: k.0,
+        cell: k.1,
+        resource: r.name.clone(),
+        pool: k.2,
+        daily: Vec::new(),
+        hourly: Vec::new(),
+    };
     for (m, points) in daily {
         let k = key(&m)?;
-        let limit = r.limit_value.or_else(|| by_key.get(&k).copied());
-        out.insert(
-            k.clone(),
-            ResourceSeries {
-                region: k.0,
-                cell: k.1,
-                resource: r.name.clone(),
-                pool: k.2,
-                daily: points,
-                hourly: Vec::new(),
-                limit: limit.filter(|v| v.is_finite() && *v > 0.0),
-            },
-        );
+        out.entry(k.clone()).or_insert_with(|| new(k)).daily = points;
     }
     for (m, points) in hourly {
-        if let Some(s) = out.get_mut(&key(&m)?) {
-            s.hourly = points;
-        }
+        let k = key(&m)?;
+        out.entry(k.clone()).or_insert_with(|| new(k)).hourly = points;
     }
     Ok(out.into_values().collect())
 }
