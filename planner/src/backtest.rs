@@ -63,6 +63,30 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// No cases; `band` for methods that have a band.
+    fn zero(band: bool) -> Figures {
+        Figures {
+            reached: 0,
+            p50_within_10pct: 0,
+            band_contains: band.then_some(0),
+            not_reached: 0,
+            false_alarms: 0,
+        }
+    }
+
+    fn plus(self, other: Figures) -> Figures {
+        Figures {
+            reached: self.reached + other.reached,
+            p50_within_10pct: self.p50_within_10pct + other.p50_within_10pct,
+            band_contains: match (self.band_contains, other.band_contains) {
+                (Some(x), Some(y)) => Some(x + y),
+                _ => None,
+            },
+            not_reached: self.not_reached + other.not_reached,
+            false_alarms: self.false_alarms + other.false_alarms,
+        }
+    }
+
     pub fn p50_share(&self) -> f64 {
         share(self.p50_within_10pct, self.reached)
     }
@@ -81,6 +105,15 @@ fn share(n: usize, of: usize) -> f64 {
 pub struct Methods {
     pub planner: Figures,
     pub predict_linear: Figures,
+}
+
+impl Methods {
+    fn plus(self, other: Methods) -> Methods {
+        Methods {
+            planner: self.planner.plus(other.planner),
+            predict_linear: self.predict_linear.plus(other.predict_linear),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -221,34 +254,12 @@ pub fn score(
 
 /// The figures of several backtests added up: all cases, and the foreseeable ones.
 pub fn combine(all: &[Backtest]) -> [Methods; 2] {
-    let add = |a: Figures, b: &Figures| Figures {
-        reached: a.reached + b.reached,
-        p50_within_10pct: a.p50_within_10pct + b.p50_within_10pct,
-        band_contains: match (a.band_contains, b.band_contains) {
-            (Some(x), Some(y)) => Some(x + y),
-            _ => None,
-        },
-        not_reached: a.not_reached + b.not_reached,
-        false_alarms: a.false_alarms + b.false_alarms,
+    let zero = Methods {
+        planner: Figures::zero(true),
+        predict_linear: Figures::zero(false),
     };
-    let zero = |band: bool| Figures {
-        reached: 0,
-        p50_within_10pct: 0,
-        band_contains: band.then_some(0),
-        not_reached: 0,
-        false_alarms: 0,
-    };
-    let sum = |pick: &dyn Fn(&Backtest) -> Methods| Methods {
-        planner: all
-            .iter()
-            .map(|b| pick(b).planner)
-            .fold(zero(true), |a, b| add(a, &b)),
-        predict_linear: all
-            .iter()
-            .map(|b| pick(b).predict_linear)
-            .fold(zero(false), |a, b| add(a, &b)),
-    };
-    [sum(&|b| b.all), sum(&|b| b.foreseeable)]
+    let sum = |pick: fn(&Backtest) -> Methods| all.iter().map(pick).fold(zero, Methods::plus);
+    [sum(|b| b.all), sum(|b| b.foreseeable)]
 }
 
 /// The two methods' figures side by side, over all cases and over the foreseeable ones.
