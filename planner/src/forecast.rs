@@ -21,6 +21,14 @@
 //!    halving every half of the usable history so the slope reflects the present. The one
 //!    with the smaller error on the last third, fitted on the first two thirds, is the p50;
 //!    the other one's forecast widens the band, so the band grows where the two disagree.
+//!
+//!    A count that changes on few days (hosted control planes: one more cluster now and
+//!    then) is a rounding of a smooth curve, which passes the level halfway between at the
+//!    instant of each change. The instants come from the daily means (a day at 14.25 after
+//!    a day at 14 went to 15 at 18:00), and the trend is fitted through them rather than the
+//!    daily means, whose flat stretches pull a line up or down by up to half a step depending
+//!    on where the history ends. Such a count has no weekly or daily cycle, and its band is
+//!    at least as wide as rounding makes it.
 //! 4. **Intervals.** The variance of the fitted trend at each future day (from the weights,
 //!    inflated by the residuals' lag-1 autocorrelation) plus one day's residual variance;
 //!    p10 and p90 are ±1.2816 standard deviations (normal quantiles).
@@ -157,6 +165,18 @@ impl Fit {
         }
     }
 
+    /// Widens the residual variance to at least that of rounding to whole numbers (1/12),
+    /// for a trend fitted through a count's steps, which lie exactly on a smooth curve when
+    /// the count is a rounded one.
+    fn at_least_rounding_variance(&mut self) {
+        let rounding = 1.0 / 12.0;
+        let floor = match self.kind {
+            TrendKind::Linear => rounding,
+            TrendKind::Exponential => rounding / (2.0 * (self.a + self.b * self.x_mean)).exp(),
+        };
+        self.sigma2 = self.sigma2.max(floor);
+    }
+
     /// Growth per day at `x`, in the value's unit.
     fn slope(&self, x: f64) -> f64 {
         match self.kind {
@@ -269,6 +289,32 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
     let x = |t: i64| ((t - DAY_MS / 2) - origin_ms) as f64 / DAY_MS as f64;
     let points: Vec<(f64, f64)> = used.iter().map(|&(t, v)| (x(t), v)).collect();
     let half_life = (span_days / 2.0).max(14.0);
+    let counts = is_count(input.hourly);
+
+    if counts {
+        let steps = steps(&used);
+        if steps.len() >= MIN_STEPS {
+            let at = |t: i64| (t - origin_ms) as f64 / DAY_MS as f64;
+            let points: Vec<(f64, f64)> = steps.iter().map(|&(t, mid)| (at(t), mid)).collect();
+            if let Some((mut primary, mut alternatives)) = choose_trend(&points, half_life) {
+                for f in std::iter::once(&mut primary).chain(&mut alternatives) {
+                    f.at_least_rounding_variance();
+                }
+                return Ok(Model {
+                    origin_ms,
+                    change_point_ms: change,
+                    days_used: used.len(),
+                    primary,
+                    alternatives,
+                    weekly: [1.0; 7],
+                    profile: [1.0; 24],
+                    has_daily_cycle: false,
+                    counts,
+                    now_ms: input.now_ms,
+                });
+            }
+        }
+    }
 
     let weekly = weekly_factors(&used, &points, half_life);
     let adjusted: Vec<(f64, f64)> = used
@@ -288,7 +334,7 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         weekly,
         profile,
         has_daily_cycle,
-        counts: is_count(input.hourly),
+        counts,
         now_ms: input.now_ms,
     })
 }
@@ -503,7 +549,7 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Vec<Fit>)
     let Some(exponential) = Fit::new(TrendKind::Exponential, points, half_life) else {
         return Some((linear, others));
     };
-    let cut = points.len() * 2 / 3;
+    let cut = (points.len() * 2 / 3).max(3).min(points.len() - 1);
     let (train, test) = points.split_at(cut);
     let error = |kind| {
         Fit::new(kind, train, half_life).map_or(f64::INFINITY, |f| {
@@ -520,6 +566,59 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Vec<Fit>)
     };
     others.push(other);
     Some((chosen, others))
+}
+
+/// Fewest changes of a count its trend is fitted through (else its daily means are used).
+const MIN_STEPS: usize = 3;
+
+/// When a count changed, from its daily means, if it changed on at most a third of the days
+/// (hosted control planes, rather than pods that come and go every day): for each change by
+/// one, its instant (ms) and the level halfway between, where a smooth curve the count is a
+/// rounding of passes. A day whose mean lies between its first level and the next whole
+/// number changed at the instant that gives that mean; several changes in one day are put at
+/// one instant.
+fn steps(daily: &[(i64, f64)]) -> Vec<(i64, f64)> {
+    let whole = |v: f64| ((v - v.round()).abs() < 1e-6).then(|| v.round());
+    // (instant, level before, level after) of each day that changed.
+    let mut changes = Vec::new();
+    // A first day between two whole numbers, followed by a whole day one away, started at the
+    // other whole number.
+    let mut level = match daily {
+        [(_, first), (_, next), ..] => whole(*first).or_else(|| {
+            whole(*next)
+                .filter(|n| (n - first).abs() < 1.0)
+                .map(|n| n - (n - first).signum())
+        }),
+        _ => None,
+    };
+    for &(t, mean) in daily {
+        let Some(start) = level else {
+            level = whole(mean);
+            continue;
+        };
+        let exact = whole(mean);
+        let m = exact.unwrap_or(mean);
+        if m == start {
+            continue;
+        }
+        let end = exact.unwrap_or(if m > start { m.ceil() } else { m.floor() });
+        // The day's mean is start + (end − start)·(1 − f) for changes at fraction f of it.
+        let f = 1.0 - (m - start) / (end - start);
+        changes.push((t - DAY_MS + (f * DAY_MS as f64).round() as i64, start, end));
+        level = Some(end);
+    }
+    let total: f64 = changes.iter().map(|c| (c.2 - c.1).abs()).sum();
+    if changes.len() * 3 > daily.len() || total > daily.len() as f64 {
+        return Vec::new();
+    }
+    changes
+        .into_iter()
+        .flat_map(|(at, start, end)| {
+            let direction = (end - start).signum();
+            (0..(end - start).abs() as usize)
+                .map(move |j| (at, start + direction * (j as f64 + 0.5)))
+        })
+        .collect()
 }
 
 /// Whether hourly means are of a count: at least a day of them, nine in ten whole numbers.
@@ -792,6 +891,67 @@ mod tests {
         assert!(model.counts);
         let got = days_to(model.crossing(30.2, 365).p50_ms, now);
         assert!((got - 24.0).abs() < 0.015 * 24.0, "{got} days, want 24");
+    }
+
+    #[test]
+    fn a_count_is_forecast_from_the_instants_it_changed() {
+        // A count that is the rounding of an exponential curve (onboardings come faster and
+        // faster): its steps say when the curve passed each half, and the next steps follow.
+        let now = T0 + 90 * DAY_MS + 7 * HOUR_MS;
+        let curve = |t: i64| 6.0 * (0.012 * (t - T0) as f64 / DAY_MS as f64).exp();
+        let f = |t: i64| curve(t).round();
+        let (daily, hourly) = sample(f, 90, now.div_euclid(DAY_MS) * DAY_MS);
+        let found = steps(&daily);
+        assert!(found.len() >= 4, "{found:?}");
+        for &(at, mid) in &found {
+            let truth = (0..)
+                .map(|h| T0 + h * HOUR_MS)
+                .find(|&t| curve(t) >= mid)
+                .expect("step");
+            assert!((at - truth).abs() <= HOUR_MS, "{at} vs {truth} for {mid}");
+        }
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert!(model.counts && !model.has_daily_cycle);
+        assert_eq!(model.trend(), TrendKind::Exponential);
+        let truth = (0..).map(|h| now + h * HOUR_MS).find(|&t| f(t) >= 24.0);
+        let want = days_to(truth, now);
+        let c = model.crossing(23.6, 365);
+        let got = days_to(c.p50_ms, now);
+        assert!((got - want).abs() < 0.02 * want, "{got} days, want {want}");
+        assert!(days_to(c.p10_ms, now) <= want && want <= days_to(c.p90_ms, now));
+    }
+
+    #[test]
+    fn steps_are_read_from_daily_means() {
+        let day = |d: i64| T0 + d * DAY_MS;
+        // The first day (mean 4.25) went up at 18:00 to the 5 of the next day; then up one at
+        // 18:00 on day 2, down one at 06:00 on day 4, up one at midnight before day 6 (a whole
+        // mean one above the day before).
+        let mut daily = vec![
+            (day(1), 4.25),
+            (day(2), 5.0),
+            (day(3), 5.25),
+            (day(4), 6.0),
+            (day(5), 5.25),
+            (day(6), 5.0),
+            (day(7), 6.0),
+        ];
+        daily.extend((8..16).map(|d| (day(d), 6.0)));
+        let hour = |d: i64, h: i64| day(d) + h * HOUR_MS;
+        assert_eq!(
+            steps(&daily),
+            vec![
+                (hour(0, 18), 4.5),
+                (hour(2, 18), 5.5),
+                (hour(4, 6), 5.5),
+                (hour(6, 0), 5.5),
+            ]
+        );
+        // A count that changes every day (pods coming and going) has no steps to go by.
+        let busy: Vec<(i64, f64)> = (0..30)
+            .map(|d| (day(d), 100.0 + (d % 3) as f64 + 0.5))
+            .collect();
+        assert!(steps(&busy).is_empty());
     }
 
     #[test]
