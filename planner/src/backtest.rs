@@ -385,6 +385,7 @@ mod tests {
             hourly: &hourly,
             now_ms: CUT,
             min_history_days: 30,
+            driver: None,
         });
         Forecasted {
             series: ResourceSeries {

@@ -255,6 +255,7 @@ mod tests {
             hourly: &hourly,
             now_ms: now,
             min_history_days: 14,
+            driver: None,
         });
         Forecasted {
             series: ResourceSeries {

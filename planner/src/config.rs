@@ -13,6 +13,10 @@
 //!   - name: cpu_requests
 //!     used: sum by (region, cell) (avg_over_time(kube_pod_container_resource_requests{resource="cpu"}[$window]))
 //!     limit: sum by (region, cell) (kube_node_status_allocatable{resource="cpu"})
+//!     follows: hosted_control_planes
+//!   - name: hosted_control_planes
+//!     used: max by (region, cell) (avg_over_time(hypershift_hostedclusters[$window]))
+//!     limit: max by (region, cell) (cell_capacity_limit{resource="hosted_control_planes"})
 //!   - name: apiserver_inflight
 //!     used: max by (region, cell) (avg_over_time(apiserver_current_inflight_requests{job="apiserver", request_kind="readOnly"}[$window]))
 //!     limit_value: 400
@@ -85,6 +89,12 @@ pub struct ResourceConfig {
     /// counts the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share: Option<String>,
+    /// Another resource (of the whole cell, without `per`) this one grows with, such as the
+    /// hosted control planes a cell's pods and requests come from. When that resource
+    /// explains the history, the forecast follows that resource's forecast: it steps when
+    /// another cluster is onboarded and bends where onboarding speeds up or slows down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
     /// Unit for people (`cores`, `bytes`, ...).
     #[serde(default)]
     pub unit: String,
@@ -185,6 +195,9 @@ impl Default for ClusterQueries {
     }
 }
 
+/// The default resource every other one follows.
+const HOSTED_CONTROL_PLANES: &str = "hosted_control_planes";
+
 fn default_resources() -> Vec<ResourceConfig> {
     let requests = |name: &str, res: &str, unit: &str| ResourceConfig {
         name: name.into(),
@@ -200,6 +213,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             "sum by (region, cell, cluster) ({})",
             HCP_PODS.replace("RES", res)
         )),
+        follows: Some(HOSTED_CONTROL_PLANES.into()),
         unit: unit.into(),
     };
     let pods = format!(
@@ -217,6 +231,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             limit_value: None,
             per: Some("ippool".into()),
             share: Some(pods.clone()),
+            follows: Some(HOSTED_CONTROL_PLANES.into()),
             unit: "addresses".into(),
         },
         ResourceConfig {
@@ -226,10 +241,11 @@ fn default_resources() -> Vec<ResourceConfig> {
             limit_value: None,
             per: None,
             share: Some(pods),
+            follows: Some(HOSTED_CONTROL_PLANES.into()),
             unit: "ENIs".into(),
         },
         ResourceConfig {
-            name: "hosted_control_planes".into(),
+            name: HOSTED_CONTROL_PLANES.into(),
             used: "max by (region, cell) (avg_over_time(hypershift_hostedclusters[$window]))".into(),
             limit: Some(
                 r#"max by (region, cell) (cell_capacity_limit{resource="hosted_control_planes"})"#
@@ -238,6 +254,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             limit_value: None,
             per: None,
             share: None,
+            follows: None,
             unit: "clusters".into(),
         },
         ResourceConfig {
@@ -247,6 +264,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             limit_value: None,
             per: None,
             share: None,
+            follows: Some(HOSTED_CONTROL_PLANES.into()),
             unit: "bytes".into(),
         },
         ResourceConfig {
@@ -257,6 +275,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             limit_value: Some(400.0),
             per: None,
             share: None,
+            follows: Some(HOSTED_CONTROL_PLANES.into()),
             unit: "requests".into(),
         },
     ]
@@ -394,6 +413,24 @@ impl PlannerConfig {
                 }
             }
         }
+        for r in &self.resources {
+            let Some(name) = &r.follows else { continue };
+            match self.resources.iter().find(|d| &d.name == name) {
+                None => {
+                    return bad(format!(
+                        "resource {:?} follows {name:?}, which is not a resource; name one of the resources",
+                        r.name
+                    ));
+                }
+                Some(d) if d.name == r.name || d.per.is_some() || d.follows.is_some() => {
+                    return bad(format!(
+                        "resource {:?} follows {name:?}, which follows another resource, is itself or is divided by `per`; follow a whole-cell resource that follows none",
+                        r.name
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         if self.tiers.is_empty() {
             return bad("tiers is empty; remove it to use the defaults".into());
         }
@@ -446,6 +483,14 @@ mod tests {
                 "smallest first",
             ),
             ("resize: {demote_below: 1}", "demote_below"),
+            (
+                "resources: [{name: a, used: 'x[$window]', limit_value: 1, follows: b}]",
+                "not a resource",
+            ),
+            (
+                "resources: [{name: a, used: 'x[$window]', limit_value: 1, follows: a}]",
+                "is itself",
+            ),
         ] {
             let err = serde_norway::from_str::<PlannerConfig>(yaml)
                 .map_err(|e| e.to_string())

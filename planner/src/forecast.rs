@@ -29,6 +29,12 @@
 //!    daily means, whose flat stretches pull a line up or down by up to half a step depending
 //!    on where the history ends. Such a count has no weekly or daily cycle, and its band is
 //!    at least as wide as rounding makes it.
+//!
+//!    A resource that follows another one of its cell (its driver: the pods and requests a
+//!    cell's hosted control planes bring) is fitted as `base + per_driver × driver + per_day ×
+//!    days` when the driver explains at least half of what a line in time leaves; its
+//!    forecast is then that fit applied to the driver's forecast, widened by the fit's
+//!    residuals, so it steps and bends when the driver does.
 //! 4. **Intervals.** The variance of the fitted trend at each future day (from the weights,
 //!    inflated by the residuals' lag-1 autocorrelation) plus one day's residual variance;
 //!    p10 and p90 are ±1.2816 standard deviations (normal quantiles).
@@ -94,11 +100,7 @@ impl Fit {
                 points.iter().map(|p| p.1.ln()).collect()
             }
         };
-        let last = points.iter().map(|p| p.0).fold(f64::MIN, f64::max);
-        let w: Vec<f64> = points
-            .iter()
-            .map(|p| 0.5f64.powf((last - p.0) / half_life_days))
-            .collect();
+        let w = recency_weights(points.iter().map(|p| p.0), half_life_days);
         let sw: f64 = w.iter().sum();
         let x_mean = points.iter().zip(&w).map(|(p, w)| w * p.0).sum::<f64>() / sw;
         let y_mean = ys.iter().zip(&w).map(|(y, w)| w * y).sum::<f64>() / sw;
@@ -186,6 +188,12 @@ impl Fit {
     }
 }
 
+/// Weights of points at days `xs` for a fit: halving every `half_life` days before the last.
+fn recency_weights(xs: impl Iterator<Item = f64> + Clone, half_life: f64) -> Vec<f64> {
+    let last = xs.clone().fold(f64::MIN, f64::max);
+    xs.map(|x| 0.5f64.powf((last - x) / half_life)).collect()
+}
+
 /// How much autocorrelated residuals shrink the information in a fit: `(1+ρ)/(1−ρ)` for the
 /// lag-1 autocorrelation ρ, between 1 and 25.
 fn autocorrelation_inflation(residuals: &[f64]) -> f64 {
@@ -207,6 +215,29 @@ pub struct Input<'a> {
     pub hourly: &'a [(i64, f64)],
     pub now_ms: i64,
     pub min_history_days: u32,
+    /// Another resource of the same cell this one may follow (see [`Follows`]).
+    pub driver: Option<Driver<'a>>,
+}
+
+/// A resource another one follows: its daily means and its forecast.
+#[derive(Debug, Clone, Copy)]
+pub struct Driver<'a> {
+    pub daily: &'a [(i64, f64)],
+    pub model: &'a Model,
+}
+
+/// A resource that follows a driver (a cell's pods and requests follow the hosted control
+/// planes it carries): its weekday-adjusted daily means fitted as `base + per_driver ×
+/// driver + per_day × days`, and forecast from the driver's forecast. A count driver's
+/// forecast is taken whole, so the resource steps when the driver does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Follows {
+    driver: Box<Model>,
+    base: f64,
+    pub per_driver: f64,
+    pub per_day: f64,
+    /// Residual standard deviation.
+    sigma: f64,
 }
 
 /// Why a resource has no forecast.
@@ -237,6 +268,8 @@ pub struct Model {
     /// trend runs through the middle of each step, so it reaches a whole number n when the
     /// trend reaches n − 0.5.
     pub counts: bool,
+    /// The driver the forecast follows, when the driver explains the history.
+    pub follows: Option<Follows>,
     pub now_ms: i64,
 }
 
@@ -310,6 +343,7 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
                     profile: [1.0; 24],
                     has_daily_cycle: false,
                     counts,
+                    follows: None,
                     now_ms: input.now_ms,
                 });
             }
@@ -325,6 +359,9 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
     let (primary, alternatives) =
         choose_trend(&adjusted, half_life).ok_or_else(|| too_little(used.len() as f64))?;
     let (profile, has_daily_cycle) = daily_profile(input.hourly, change);
+    let follows = input
+        .driver
+        .and_then(|d| follow(&used, &adjusted, d, half_life));
     Ok(Model {
         origin_ms,
         change_point_ms: change,
@@ -335,7 +372,72 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         profile,
         has_daily_cycle,
         counts,
+        follows,
         now_ms: input.now_ms,
+    })
+}
+
+/// How much of what a time trend leaves unexplained the driver must explain to be followed.
+const DRIVER_EXPLAINS: f64 = 0.5;
+
+/// Fits `adjusted` (weekday-adjusted daily means, at the days of `used`) as `base +
+/// per_driver × driver + per_day × x` by weighted least squares, if the driver explains at
+/// least [`DRIVER_EXPLAINS`] of the squared error a line in time leaves.
+fn follow(
+    used: &[(i64, f64)],
+    adjusted: &[(f64, f64)],
+    driver: Driver<'_>,
+    half_life: f64,
+) -> Option<Follows> {
+    let by_day: std::collections::BTreeMap<i64, f64> = driver
+        .daily
+        .iter()
+        .filter(|p| p.1.is_finite())
+        .map(|&(t, v)| (day_of(t), v))
+        .collect();
+    // (x, driver, value)
+    let rows: Vec<(f64, f64, f64)> = used
+        .iter()
+        .zip(adjusted)
+        .filter_map(|(&(t, _), &(x, v))| by_day.get(&day_of(t)).map(|&d| (x, d, v)))
+        .collect();
+    if rows.len() < 8 {
+        return None;
+    }
+    let w = recency_weights(rows.iter().map(|r| r.0), half_life);
+    let sw: f64 = w.iter().sum();
+    let mean = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
+        rows.iter().zip(&w).map(|(r, w)| w * f(r)).sum::<f64>() / sw
+    };
+    let (mx, md, my) = (mean(&|r| r.0), mean(&|r| r.1), mean(&|r| r.2));
+    let moment = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
+        rows.iter().zip(&w).map(|(r, w)| w * f(r)).sum::<f64>()
+    };
+    let sxx = moment(&|r| (r.0 - mx).powi(2));
+    let sdd = moment(&|r| (r.1 - md).powi(2));
+    let sxd = moment(&|r| (r.0 - mx) * (r.1 - md));
+    let sxy = moment(&|r| (r.0 - mx) * (r.2 - my));
+    let sdy = moment(&|r| (r.1 - md) * (r.2 - my));
+    let syy = moment(&|r| (r.2 - my).powi(2));
+    let det = sxx * sdd - sxd * sxd;
+    if sxx <= 0.0 || det <= 1e-9 * sxx * sdd {
+        return None;
+    }
+    let per_day = (sxy * sdd - sdy * sxd) / det;
+    let per_driver = (sdy * sxx - sxy * sxd) / det;
+    let base = my - per_day * mx - per_driver * md;
+    let line_error = syy - sxy * sxy / sxx;
+    let error = (syy - per_day * sxy - per_driver * sdy).max(0.0);
+    if error > (1.0 - DRIVER_EXPLAINS) * line_error {
+        return None;
+    }
+    let n_eff = sw * sw / w.iter().map(|w| w * w).sum::<f64>();
+    Some(Follows {
+        driver: Box::new(driver.model.clone()),
+        base,
+        per_driver,
+        per_day,
+        sigma: (error / sw * n_eff / (n_eff - 3.0).max(1.0)).sqrt(),
     })
 }
 
@@ -350,7 +452,11 @@ impl Model {
 
     /// Growth of the trend per day at the forecast's "now", in the value's unit.
     pub fn growth_per_day(&self) -> f64 {
-        self.primary.slope(self.x(self.now_ms)) * self.mean_weekly()
+        let trend = match &self.follows {
+            Some(f) => f.per_driver * f.driver.growth_per_day() + f.per_day,
+            None => self.primary.slope(self.x(self.now_ms)),
+        };
+        trend * self.mean_weekly()
     }
 
     fn mean_weekly(&self) -> f64 {
@@ -362,13 +468,18 @@ impl Model {
         let x = self.x(t_ms + HOUR_MS / 2);
         let season = self.weekly[weekday(t_ms.div_euclid(DAY_MS))]
             * self.profile[(t_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
-        let p50 = self.primary.at(x, 0.0);
-        let (mut lo, mut hi) = (self.primary.at(x, -Z90), self.primary.at(x, Z90));
-        for alt in &self.alternatives {
-            let other = alt.at(x, 0.0);
-            lo = lo.min(other);
-            hi = hi.max(other);
-        }
+        let (p50, lo, hi) = match &self.follows {
+            Some(f) => f.band(t_ms, x),
+            None => {
+                let (mut lo, mut hi) = (self.primary.at(x, -Z90), self.primary.at(x, Z90));
+                for alt in &self.alternatives {
+                    let other = alt.at(x, 0.0);
+                    lo = lo.min(other);
+                    hi = hi.max(other);
+                }
+                (self.primary.at(x, 0.0), lo, hi)
+            }
+        };
         BandPoint {
             t_ms,
             p10: lo * season,
@@ -419,6 +530,23 @@ impl Model {
             }
         }
         c
+    }
+}
+
+impl Follows {
+    /// The trend's p50, p10 and p90 at `x` days of the follower's model, for the hour
+    /// starting at `t_ms`: the driver's band (whole, for a count), mapped through the fit,
+    /// widened by the fit's residuals.
+    fn band(&self, t_ms: i64, x: f64) -> (f64, f64, f64) {
+        let d = self.driver.band(t_ms);
+        let whole = |v: f64| if self.driver.counts { v.round() } else { v };
+        let level = |v: f64| self.base + self.per_driver * whole(v) + self.per_day * x;
+        let (a, b) = (level(d.p10), level(d.p90));
+        (
+            level(d.p50),
+            a.min(b) - Z90 * self.sigma,
+            a.max(b) + Z90 * self.sigma,
+        )
     }
 }
 
@@ -748,6 +876,7 @@ mod tests {
             hourly,
             now_ms: now,
             min_history_days: 14,
+            driver: None,
         })
     }
 
@@ -919,6 +1048,47 @@ mod tests {
         let got = days_to(c.p50_ms, now);
         assert!((got - want).abs() < 0.02 * want, "{got} days, want {want}");
         assert!(days_to(c.p10_ms, now) <= want && want <= days_to(c.p90_ms, now));
+    }
+
+    #[test]
+    fn a_resource_that_follows_a_count_steps_when_the_count_does() {
+        // Pods: 60 plus 21 for each cluster; clusters onboard faster and faster.
+        let now = T0 + 90 * DAY_MS;
+        let clusters = |t: i64| (6.0 * (0.012 * (t - T0) as f64 / DAY_MS as f64).exp()).round();
+        let pods = |t: i64| 60.0 + 21.0 * clusters(t);
+        let (driver_daily, driver_hourly) = sample(clusters, 90, now);
+        let driver = fit_at(&driver_daily, &driver_hourly, now).expect("driver");
+        let following = |daily: &[(i64, f64)], hourly: &[(i64, f64)]| {
+            fit(Input {
+                daily,
+                hourly,
+                now_ms: now,
+                min_history_days: 14,
+                driver: Some(Driver {
+                    daily: &driver_daily,
+                    model: &driver,
+                }),
+            })
+            .expect("model")
+        };
+        let (daily, hourly) = sample(pods, 90, now);
+        let model = following(&daily, &hourly);
+        let follows = model.follows.as_ref().expect("follows");
+        assert!((follows.per_driver - 21.0).abs() < 0.5, "{follows:?}");
+        // 60 + 21 × 24 = 564 is reached when the 24th cluster onboards.
+        let truth = (0..).map(|h| now + h * HOUR_MS).find(|&t| pods(t) >= 560.0);
+        let want = days_to(truth, now);
+        let got = days_to(model.crossing(560.0, 365).p50_ms, now);
+        assert!((got - want).abs() < 0.02 * want, "{got} days, want {want}");
+
+        // A resource whose wiggles the driver does not explain keeps its own trend.
+        let other = |t: i64| {
+            let d = (t - T0) as f64 / DAY_MS as f64;
+            100.0 + 0.5 * d + 3.0 * (std::f64::consts::TAU * d / 10.0).sin()
+        };
+        let (daily, hourly) = sample(other, 90, now);
+        let model = following(&daily, &hourly);
+        assert!(model.follows.is_none());
     }
 
     #[test]

@@ -228,6 +228,8 @@ pub struct ResourceReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trend: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<Following>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub change_point: Option<String>,
     pub days_used: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,6 +237,15 @@ pub struct ResourceReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exhaustion: Option<Exhaustion>,
     pub queries: ResourceQueries,
+}
+
+/// The resource a forecast follows, and how: `per_unit` more for each one more of it, and
+/// `per_day` besides (the clusters already there growing).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Following {
+    pub resource: String,
+    pub per_unit: f64,
+    pub per_day: f64,
 }
 
 /// Time to a utilisation of the limit as p10 / p50 / p90; `None` beyond the horizon.
@@ -274,21 +285,53 @@ pub struct Forecasted {
     pub model: Result<Model, TooLittleHistory>,
 }
 
-/// Forecasts every resource of `observed`.
+/// Forecasts every resource of `observed`: first those that follow no other, then those that
+/// do, each with its cell's driver.
 pub fn forecast_all(config: &PlannerConfig, observed: &Observed) -> Vec<Forecasted> {
-    observed
+    let follows = |resource: &str| {
+        config
+            .resources
+            .iter()
+            .find(|r| r.name == resource)
+            .and_then(|r| r.follows.as_deref())
+    };
+    let fit = |s: &ResourceSeries, driver: Option<forecast::Driver<'_>>| Forecasted {
+        series: s.clone(),
+        model: forecast::fit(Input {
+            daily: &s.daily,
+            hourly: &s.hourly,
+            now_ms: observed.now_ms,
+            min_history_days: config.min_history_days,
+            driver,
+        }),
+    };
+    let mut out: Vec<Option<Forecasted>> = observed
         .resources
         .iter()
-        .map(|s| Forecasted {
-            series: s.clone(),
-            model: forecast::fit(Input {
-                daily: &s.daily,
-                hourly: &s.hourly,
-                now_ms: observed.now_ms,
-                min_history_days: config.min_history_days,
-            }),
+        .map(|s| follows(&s.resource).is_none().then(|| fit(s, None)))
+        .collect();
+    let followers: Vec<(usize, Forecasted)> = observed
+        .resources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let name = follows(&s.resource)?;
+            let driver = out.iter().flatten().find(|d| {
+                d.series.resource == name && d.series.region == s.region && d.series.cell == s.cell
+            });
+            let driver = driver.and_then(|d| {
+                Some(forecast::Driver {
+                    daily: &d.series.daily,
+                    model: d.model.as_ref().ok()?,
+                })
+            });
+            Some((i, fit(s, driver)))
         })
-        .collect()
+        .collect();
+    for (i, f) in followers {
+        out[i] = Some(f);
+    }
+    out.into_iter().flatten().collect()
 }
 
 /// RFC 3339 in UTC, to the second.
@@ -395,6 +438,7 @@ pub fn plan(
             utilisation: s.limit.map(|l| round(current / l, 4)),
             growth_per_day: None,
             trend: None,
+            follows: None,
             change_point: None,
             days_used: 0,
             headroom: None,
@@ -435,6 +479,19 @@ pub fn plan(
             (Ok(model), limit) => {
                 r.growth_per_day = Some(significant(model.growth_per_day(), 6));
                 r.trend = Some(model.trend().name());
+                r.follows = model.follows.as_ref().and_then(|f| {
+                    let resource = config
+                        .resources
+                        .iter()
+                        .find(|c| c.name == s.resource)?
+                        .follows
+                        .clone()?;
+                    Some(Following {
+                        resource,
+                        per_unit: significant(f.per_driver, 4),
+                        per_day: significant(f.per_day, 4),
+                    })
+                });
                 r.change_point = model.change_point_ms.map(format_time);
                 r.days_used = model.days_used;
                 match limit {
