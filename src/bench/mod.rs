@@ -4,6 +4,7 @@
 mod cascade;
 mod edge;
 mod fleet;
+mod planner;
 mod promql;
 mod query;
 mod servers;
@@ -48,6 +49,14 @@ pub enum BenchCommand {
         after_help = "Example (release build; about a minute):\n  cargo run --release -- bench cascade --series 100000 --intervals 20 --concurrency 8"
     )]
     Cascade(cascade::CascadeArgs),
+    /// A full planner report on a large simulated fleet loaded into a strata central: seconds,
+    /// queries sent, samples pulled and the store's CPU time.
+    #[command(
+        after_help = "Example (release build; 200 cells and 10,000 clusters, 30 days; loading takes several minutes):
+  cargo run --release -- bench planner --regions 4 --cells-per-region 50 --clusters-per-cell 50 --days 30
+  strata bench planner --cells-per-region 5 --days 14 --step 1h"
+    )]
+    Planner(planner::PlannerArgs),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -58,5 +67,6 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Promql(args) => promql::run(args).await,
         BenchCommand::Edge(args) => edge::run(args).await,
         BenchCommand::Cascade(args) => cascade::run(args).await,
+        BenchCommand::Planner(args) => planner::run(args).await,
     }
 }
