@@ -452,6 +452,15 @@ impl PlannerConfig {
         Ok(())
     }
 
+    /// The resource `resource` follows, if any.
+    pub fn follows(&self, resource: &str) -> Option<&str> {
+        self.resources
+            .iter()
+            .find(|r| r.name == resource)?
+            .follows
+            .as_deref()
+    }
+
     pub fn tier(&self, name: &str) -> Option<usize> {
         self.tiers.iter().position(|t| t.name == name)
     }

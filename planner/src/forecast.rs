@@ -323,45 +323,36 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
     let points: Vec<(f64, f64)> = used.iter().map(|&(t, v)| (x(t), v)).collect();
     let half_life = (span_days / 2.0).max(14.0);
     let counts = is_count(input.hourly);
-
-    if counts {
-        let steps = steps(&used);
-        if steps.len() >= MIN_STEPS {
-            let at = |t: i64| (t - origin_ms) as f64 / DAY_MS as f64;
-            let points: Vec<(f64, f64)> = steps.iter().map(|&(t, mid)| (at(t), mid)).collect();
-            if let Some((mut primary, mut alternatives)) = choose_trend(&points, half_life) {
-                for f in std::iter::once(&mut primary).chain(&mut alternatives) {
-                    f.at_least_rounding_variance();
-                }
-                return Ok(Model {
-                    origin_ms,
-                    change_point_ms: change,
-                    days_used: used.len(),
-                    primary,
-                    alternatives,
-                    weekly: [1.0; 7],
-                    profile: [1.0; 24],
-                    has_daily_cycle: false,
-                    counts,
-                    follows: None,
-                    now_ms: input.now_ms,
-                });
-            }
+    let stepped = if counts {
+        step_trend(&used, origin_ms, half_life)
+    } else {
+        None
+    };
+    let (primary, alternatives, weekly, profile, has_daily_cycle, follows) = match stepped {
+        Some((primary, alternatives)) => (primary, alternatives, [1.0; 7], [1.0; 24], false, None),
+        None => {
+            let weekly = weekly_factors(&used, &points, half_life);
+            let adjusted: Vec<(f64, f64)> = used
+                .iter()
+                .zip(&points)
+                .map(|(&(t, _), &(x, v))| (x, v / weekly[weekday(day_of(t))]))
+                .collect();
+            let (primary, alternatives) =
+                choose_trend(&adjusted, half_life).ok_or_else(|| too_little(used.len() as f64))?;
+            let (profile, has_daily_cycle) = daily_profile(input.hourly, change);
+            let follows = input
+                .driver
+                .and_then(|d| follow(&used, &adjusted, d, half_life));
+            (
+                primary,
+                alternatives,
+                weekly,
+                profile,
+                has_daily_cycle,
+                follows,
+            )
         }
-    }
-
-    let weekly = weekly_factors(&used, &points, half_life);
-    let adjusted: Vec<(f64, f64)> = used
-        .iter()
-        .zip(&points)
-        .map(|(&(t, _), &(x, v))| (x, v / weekly[weekday(day_of(t))]))
-        .collect();
-    let (primary, alternatives) =
-        choose_trend(&adjusted, half_life).ok_or_else(|| too_little(used.len() as f64))?;
-    let (profile, has_daily_cycle) = daily_profile(input.hourly, change);
-    let follows = input
-        .driver
-        .and_then(|d| follow(&used, &adjusted, d, half_life));
+    };
     Ok(Model {
         origin_ms,
         change_point_ms: change,
@@ -406,13 +397,14 @@ fn follow(
     }
     let w = recency_weights(rows.iter().map(|r| r.0), half_life);
     let sw: f64 = w.iter().sum();
-    let mean = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
-        rows.iter().zip(&w).map(|(r, w)| w * f(r)).sum::<f64>() / sw
-    };
-    let (mx, md, my) = (mean(&|r| r.0), mean(&|r| r.1), mean(&|r| r.2));
     let moment = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
         rows.iter().zip(&w).map(|(r, w)| w * f(r)).sum::<f64>()
     };
+    let (mx, md, my) = (
+        moment(&|r| r.0) / sw,
+        moment(&|r| r.1) / sw,
+        moment(&|r| r.2) / sw,
+    );
     let sxx = moment(&|r| (r.0 - mx).powi(2));
     let sdd = moment(&|r| (r.1 - md).powi(2));
     let sxd = moment(&|r| (r.0 - mx) * (r.1 - md));
@@ -694,6 +686,24 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Vec<Fit>)
     };
     others.push(other);
     Some((chosen, others))
+}
+
+/// The trend of a count fitted through the instants it changed (see [`steps`]), with the
+/// band at least as wide as rounding makes it; `None` with fewer than [`MIN_STEPS`] changes.
+fn step_trend(used: &[(i64, f64)], origin_ms: i64, half_life: f64) -> Option<(Fit, Vec<Fit>)> {
+    let steps = steps(used);
+    if steps.len() < MIN_STEPS {
+        return None;
+    }
+    let points: Vec<(f64, f64)> = steps
+        .iter()
+        .map(|&(t, mid)| ((t - origin_ms) as f64 / DAY_MS as f64, mid))
+        .collect();
+    let (mut primary, mut alternatives) = choose_trend(&points, half_life)?;
+    for f in std::iter::once(&mut primary).chain(&mut alternatives) {
+        f.at_least_rounding_variance();
+    }
+    Some((primary, alternatives))
 }
 
 /// Fewest changes of a count its trend is fitted through (else its daily means are used).

@@ -288,13 +288,6 @@ pub struct Forecasted {
 /// Forecasts every resource of `observed`: first those that follow no other, then those that
 /// do, each with its cell's driver.
 pub fn forecast_all(config: &PlannerConfig, observed: &Observed) -> Vec<Forecasted> {
-    let follows = |resource: &str| {
-        config
-            .resources
-            .iter()
-            .find(|r| r.name == resource)
-            .and_then(|r| r.follows.as_deref())
-    };
     let fit = |s: &ResourceSeries, driver: Option<forecast::Driver<'_>>| Forecasted {
         series: s.clone(),
         model: forecast::fit(Input {
@@ -308,14 +301,14 @@ pub fn forecast_all(config: &PlannerConfig, observed: &Observed) -> Vec<Forecast
     let mut out: Vec<Option<Forecasted>> = observed
         .resources
         .iter()
-        .map(|s| follows(&s.resource).is_none().then(|| fit(s, None)))
+        .map(|s| config.follows(&s.resource).is_none().then(|| fit(s, None)))
         .collect();
     let followers: Vec<(usize, Forecasted)> = observed
         .resources
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
-            let name = follows(&s.resource)?;
+            let name = config.follows(&s.resource)?;
             let driver = out.iter().flatten().find(|d| {
                 d.series.resource == name && d.series.region == s.region && d.series.cell == s.cell
             });
@@ -480,14 +473,8 @@ pub fn plan(
                 r.growth_per_day = Some(significant(model.growth_per_day(), 6));
                 r.trend = Some(model.trend().name());
                 r.follows = model.follows.as_ref().and_then(|f| {
-                    let resource = config
-                        .resources
-                        .iter()
-                        .find(|c| c.name == s.resource)?
-                        .follows
-                        .clone()?;
                     Some(Following {
-                        resource,
+                        resource: config.follows(&s.resource)?.to_string(),
                         per_unit: significant(f.per_driver, 4),
                         per_day: significant(f.per_day, 4),
                     })
