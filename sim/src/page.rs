@@ -24,9 +24,9 @@ use strata_wire::expose::{Family, Kind, Sample};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::model::{
-    CORES_PER_NODE, Cell, Cluster, DAY_MS, ENI_MAX_PER_NODE, Fleet, HOSTED_ETCD_QUOTA_BYTES,
-    IPS_PER_ENI, MEMORY_PER_NODE_BYTES, META_ETCD_QUOTA_BYTES, MINUTE_MS, OVERHEAD_CPU_CORES,
-    OVERHEAD_MEMORY_BYTES, noise, unit,
+    CORES_PER_NODE, Cell, CellState, Cluster, DAY_MS, ENI_MAX_PER_NODE, Fleet,
+    HOSTED_ETCD_QUOTA_BYTES, IPS_PER_ENI, MEMORY_PER_NODE_BYTES, META_ETCD_QUOTA_BYTES, MINUTE_MS,
+    OVERHEAD_CPU_CORES, OVERHEAD_MEMORY_BYTES, noise, unit,
 };
 
 /// A scrape job of a cell.
@@ -184,20 +184,26 @@ const GRID_MS: i64 = 5 * MINUTE_MS;
 #[derive(Debug, Clone, Default)]
 struct Integral {
     reset_ms: i64,
-    steps: i64,
+    /// The integral covers `reset_ms..at_ms`; `at_ms` is `reset_ms` or a grid instant.
+    at_ms: i64,
     acc: Vec<f64>,
 }
 
-/// Counter state: the running integrals of every counter read so far, so that reading a
-/// counter again later only integrates the time since.
-#[derive(Debug, Default)]
-pub struct Counters {
-    integrals: HashMap<(u64, u32), Integral>,
+/// The next grid instant after `t`.
+fn next_grid(t: i64) -> i64 {
+    (t.div_euclid(GRID_MS) + 1) * GRID_MS
 }
 
-impl Counters {
-    /// ∫ `rate` from `reset_ms` to `t` (in per-second units × seconds), left Riemann sums on a
-    /// grid anchored at `reset_ms`, so the result depends only on `reset_ms` and `t`.
+/// The running integrals of every counter read so far, so that reading a counter again later
+/// only integrates the time since.
+#[derive(Debug, Default)]
+struct Integrals(HashMap<(u64, u32), Integral>);
+
+impl Integrals {
+    /// ∫ `rate` from `reset_ms` to `t` (in per-second units × seconds): left Riemann sums
+    /// over the restart instant and the grid instants (multiples of [`GRID_MS`]) after it, so
+    /// the result depends only on `reset_ms` and `t`, and every target of a cell asks for the
+    /// same instants.
     fn integrate(
         &mut self,
         key: (u64, u32),
@@ -206,29 +212,26 @@ impl Counters {
         n: usize,
         mut rate: impl FnMut(i64, &mut [f64]),
     ) -> Vec<f64> {
-        let state = self.integrals.entry(key).or_default();
-        if state.reset_ms != reset_ms
-            || state.acc.len() != n
-            || t < reset_ms + state.steps * GRID_MS
-        {
+        let state = self.0.entry(key).or_default();
+        if state.reset_ms != reset_ms || state.acc.len() != n || t < state.at_ms {
             *state = Integral {
                 reset_ms,
-                steps: 0,
+                at_ms: reset_ms,
                 acc: vec![0.0; n],
             };
         }
         let mut buf = vec![0.0; n];
-        let grid_seconds = GRID_MS as f64 / 1000.0;
-        while reset_ms + (state.steps + 1) * GRID_MS <= t {
-            rate(reset_ms + state.steps * GRID_MS, &mut buf);
+        while next_grid(state.at_ms) <= t {
+            let next = next_grid(state.at_ms);
+            rate(state.at_ms, &mut buf);
+            let seconds = (next - state.at_ms) as f64 / 1000.0;
             for (a, r) in state.acc.iter_mut().zip(&buf) {
-                *a += r * grid_seconds;
+                *a += r * seconds;
             }
-            state.steps += 1;
+            state.at_ms = next;
         }
-        let g = reset_ms + state.steps * GRID_MS;
-        rate(g, &mut buf);
-        let partial = (t - g).max(0) as f64 / 1000.0;
+        rate(state.at_ms, &mut buf);
+        let partial = (t - state.at_ms).max(0) as f64 / 1000.0;
         state
             .acc
             .iter()
@@ -236,14 +239,46 @@ impl Counters {
             .map(|(a, r)| a + r * partial)
             .collect()
     }
+}
 
+/// Cell states already computed, for one cell at a time: every meta node's counters integrate
+/// the same cell state at the same grid instants, and computing one sums all its clusters.
+#[derive(Debug, Default)]
+struct CellStates {
+    cell: Option<usize>,
+    states: HashMap<i64, CellState>,
+}
+
+/// Instants [`CellStates`] keeps before it starts over: 57 days of the 5-minute grid, more
+/// than the longest time between restarts, so a first read integrates each instant once.
+const CELL_STATES_KEPT: usize = 1 << 14;
+
+impl CellStates {
+    fn at(&mut self, index: usize, cell: &Cell, t: i64) -> CellState {
+        if self.cell != Some(index) || self.states.len() >= CELL_STATES_KEPT {
+            self.cell = Some(index);
+            self.states.clear();
+        }
+        *self.states.entry(t).or_insert_with(|| cell.state(t))
+    }
+}
+
+/// What rendering pages keeps between calls: the counters' running integrals and a cache of
+/// cell states.
+#[derive(Debug, Default)]
+pub struct Counters {
+    integrals: Integrals,
+    states: CellStates,
+}
+
+impl Counters {
     /// How many counter groups have state.
     pub fn len(&self) -> usize {
-        self.integrals.len()
+        self.integrals.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.integrals.is_empty()
+        self.integrals.0.is_empty()
     }
 }
 
@@ -292,19 +327,20 @@ pub fn render(fleet: &Fleet, target: Target, t: i64, counters: &mut Counters) ->
         key: target.key(fleet),
         t,
     };
+    let mut now = || counters.states.at(target.cell, cell, t);
     match target.job {
         Job::Node => node(&ctx, counters),
-        Job::AwsCni => aws_cni(&ctx),
-        Job::Cadvisor => cadvisor(&ctx, counters),
+        Job::AwsCni => aws_cni(&ctx, &now()),
+        Job::Cadvisor => cadvisor(&ctx, &mut counters.integrals),
         Job::KubeStateMetrics => kube_state_metrics(&ctx),
-        Job::Ipam => ipam(&ctx),
+        Job::Ipam => ipam(&ctx, &now()),
         Job::Hypershift => hypershift(cell, t),
         Job::Apiserver => meta_apiserver(&ctx, counters),
         Job::Etcd => {
-            let s = cell.state(t);
+            let s = now();
             etcd(s.etcd_db_bytes, s.etcd_garbage_bytes, META_ETCD_QUOTA_BYTES)
         }
-        Job::HostedApiserver => hosted_apiserver(&ctx, counters),
+        Job::HostedApiserver => hosted_apiserver(&ctx, &mut counters.integrals),
         Job::HostedEtcd => {
             let s = cell.clusters[target.index].state(t);
             let garbage = 0.1 * s.etcd_db_bytes * (t as f64 / (7 * DAY_MS) as f64).fract();
@@ -319,8 +355,9 @@ fn node(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
     let period = ((14.0 + 31.0 * unit(seed, &[ctx.key, 2])) * DAY_MS as f64) as i64;
     let reset = last_restart(seed, ctx.key, period, t);
     let skew = cell.node_skew[i] / cell.meta_nodes as f64;
-    let busy = counters.integrate((ctx.key, 0), reset, t, 1, |g, out| {
-        let used = cell.state(g).cpu_used_cores * skew * ctx.grid_noise(0, g);
+    let Counters { integrals, states } = counters;
+    let busy = integrals.integrate((ctx.key, 0), reset, t, 1, |g, out| {
+        let used = states.at(ctx.target.cell, cell, g).cpu_used_cores * skew * ctx.grid_noise(0, g);
         out[0] = (used / CORES_PER_NODE).clamp(0.0, 0.8);
     })[0];
     let mut cpu = Family::new(
@@ -343,7 +380,7 @@ fn node(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
             );
         }
     }
-    let s = cell.state(t);
+    let s = states.at(ctx.target.cell, cell, t);
     let used_bytes = s.memory_used_bytes * skew + 4.0 * (1u64 << 30) as f64;
     vec![
         Family::new(
@@ -370,17 +407,16 @@ fn node(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
     ]
 }
 
-fn aws_cni(ctx: &Ctx) -> Vec<Family> {
-    let s = ctx.cell.state(ctx.t);
+fn aws_cni(ctx: &Ctx, s: &CellState) -> Vec<Family> {
     let i = ctx.target.index;
-    let enis = ctx.cell.enis_on_node(&s, i);
+    let enis = ctx.cell.enis_on_node(s, i);
     vec![
         Family::new(
             "awscni_assigned_ip_addresses",
             Kind::Gauge,
             "The number of IP addresses assigned to pods",
         )
-        .with(vec![], ctx.cell.pods_on_node(&s, i)),
+        .with(vec![], ctx.cell.pods_on_node(s, i)),
         Family::new(
             "awscni_eni_allocated",
             Kind::Gauge,
@@ -426,7 +462,7 @@ fn pod_labels(cluster: &Cluster, p: usize) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn cadvisor(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
+fn cadvisor(ctx: &Ctx, integrals: &mut Integrals) -> Vec<Family> {
     let seed = ctx.fleet.seed;
     let mut cpu = Family::new(
         "container_cpu_usage_seconds_total",
@@ -446,7 +482,7 @@ fn cadvisor(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
             let pod_key = cluster.key ^ (p as u64 + 1);
             let reset = last_restart(seed, pod_key, 2 * cluster.restart_period_ms, ctx.t)
                 .max(cluster.onboard_ms);
-            let used = counters.integrate((pod_key, 0), reset, ctx.t, 1, |g, out| {
+            let used = integrals.integrate((pod_key, 0), reset, ctx.t, 1, |g, out| {
                 out[0] = cluster.state(g).cpu_used_cores * cpu_share * ctx.grid_noise(pod_key, g);
             })[0];
             cpu.push(pod_labels(cluster, p), used);
@@ -556,8 +592,7 @@ fn hypershift(cell: &Cell, t: i64) -> Vec<Family> {
     ]
 }
 
-fn ipam(ctx: &Ctx) -> Vec<Family> {
-    let s = ctx.cell.state(ctx.t);
+fn ipam(ctx: &Ctx, s: &CellState) -> Vec<Family> {
     let mut size = Family::new(
         "ipam_ippool_size",
         Kind::Gauge,
@@ -568,7 +603,7 @@ fn ipam(ctx: &Ctx) -> Vec<Family> {
         Kind::Gauge,
         "IPs currently allocated in IPAM to a workload or tunnel endpoint.",
     );
-    for (pool, used) in ctx.cell.ippools.iter().zip(ctx.cell.pool_allocations(&s)) {
+    for (pool, used) in ctx.cell.ippools.iter().zip(ctx.cell.pool_allocations(s)) {
         size.push(vec![("ippool", pool.name.clone())], pool.size);
         in_use.push(vec![("ippool", pool.name.clone())], used);
     }
@@ -643,7 +678,8 @@ fn meta_apiserver(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
     let cell = ctx.cell;
     let seed = ctx.fleet.seed;
     let period = ((7.0 + 14.0 * unit(seed, &[ctx.key, 2])) * DAY_MS as f64) as i64;
-    let s = cell.state(ctx.t);
+    let Counters { integrals, states } = counters;
+    let s = states.at(ctx.target.cell, cell, ctx.t);
     let now = ApiserverNow {
         reset_ms: last_restart(seed, ctx.key, period, ctx.t),
         inflight_read_only: s.inflight_read_only,
@@ -655,8 +691,8 @@ fn meta_apiserver(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
             20.0 + s.hosted_control_planes,
         ],
     };
-    apiserver(ctx, counters, &now, |g| {
-        let s = cell.state(g);
+    apiserver(ctx, integrals, &now, |g| {
+        let s = states.at(ctx.target.cell, cell, g);
         ApiserverLoad {
             requests_per_second: s.apiserver_requests_per_second,
             latency_median_seconds: 0.02 * (0.8 + 0.4 * s.load),
@@ -664,7 +700,7 @@ fn meta_apiserver(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
     })
 }
 
-fn hosted_apiserver(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
+fn hosted_apiserver(ctx: &Ctx, integrals: &mut Integrals) -> Vec<Family> {
     let cluster = &ctx.cell.clusters[ctx.target.index];
     let s = cluster.state(ctx.t);
     let reset = last_restart(
@@ -680,7 +716,7 @@ fn hosted_apiserver(ctx: &Ctx, counters: &mut Counters) -> Vec<Family> {
         inflight_mutating: (1.0 + 0.03 * s.apiserver_requests_per_second).round(),
         objects: [s.nodes, s.pods, s.services, s.namespaces],
     };
-    apiserver(ctx, counters, &now, |g| {
+    apiserver(ctx, integrals, &now, |g| {
         let s = cluster.state(g);
         ApiserverLoad {
             requests_per_second: s.apiserver_requests_per_second,
@@ -707,14 +743,14 @@ fn normal_cdf(x: f64) -> f64 {
 
 fn apiserver(
     ctx: &Ctx,
-    counters: &mut Counters,
+    integrals: &mut Integrals,
     now: &ApiserverNow,
-    load: impl Fn(i64) -> ApiserverLoad,
+    mut load: impl FnMut(i64) -> ApiserverLoad,
 ) -> Vec<Family> {
     // Integrals: all requests, then per latency verb its buckets and its latency sum.
     let per_verb = BUCKETS.len() + 1;
     let n = 1 + LATENCY_VERBS.len() * per_verb;
-    let totals = counters.integrate((ctx.key, 0), now.reset_ms, ctx.t, n, |g, out| {
+    let totals = integrals.integrate((ctx.key, 0), now.reset_ms, ctx.t, n, |g, out| {
         let l = load(g);
         let rps = l.requests_per_second * ctx.grid_noise(0, g);
         out[0] = rps;
