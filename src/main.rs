@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod planner;
+mod rules;
 mod sim;
 
 use std::io::IsTerminal;
@@ -65,6 +66,9 @@ enum Command {
     /// The capacity planner: when to split a cell, when to resize a cluster.
     #[command(subcommand)]
     Planner(planner::PlannerCommand),
+    /// Recording and alerting rule files in Prometheus's format.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
     /// The fleet simulator: exporters for simulated cells, history backfill, ground truth.
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -422,6 +426,7 @@ fn try_main() -> anyhow::Result<()> {
         }
         Command::Demo(args) => runtime.block_on(demo::run(args, shutdown_signal())),
         Command::Planner(cmd) => runtime.block_on(planner::run(cmd, shutdown_signal())),
+        Command::Rules(cmd) => rules::run(cmd),
         Command::Sim(cmd) => runtime.block_on(sim::run(cmd, shutdown_signal())),
         Command::Bench(cmd) => runtime.block_on(bench::run(cmd)),
         Command::Version => {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod head;
 pub mod index;
 pub mod promql;
+pub mod rules;
 pub mod server;
 pub mod wal;
 
