@@ -221,8 +221,11 @@ impl Integrals {
             };
         }
         let mut buf = vec![0.0; n];
-        while next_grid(state.at_ms) <= t {
+        loop {
             let next = next_grid(state.at_ms);
+            if next > t {
+                break;
+            }
             rate(state.at_ms, &mut buf);
             let seconds = (next - state.at_ms) as f64 / 1000.0;
             for (a, r) in state.acc.iter_mut().zip(&buf) {

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
+use strata_wire::duration::parse_duration_ms;
 
 use template::Template;
 
@@ -200,7 +201,7 @@ pub fn check(file: &str, text: &str) -> Checked {
             ));
         }
         if let Some(interval) = &group.interval
-            && let Err(e) = duration(interval)
+            && let Err(e) = parse_duration_ms(interval)
         {
             out.errors.push(error(Some(group), None, e));
         }
@@ -225,15 +226,6 @@ pub fn check(file: &str, text: &str) -> Checked {
     out
 }
 
-/// A Prometheus duration (`1h30m`, `0`), or what is wrong with it.
-pub fn duration(s: &str) -> Result<i64, String> {
-    if s == "0" {
-        return Ok(0);
-    }
-    strata_wire::duration::parse_duration_ms(s)
-        .map_err(|_| format!("not a valid duration string: {s:?}"))
-}
-
 /// What is wrong with one rule (rulefmt `RuleNode.Validate`).
 fn validate(rule: &Rule) -> Vec<String> {
     let mut out = Vec::new();
@@ -254,7 +246,7 @@ fn validate(rule: &Rule) -> Vec<String> {
     ];
     let mut set = Vec::new();
     for (field, value) in durations {
-        match value.as_deref().map(duration) {
+        match value.as_deref().map(parse_duration_ms) {
             Some(Err(e)) => out.push(e),
             Some(Ok(ms)) if ms != 0 => set.push(field),
             _ => {}

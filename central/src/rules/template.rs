@@ -171,14 +171,14 @@ impl Template {
         };
         let pieces = lex(source).map_err(|(line, m)| err(line, m))?;
         let mut parser = Parser {
-            pieces,
-            pos: 0,
+            pieces: pieces.into_iter(),
             scopes: vec![PREAMBLE_VARIABLES.iter().map(|v| v.to_string()).collect()],
         };
         let (nodes, end) = parser.list().map_err(|(line, m)| err(line, m))?;
         match end {
-            End::Eof => Ok(Template { nodes }),
-            End::Keyword(word, line) => Err(err(line, format!("unexpected {{{{{word}}}}}"))),
+            Stop::Eof => Ok(Template { nodes }),
+            Stop::End(line) => Err(err(line, "unexpected {{end}}".into())),
+            Stop::Else(_, line) => Err(err(line, "unexpected {{else}}".into())),
         }
     }
 }
@@ -431,15 +431,15 @@ fn number(text: &str) -> Option<f64> {
     Some(if negative { -value } else { value })
 }
 
-enum End {
+enum Stop {
     Eof,
-    /// `else` or `end`, with what follows `else` (`if ...`) left to the caller.
-    Keyword(&'static str, usize),
+    End(usize),
+    /// `{{else ...}}`: its tokens (`else if ...` is a nested branch) and line.
+    Else(Vec<Token>, usize),
 }
 
 struct Parser {
-    pieces: Vec<Piece>,
-    pos: usize,
+    pieces: std::vec::IntoIter<Piece>,
     scopes: Vec<Vec<String>>,
 }
 
@@ -447,11 +447,9 @@ type Failure = (usize, String);
 
 impl Parser {
     /// Nodes up to the end of input or an `{{else}}`/`{{end}}`.
-    fn list(&mut self) -> Result<(Vec<Node>, End), Failure> {
+    fn list(&mut self) -> Result<(Vec<Node>, Stop), Failure> {
         let mut nodes = Vec::new();
-        while self.pos < self.pieces.len() {
-            let piece = std::mem::replace(&mut self.pieces[self.pos], Piece::Text(String::new()));
-            self.pos += 1;
+        while let Some(piece) = self.pieces.next() {
             match piece {
                 Piece::Text(t) => nodes.push(Node::Text(t)),
                 Piece::Action(tokens, line) => match tokens.first() {
@@ -459,12 +457,10 @@ impl Parser {
                         if tokens.len() > 1 {
                             return Err((line, "unexpected tokens after end".into()));
                         }
-                        return Ok((nodes, End::Keyword("end", line)));
+                        return Ok((nodes, Stop::End(line)));
                     }
                     Some(Token::Ident(word)) if word == "else" => {
-                        self.pos -= 1;
-                        self.pieces[self.pos] = Piece::Action(tokens, line);
-                        return Ok((nodes, End::Keyword("else", line)));
+                        return Ok((nodes, Stop::Else(tokens, line)));
                     }
                     Some(Token::Ident(word))
                         if matches!(word.as_str(), "if" | "with" | "range") =>
@@ -499,7 +495,7 @@ impl Parser {
                 },
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Stop::Eof))
     }
 
     fn branch(&mut self, kind: BranchKind, tokens: &[Token], line: usize) -> Result<Node, Failure> {
@@ -516,17 +512,9 @@ impl Parser {
         let (body, end) = self.list()?;
         self.scopes.pop();
         let otherwise = match end {
-            End::Eof => return Err((line, format!("unexpected EOF in {name}"))),
-            End::Keyword("end", _) => Vec::new(),
-            End::Keyword(_, else_line) => {
-                let Some(Piece::Action(tokens, _)) = self
-                    .pieces
-                    .get_mut(self.pos)
-                    .map(|p| std::mem::replace(p, Piece::Text(String::new())))
-                else {
-                    return Err((else_line, "unexpected else".into()));
-                };
-                self.pos += 1;
+            Stop::Eof => return Err((line, format!("unexpected EOF in {name}"))),
+            Stop::End(_) => Vec::new(),
+            Stop::Else(tokens, else_line) => {
                 match tokens.get(1) {
                     // `{{else if ...}}` (and `else with`) is a nested branch that shares the end.
                     Some(Token::Ident(w))
@@ -541,11 +529,11 @@ impl Parser {
                         let (otherwise, end) = self.list()?;
                         self.scopes.pop();
                         match end {
-                            End::Keyword("end", _) => otherwise,
-                            End::Keyword(_, l) => {
+                            Stop::End(_) => otherwise,
+                            Stop::Else(_, l) => {
                                 return Err((l, "expected end; found {{else}}".into()));
                             }
-                            End::Eof => return Err((line, format!("unexpected EOF in {name}"))),
+                            Stop::Eof => return Err((line, format!("unexpected EOF in {name}"))),
                         }
                     }
                 }
@@ -598,7 +586,7 @@ impl Parser {
             }
         }
         let mut commands = Vec::new();
-        for part in split_top(rest, |t| matches!(t, Token::Pipe)) {
+        for part in split_pipes(rest) {
             if part.is_empty() {
                 return Err((line, "missing command".into()));
             }
@@ -699,8 +687,8 @@ impl Parser {
     }
 }
 
-/// `tokens` split at top-level (outside parentheses) separators.
-fn split_top(tokens: &[Token], is_separator: impl Fn(&Token) -> bool) -> Vec<&[Token]> {
+/// The commands of a pipeline: `tokens` split at the pipes outside parentheses.
+fn split_pipes(tokens: &[Token]) -> Vec<&[Token]> {
     let mut parts = Vec::new();
     let mut depth = 0;
     let mut start = 0;
@@ -708,7 +696,7 @@ fn split_top(tokens: &[Token], is_separator: impl Fn(&Token) -> bool) -> Vec<&[T
         match t {
             Token::LeftParen => depth += 1,
             Token::RightParen => depth -= 1,
-            t if depth == 0 && is_separator(t) => {
+            Token::Pipe if depth == 0 => {
                 parts.push(&tokens[start..i]);
                 start = i + 1;
             }
