@@ -206,10 +206,11 @@ async fn other_4xx_is_final_and_counted() {
 
 #[tokio::test]
 async fn connection_errors_are_retried_until_the_receiver_appears() {
-    // Reserve a port, release it, and start the receiver there only later.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // Hold a port bound but not listening (connections are refused, and no other test's
+    // receiver can take it), and listen on it only later.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
     let h = start_sender(sender_config(format!("http://{addr}/api/v1/write")));
     h.queue.append(&batch(5, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -223,7 +224,7 @@ async fn connection_errors_are_retried_until_the_receiver_appears() {
     let app = Router::new()
         .route("/api/v1/write", post(receive))
         .with_state(rx.clone());
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let listener = socket.listen(1024).unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     wait_until(|| h.queue.pending() == (0, 0)).await;
     assert_eq!(rx.lock().unwrap().series.len(), 5);
