@@ -26,6 +26,7 @@ use crate::head::SeriesData;
 use crate::index::Matcher;
 
 use eval::Evaluator;
+pub(crate) use functions::civil;
 
 /// Where a query reads series from: the central's [`crate::db::Db`], or test data.
 pub trait Storage: Send + Sync {

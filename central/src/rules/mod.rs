@@ -1,6 +1,9 @@
 //! Recording and alerting rules in Prometheus's rule-file format (rulefmt), checked as
 //! `promtool check rules` checks them.
 
+pub mod expand;
+mod gofmt;
+pub mod group;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -132,6 +135,8 @@ pub struct Duplicate {
 /// What checking one file found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Checked {
+    /// The file as read (whatever of it parsed).
+    pub parsed: RuleFile,
     pub rules: usize,
     pub errors: Vec<RuleError>,
     pub duplicates: Vec<Duplicate>,
@@ -223,6 +228,7 @@ pub fn check(file: &str, text: &str) -> Checked {
         .filter(|(_, n)| *n > 1)
         .map(|((name, labels), _)| Duplicate { name, labels })
         .collect();
+    out.parsed = parsed;
     out
 }
 

@@ -7,12 +7,16 @@
 //! defined. Parse errors are worded as Go's (`template: NAME:LINE: ...`), which is what
 //! `promtool check rules` prints.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
+    pub name: String,
     pub nodes: Vec<Node>,
+    /// Templates named by `{{ define }}` and `{{ block }}`.
+    pub defines: BTreeMap<String, Vec<Node>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +31,7 @@ pub enum Node {
         body: Vec<Node>,
         otherwise: Vec<Node>,
     },
-    /// `{{ template "name" pipeline }}`: rule templates define no others, so it fails when run.
+    /// `{{ template "name" pipeline }}` (and the call a `{{ block }}` makes).
     Call(String, Option<Pipeline>),
 }
 
@@ -61,11 +65,19 @@ pub enum Operand {
     Variable(String, Vec<String>),
     Function(String),
     Str(String),
-    Number(f64),
+    Number(Number),
     Bool(bool),
     Nil,
     /// `(pipeline).A.B`.
     Group(Box<Pipeline>, Vec<String>),
+}
+
+/// A number constant: Go gives `99` and `'a'` the type int and `1.5` or `1e3` float64, and
+/// the two do not compare with each other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
 }
 
 /// A template that does not parse, worded as Go's `text/template` words it.
@@ -143,7 +155,7 @@ enum Token {
     Variable(String),
     Ident(String),
     Str(String),
-    Number(f64),
+    Number(Number),
     Char(char),
     LeftParen,
     RightParen,
@@ -173,10 +185,16 @@ impl Template {
         let mut parser = Parser {
             pieces: pieces.into_iter(),
             scopes: vec![PREAMBLE_VARIABLES.iter().map(|v| v.to_string()).collect()],
+            depth: 0,
+            defines: BTreeMap::new(),
         };
         let (nodes, end) = parser.list().map_err(|(line, m)| err(line, m))?;
         match end {
-            Stop::Eof => Ok(Template { nodes }),
+            Stop::Eof => Ok(Template {
+                name: name.to_string(),
+                nodes,
+                defines: parser.defines,
+            }),
             Stop::End(line) => Err(err(line, "unexpected {{end}}".into())),
             Stop::Else(_, line) => Err(err(line, "unexpected {{else}}".into())),
         }
@@ -411,8 +429,27 @@ fn unescape(s: &str) -> Option<String> {
     Some(out)
 }
 
-/// A Go number literal (decimal, hex, octal, binary, float, with `_` separators).
-fn number(text: &str) -> Option<f64> {
+/// A Go number literal (decimal, hex, octal, binary, float, with `_` separators), typed as
+/// Go types a constant passed to a function of `interface{}` arguments: float when written
+/// with a point or a decimal exponent, else int.
+fn number(text: &str) -> Option<Number> {
+    let lower = text.to_ascii_lowercase();
+    let hex = lower.trim_start_matches(['-', '+']).starts_with("0x");
+    if !hex && lower.contains(['.', 'e']) {
+        return lower
+            .replace('_', "")
+            .parse::<f64>()
+            .ok()
+            .map(Number::Float);
+    }
+    let value = integer(text)?;
+    Some(match value as i64 {
+        i if i as f64 == value => Number::Int(i),
+        _ => Number::Float(value),
+    })
+}
+
+fn integer(text: &str) -> Option<f64> {
     let clean = text.replace('_', "");
     let (negative, digits) = match clean.strip_prefix('-') {
         Some(d) => (true, d.to_string()),
@@ -441,6 +478,9 @@ enum Stop {
 struct Parser {
     pieces: std::vec::IntoIter<Piece>,
     scopes: Vec<Vec<String>>,
+    /// How many branches and definitions the parser is inside (`define` is top-level only).
+    depth: usize,
+    defines: BTreeMap<String, Vec<Node>>,
 }
 
 type Failure = (usize, String);
@@ -482,9 +522,23 @@ impl Parser {
                         };
                         nodes.push(Node::Call(name.clone(), pipe));
                     }
-                    Some(Token::Ident(word))
-                        if matches!(word.as_str(), "define" | "block" | "break" | "continue") =>
-                    {
+                    Some(Token::Ident(word)) if word == "define" || word == "block" => {
+                        let Some(Token::Str(name)) = tokens.get(1) else {
+                            return Err((line, format!("unexpected token in {word} clause")));
+                        };
+                        if word == "define" && (self.depth > 0 || tokens.len() > 2) {
+                            return Err((line, "unexpected <define> in command".into()));
+                        }
+                        let pipe = match tokens.len() {
+                            2 => None,
+                            _ => Some(self.pipeline(&tokens[2..], line, false)?),
+                        };
+                        self.define(name, line)?;
+                        if word == "block" {
+                            nodes.push(Node::Call(name.clone(), pipe));
+                        }
+                    }
+                    Some(Token::Ident(word)) if word == "break" || word == "continue" => {
                         return Err((line, format!("{word} is not supported in rule templates")));
                     }
                     None => return Err((line, "missing value for command".into())),
@@ -498,6 +552,29 @@ impl Parser {
         Ok((nodes, Stop::Eof))
     }
 
+    /// The body of `{{ define "name" }}` or `{{ block "name" }}` up to its `{{ end }}`; it
+    /// sees only the variable `$`, as in Go.
+    fn define(&mut self, name: &str, line: usize) -> Result<(), Failure> {
+        let outer = std::mem::replace(&mut self.scopes, vec![vec!["$".to_string()]]);
+        self.depth += 1;
+        let (body, end) = self.list()?;
+        self.depth -= 1;
+        self.scopes = outer;
+        match end {
+            Stop::End(_) => {}
+            Stop::Else(_, l) => return Err((l, "unexpected {{else}}".into())),
+            Stop::Eof => return Err((line, "unexpected EOF".into())),
+        }
+        if self.defines.get(name).is_some_and(|b| !b.is_empty()) && !body.is_empty() {
+            return Err((
+                line,
+                format!("template: multiple definition of template {name:?}"),
+            ));
+        }
+        self.defines.insert(name.to_string(), body);
+        Ok(())
+    }
+
     fn branch(&mut self, kind: BranchKind, tokens: &[Token], line: usize) -> Result<Node, Failure> {
         let name = match kind {
             BranchKind::If => "if",
@@ -508,6 +585,7 @@ impl Parser {
             return Err((line, format!("missing value for {name}")));
         }
         self.scopes.push(Vec::new());
+        self.depth += 1;
         let pipe = self.pipeline(tokens, line, kind == BranchKind::Range)?;
         let (body, end) = self.list()?;
         self.scopes.pop();
@@ -539,6 +617,7 @@ impl Parser {
                 }
             }
         };
+        self.depth -= 1;
         Ok(Node::Branch {
             kind,
             pipe,
@@ -656,7 +735,7 @@ impl Parser {
                 w => Err((line, format!("function \"{w}\" not defined"))),
             },
             Token::Str(s) => Ok((Operand::Str(s.clone()), 1)),
-            Token::Char(c) => Ok((Operand::Number(f64::from(u32::from(*c))), 1)),
+            Token::Char(c) => Ok((Operand::Number(Number::Int(i64::from(u32::from(*c)))), 1)),
             Token::Number(n) => Ok((Operand::Number(*n), 1)),
             Token::LeftParen => {
                 let mut depth = 0;
