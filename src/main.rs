@@ -54,7 +54,7 @@ enum Command {
     /// The store of one availability zone: remote-write in, WAL, compressed head, Parquet
     /// blocks, remote-read, peer backfill.
     #[command(
-        after_help = "Example (two AZs on one machine):\n  strata central --listen 127.0.0.1:9301 --az az-a --data-dir ./strata-data/central-a \\\n    --peer-url http://127.0.0.1:9302\n  strata central --listen 127.0.0.1:9302 --az az-b --data-dir ./strata-data/central-b \\\n    --peer-url http://127.0.0.1:9301\n\nWriters use http://127.0.0.1:9301/api/v1/write; Prometheus can remote_read http://127.0.0.1:9301/api/v1/read.\n/api/v1/status/tsdb shows head statistics and the top series counts by metric name and label."
+        after_help = "Example (two AZs on one machine):\n  strata central --listen 127.0.0.1:9301 --az az-a --data-dir ./strata-data/central-a \\\n    --peer-url http://127.0.0.1:9302\n  strata central --listen 127.0.0.1:9302 --az az-b --data-dir ./strata-data/central-b \\\n    --peer-url http://127.0.0.1:9301\n\nWriters use http://127.0.0.1:9301/api/v1/write; Prometheus can remote_read http://127.0.0.1:9301/api/v1/read.\n/api/v1/status/tsdb shows head statistics and the top series counts by metric name and label.\n\nWith rules and an Alertmanager:\n  strata central --rule-file rules.yml --alertmanager-url http://127.0.0.1:9093 \\\n    --external-url http://central-a.example:9301 --external-label az=az-a\n\nRules are at /api/v1/rules and alerts at /api/v1/alerts; reload with SIGHUP or\n`curl -X POST http://127.0.0.1:9301/-/reload`; check files with `strata rules check rules.yml`."
     )]
     Central(CentralArgs),
     /// The whole pipeline on 127.0.0.1: a simulated fleet, an edge per cell, a cascade per
@@ -232,6 +232,42 @@ struct CentralArgs {
     /// --query.lookback-delta).
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     query_lookback_delta: std::time::Duration,
+    /// A rule file in Prometheus's format (repeat for several); reloaded on SIGHUP and
+    /// POST /-/reload. Check files first with `strata rules check`.
+    #[arg(long = "rule-file", value_name = "FILE")]
+    rule_files: Vec<PathBuf>,
+    /// Interval of rule groups that set none (Prometheus's global.evaluation_interval).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    evaluation_interval: std::time::Duration,
+    /// The URL users reach this central at, for alerts' generator links and $externalURL
+    /// (default: http://LISTEN).
+    #[arg(long)]
+    external_url: Option<String>,
+    /// NAME=VALUE added to alerts that lack the label, and $externalLabels (repeatable).
+    #[arg(long = "external-label", value_name = "NAME=VALUE")]
+    external_labels: Vec<String>,
+    /// An Alertmanager to send alerts to, e.g. http://127.0.0.1:9093 (repeat for several;
+    /// each gets every alert).
+    #[arg(long = "alertmanager-url", value_name = "URL")]
+    alertmanager_urls: Vec<String>,
+    /// Timeout of one request to an Alertmanager.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    alertmanager_timeout: std::time::Duration,
+    /// Most alerts waiting to be sent; the oldest are dropped beyond it.
+    #[arg(long, default_value_t = 10_000)]
+    alertmanager_queue_capacity: usize,
+    /// Least time between two sends of an unchanged alert (Prometheus's
+    /// --rules.alert.resend-delay).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    rules_resend_delay: std::time::Duration,
+    /// How long an outage may be for `for` state to be restored after it (Prometheus's
+    /// --rules.alert.for-outage-tolerance).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    rules_for_outage_tolerance: std::time::Duration,
+    /// Least `for` time left to an alert restored after a restart (Prometheus's
+    /// --rules.alert.for-grace-period).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    rules_for_grace_period: std::time::Duration,
     /// Check the configuration and flags, print a summary and exit (like `promtool check
     /// config`); nothing is started.
     #[arg(long)]
@@ -270,6 +306,17 @@ impl CentralArgs {
             ("query-timeout", d(self.query_timeout)),
             ("query-max-samples", self.query_max_samples.to_string()),
             ("query-lookback-delta", d(self.query_lookback_delta)),
+            (
+                "rule-file",
+                self.rule_files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("evaluation-interval", d(self.evaluation_interval)),
+            ("alertmanager-url", self.alertmanager_urls.join(",")),
+            ("rules-resend-delay", d(self.rules_resend_delay)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -290,6 +337,35 @@ impl CentralArgs {
                 })
             }
             None => None,
+        };
+        for url in &self.alertmanager_urls {
+            reqwest::Url::parse(url).with_context(|| {
+                format!("--alertmanager-url {url:?} is not a URL; use e.g. http://127.0.0.1:9093")
+            })?;
+        }
+        let mut external_labels = std::collections::BTreeMap::new();
+        for pair in &self.external_labels {
+            let (k, v) = pair.split_once('=').with_context(|| {
+                format!(
+                    "--external-label {pair:?} is not NAME=VALUE; use e.g. --external-label az=az-a"
+                )
+            })?;
+            external_labels.insert(k.to_string(), v.to_string());
+        }
+        if self.evaluation_interval.is_zero() {
+            anyhow::bail!("--evaluation-interval must be positive (default 1m)");
+        }
+        let ms = |d: std::time::Duration| d.as_millis() as i64;
+        let rules = strata_central::rules::manager::RulesConfig {
+            files: self.rule_files,
+            evaluation_interval_ms: ms(self.evaluation_interval),
+            external_url: self
+                .external_url
+                .unwrap_or_else(|| format!("http://{}", self.listen)),
+            external_labels,
+            resend_delay_ms: ms(self.rules_resend_delay),
+            outage_tolerance_ms: ms(self.rules_for_outage_tolerance),
+            grace_period_ms: ms(self.rules_for_grace_period),
         };
         Ok(CentralConfig {
             listen: self.listen,
@@ -313,6 +389,12 @@ impl CentralArgs {
                 ..Default::default()
             },
             flags,
+            rules,
+            notifier: strata_central::rules::notify::NotifierConfig {
+                alertmanagers: self.alertmanager_urls,
+                timeout: self.alertmanager_timeout,
+                queue_capacity: self.alertmanager_queue_capacity,
+            },
         })
     }
 }
@@ -410,12 +492,18 @@ fn try_main() -> anyhow::Result<()> {
             let check = args.check;
             let config = args.into_config()?;
             if check {
+                let groups =
+                    strata_central::rules::manager::load(&config.rules).map_err(|errors| {
+                        let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        anyhow::anyhow!("rule files have errors:\n  {}", reasons.join("\n  "))
+                    })?;
                 println!(
-                    "valid central flags: az {}, listen {}, data {}, retention {}",
+                    "valid central flags: az {}, listen {}, data {}, retention {}, {} rule groups",
                     config.az,
                     config.listen,
                     config.storage.data_dir.display(),
-                    humantime::format_duration(config.storage.retention)
+                    humantime::format_duration(config.storage.retention),
+                    groups.len()
                 );
                 return Ok(());
             }

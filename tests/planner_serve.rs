@@ -11,75 +11,12 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::routing::post;
 use serde_json::Value;
-use support::{Proc, free_port, get_text, spawn_ready, start_central};
+use support::{Proc, Recorder, free_port, get_text, spawn_ready, start_central};
 
 /// What the in-test webhook receiver got: (path, body).
-type Received = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// A webhook receiver that answers 503 to its first request on `/direct` (the planner must
-/// retry) and 200 to everything else.
-async fn start_receiver() -> (u16, Received) {
-    let received: Received = Arc::default();
-    let first_refused = Arc::new(Mutex::new(false));
-    let app = Router::new()
-        .route(
-            "/{*path}",
-            post(
-                |State((received, refused)): State<(Received, Arc<Mutex<bool>>)>,
-                 uri: Uri,
-                 body: axum::body::Bytes| async move {
-                    let path = uri.path().to_string();
-                    if path == "/direct" {
-                        let mut r = refused.lock().unwrap();
-                        if !*r {
-                            *r = true;
-                            return StatusCode::SERVICE_UNAVAILABLE;
-                        }
-                    }
-                    let json: Value = serde_json::from_slice(&body).unwrap();
-                    received.lock().unwrap().push((path, json));
-                    StatusCode::OK
-                },
-            ),
-        )
-        .with_state((received.clone(), first_refused));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (port, received)
-}
-
-fn start_alertmanager(dir: &Path, hook: &str) -> (Command, u16) {
-    let port = free_port();
-    let config = dir.join("alertmanager.yml");
-    // Group by every label, as the planner does: one alert per notification.
-    std::fs::write(
-        &config,
-        format!(
-            "route:\n  receiver: strata-planner\n  group_by: ['...']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: strata-planner\n    webhook_configs:\n      - url: {hook}\n        send_resolved: true\n"
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new(support::peer_binary(
-        "prometheus-alertmanager",
-        "prometheus-alertmanager",
-    ));
-    command
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.join("am-data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=");
-    (command, port)
-}
-
 async fn start_planner(
     dir: &Path,
     source: &str,
@@ -101,20 +38,10 @@ async fn start_planner(
     spawn_ready(dir, "strata planner", command, port, "/-/ready").await
 }
 
-fn from(received: &Received, path: &str) -> Vec<Value> {
-    received
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == path)
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
 /// Waits until `path` got at least `want` messages, for up to 60 s.
-async fn wait_for(received: &Received, path: &str, want: usize) -> Vec<Value> {
+async fn wait_for(received: &Recorder, path: &str, want: usize) -> Vec<Value> {
     for _ in 0..600 {
-        let got = from(received, path);
+        let got = received.posts(path);
         if got.len() >= want {
             return got;
         }
@@ -122,8 +49,8 @@ async fn wait_for(received: &Received, path: &str, want: usize) -> Vec<Value> {
     }
     panic!(
         "{path} got {} messages, want {want}: {:#?}",
-        from(received, path).len(),
-        from(received, path)
+        received.posts(path).len(),
+        received.posts(path)
     );
 }
 
@@ -174,18 +101,17 @@ async fn serves_reports_and_notifies_once_like_alertmanager() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (hook_port, received) = start_receiver().await;
-    let hook = |path: &str| format!("http://127.0.0.1:{hook_port}{path}");
-    let (command, am_port) = start_alertmanager(dir.path(), &hook("/from-alertmanager"));
-    let _alertmanager = spawn_ready(
+    let received = Recorder::start(Some("/direct")).await;
+    let hook = |path: &str| format!("{}{path}", received.url());
+    // Group by every label, as the planner does: one alert per notification.
+    let alertmanager = support::start_alertmanager(
         dir.path(),
-        "prometheus-alertmanager",
-        command,
-        am_port,
-        "/-/ready",
+        "['...']",
+        "strata-planner",
+        &hook("/from-alertmanager"),
     )
     .await;
-    let am = format!("http://127.0.0.1:{am_port}");
+    let am = alertmanager.base();
 
     // A low headroom line and a long lead time: every cell's split is due now.
     let config = dir.path().join("planner.yaml");
@@ -213,7 +139,7 @@ async fn serves_reports_and_notifies_once_like_alertmanager() {
     let direct = wait_for(&received, "/direct", due).await;
     let forwarded = wait_for(&received, "/from-alertmanager", due).await;
     tokio::time::sleep(Duration::from_secs(5)).await; // two more reports
-    assert_eq!(from(&received, "/direct").len(), due, "sent more than once");
+    assert_eq!(received.posts("/direct").len(), due, "sent more than once");
     let fingerprints: BTreeSet<String> = direct.iter().map(fingerprint).collect();
     assert_eq!(fingerprints.len(), due);
 
@@ -283,7 +209,7 @@ async fn serves_reports_and_notifies_once_like_alertmanager() {
         start_planner(dir.path(), &central.base(), &config, &hook("/direct"), &am).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        from(&received, "/direct").len(),
+        received.posts("/direct").len(),
         due,
         "sent again after a restart"
     );
@@ -294,8 +220,9 @@ async fn serves_reports_and_notifies_once_like_alertmanager() {
     planner.terminate();
     write_config(&config, 0.99, 1);
     let _planner = start_planner(dir.path(), &central.base(), &config, &hook("/direct"), &am).await;
-    let resolved_direct = |received: &Received, path: &str| {
-        from(received, path)
+    let resolved_direct = |received: &Recorder, path: &str| {
+        received
+            .posts(path)
             .into_iter()
             .filter(|m| m["status"] == "resolved")
             .collect::<Vec<_>>()

@@ -62,6 +62,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/config", get(status_config))
         .route("/api/v1/status/flags", get(status_flags))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(alerts))
 }
 
 type Params = Vec<(String, String)>;
@@ -536,6 +538,25 @@ async fn status_config(State(st): State<Arc<AppState>>) -> Response {
         .map(|(k, v)| format!("{k}: {v:?}\n"))
         .collect::<String>();
     axum::Json(Envelope::success(json!({ "yaml": yaml }))).into_response()
+}
+
+/// `GET /api/v1/rules[?type=alert|record]`: groups sorted by file and name, rules in file
+/// order (Prometheus's web/api/v1 `rules`).
+async fn rules(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let p = form(raw.as_deref(), b"")?;
+    let kind = param(&p, "type").map(str::to_ascii_lowercase);
+    if let Some(k) = kind.as_deref()
+        && k != "alert"
+        && k != "record"
+    {
+        return Err(bad_param("type", format!("not supported value {k:?}")));
+    }
+    Ok(axum::Json(Envelope::success(&st.rules.rules_json(kind.as_deref()))).into_response())
+}
+
+/// `GET /api/v1/alerts`: every pending and firing alert.
+async fn alerts(State(st): State<Arc<AppState>>) -> Response {
+    axum::Json(Envelope::success(&st.rules.alerts_json())).into_response()
 }
 
 async fn status_flags(State(st): State<Arc<AppState>>) -> Response {

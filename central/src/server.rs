@@ -38,6 +38,8 @@ use crate::db::{self, Db};
 use crate::head::AppendMode;
 use crate::index::{Matcher, parse_selector};
 use crate::promql;
+use crate::rules::manager::{Manager, RulesConfig};
+use crate::rules::notify::{Notifier, NotifierConfig};
 use crate::{Error, Result};
 
 /// Everything `strata central` is configured with.
@@ -57,6 +59,9 @@ pub struct CentralConfig {
     pub query: promql::Options,
     /// The command-line settings, by flag name, for `/api/v1/status/flags`.
     pub flags: BTreeMap<String, String>,
+    /// Recording and alerting rules, and where their alerts go.
+    pub rules: RulesConfig,
+    pub notifier: NotifierConfig,
 }
 
 /// Shared state of the handlers.
@@ -70,6 +75,8 @@ pub struct AppState {
     pub flags: BTreeMap<String, String>,
     pub metadata: api::MetadataStore,
     pub queries: api::QueryStats,
+    pub rules: Arc<Manager>,
+    pub notifier: Arc<Notifier>,
 }
 
 impl IntoResponse for Error {
@@ -109,6 +116,7 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         )
         .route("/metrics", get(metrics_page))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
         .route(
             "/-/healthy",
             get(|| async { "strata central is healthy.\n" }),
@@ -415,6 +423,21 @@ fn tsdb_status(db: &Db, az: &str, limit: usize) -> Value {
     })
 }
 
+/// Reads the rule files again (as SIGHUP does); 500 with the reasons when they are wrong,
+/// and the running rules stay.
+async fn reload(State(st): State<Arc<AppState>>) -> Response {
+    match st.rules.reload().await {
+        Ok(groups) => format!("rules reloaded: {groups} groups\n").into_response(),
+        Err(errors) => {
+            let mut text = String::from("rules not reloaded; the running rules stay:\n");
+            for e in errors {
+                let _ = writeln!(text, "  {e}");
+            }
+            (StatusCode::INTERNAL_SERVER_ERROR, text).into_response()
+        }
+    }
+}
+
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
     match st.db.write_failure() {
         Some(f) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {f}\n")).into_response(),
@@ -577,7 +600,76 @@ fn render_metrics(st: &AppState) -> String {
         metric(&mut out, name, "gauge", help, az, v);
     }
     st.queries.render(&mut out, az);
+    render_rule_metrics(&mut out, st);
     out
+}
+
+fn render_rule_metrics(out: &mut String, st: &AppState) {
+    let (az, r, n) = (st.az.as_str(), &st.rules.metrics, &st.notifier.metrics);
+    let (groups, rules) = st.rules.counts();
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    let counters = [
+        (
+            "strata_rule_evaluations_total",
+            "Rule evaluations.",
+            load(&r.evaluations),
+        ),
+        (
+            "strata_rule_evaluation_failures_total",
+            "Rule evaluations that failed (query, limit, duplicate series or store write).",
+            load(&r.evaluation_failures),
+        ),
+        (
+            "strata_rule_group_iterations_missed_total",
+            "Group evaluations skipped because the previous one ran past its slot.",
+            load(&r.missed_iterations),
+        ),
+        (
+            "strata_rule_template_expansion_failures_total",
+            "Label and annotation templates that failed to expand.",
+            load(&r.template_failures),
+        ),
+        (
+            "strata_notifications_sent_total",
+            "Alerts sent in batches an Alertmanager accepted.",
+            load(&n.sent),
+        ),
+        (
+            "strata_notifications_errors_total",
+            "Requests to an Alertmanager that failed.",
+            load(&n.errors),
+        ),
+        (
+            "strata_notifications_dropped_total",
+            "Alerts dropped: queue full, or no Alertmanager accepted their batch.",
+            load(&n.dropped),
+        ),
+    ];
+    for (name, help, v) in counters {
+        metric(out, name, "counter", help, az, v);
+    }
+    let gauges = [
+        ("strata_rule_groups", "Rule groups loaded.", groups as i64),
+        ("strata_rules", "Rules loaded.", rules as i64),
+        (
+            "strata_rules_config_last_reload_successful",
+            "1 when the last load of the rule files succeeded.",
+            i64::from(r.reload_ok.load(Ordering::Relaxed)),
+        ),
+        (
+            "strata_rules_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last load of the rule files.",
+            r.last_reload_s.load(Ordering::Relaxed),
+        ),
+        (
+            "strata_notifications_queue_length",
+            "Alerts waiting to be sent.",
+            st.notifier.queue_length() as i64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        metric(out, name, "gauge", help, az, v);
+    }
 }
 
 /// Opens the store, serves until `shutdown` resolves, then stops accepting and closes the WAL.
@@ -585,6 +677,14 @@ pub async fn run(
     config: CentralConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Rule files are checked before anything starts, so a wrong file stops nothing running.
+    let groups = crate::rules::manager::load(&config.rules).map_err(|errors| {
+        let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        Error::Config(format!(
+            "rule files have errors (check them with `strata rules check`):\n  {}",
+            reasons.join("\n  ")
+        ))
+    })?;
     let storage = config.storage.clone();
     let db = Arc::new(
         tokio::task::spawn_blocking(move || Db::open(storage))
@@ -605,6 +705,22 @@ pub async fn run(
         source,
     })?;
     tracing::info!(listen = %local, az = %config.az, data = %config.storage.data_dir.display(), "strata central started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let notifier = Notifier::new(config.notifier.clone()).map_err(Error::Config)?;
+    let notifier_task = tokio::spawn(notifier.clone().run(stop_rx.clone()));
+    let rules = Manager::start(
+        config.rules.clone(),
+        groups,
+        db.clone(),
+        config.query.clone(),
+        notifier.clone(),
+        stop_rx.clone(),
+    )
+    .await;
+    let (groups, rule_count) = rules.counts();
+    if groups > 0 {
+        tracing::info!(groups, rules = rule_count, "rules loaded");
+    }
     let state = Arc::new(AppState {
         db: db.clone(),
         az: config.az.clone(),
@@ -614,8 +730,9 @@ pub async fn run(
         flags: config.flags.clone(),
         metadata: api::MetadataStore::default(),
         queries: api::QueryStats::default(),
+        rules: rules.clone(),
+        notifier,
     });
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = {
         let db = db.clone();
         let mut stop = stop_rx.clone();
@@ -643,9 +760,21 @@ pub async fn run(
             let _ = server_stop.wait_for(|&s| s).await;
         });
     let server = tokio::spawn(async move { server.await });
-    shutdown.await;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| Error::Config(format!("cannot handle SIGHUP: {e}")))?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hangup.recv() => {
+                let _ = rules.reload().await;
+            }
+        }
+    }
     tracing::info!("strata central stopping");
     let _ = stop_tx.send(true);
+    rules.stop().await;
+    let _ = notifier_task.await;
     db.stop_maintenance();
     let _ = server.await;
     let _ = maintenance.await;

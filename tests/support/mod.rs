@@ -333,3 +333,83 @@ pub async fn post_write(url: &str, token: Option<&str>, body: Vec<u8>) -> (u16, 
     let status = resp.status().as_u16();
     (status, resp.text().await.unwrap())
 }
+
+/// Starts Debian's Alertmanager (clustering off) with one webhook receiver named `receiver`
+/// at `hook`, grouping by `group_by` (a YAML list, e.g. `[alertname]` or `['...']`) with 1 s
+/// waits.
+pub async fn start_alertmanager(dir: &Path, group_by: &str, receiver: &str, hook: &str) -> Proc {
+    let port = free_port();
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: {receiver}\n  group_by: {group_by}\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: {receiver}\n    webhook_configs:\n      - url: {hook}\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(peer_binary(
+        "prometheus-alertmanager",
+        "prometheus-alertmanager",
+    ));
+    command
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=");
+    spawn_ready(dir, "alertmanager", command, port, "/-/ready").await
+}
+
+/// An HTTP server that keeps every JSON body POSTed to it, by path (a webhook receiver, or
+/// an Alertmanager API stand-in); the first POST to `refuse_first` gets a 503.
+#[derive(Clone)]
+pub struct Recorder {
+    pub port: u16,
+    posts: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Recorder {
+    pub async fn start(refuse_first: Option<&str>) -> Recorder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let recorder = Recorder {
+            port: listener.local_addr().unwrap().port(),
+            posts: std::sync::Arc::default(),
+            refused: std::sync::Arc::new(std::sync::Mutex::new(refuse_first.map(String::from))),
+        };
+        let app = axum::Router::new()
+            .fallback(
+                |axum::extract::State(r): axum::extract::State<Recorder>,
+                 uri: axum::http::Uri,
+                 body: axum::body::Bytes| async move {
+                    let path = uri.path().to_string();
+                    let mut refuse = r.refused.lock().unwrap();
+                    if refuse.as_deref() == Some(path.as_str()) {
+                        *refuse = None;
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    drop(refuse);
+                    let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    r.posts.lock().unwrap().push((path, value));
+                    axum::http::StatusCode::OK
+                },
+            )
+            .with_state(recorder.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        recorder
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The bodies POSTed to `path`, in order.
+    pub fn posts(&self, path: &str) -> Vec<serde_json::Value> {
+        self.posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}

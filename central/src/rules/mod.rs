@@ -4,6 +4,8 @@
 pub mod expand;
 mod gofmt;
 pub mod group;
+pub mod manager;
+pub mod notify;
 pub mod template;
 
 use std::collections::BTreeMap;
