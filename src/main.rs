@@ -260,6 +260,10 @@ struct CentralArgs {
     /// --rules.alert.resend-delay).
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     rules_resend_delay: std::time::Duration,
+    /// How long a resolved alert keeps being re-sent as resolved (fixed at 15m in
+    /// Prometheus).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    rules_resolved_retention: std::time::Duration,
     /// How long an outage may be for `for` state to be restored after it (Prometheus's
     /// --rules.alert.for-outage-tolerance).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
@@ -364,6 +368,7 @@ impl CentralArgs {
                 .unwrap_or_else(|| format!("http://{}", self.listen)),
             external_labels,
             resend_delay_ms: ms(self.rules_resend_delay),
+            resolved_retention_ms: ms(self.rules_resolved_retention),
             outage_tolerance_ms: ms(self.rules_for_outage_tolerance),
             grace_period_ms: ms(self.rules_for_grace_period),
         };

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use strata_wire::clock::now_ms;
 use strata_wire::{Label, Sample, TimeSeries, WriteRequest};
-use support::{Recorder, free_port, get_json, start_alertmanager, start_central};
+use support::{get_json, start_alerting};
 
 /// Writes `load{job="api",instance="a"}` every 200 ms with the value in `value` (f64 bits).
 fn start_writer(port: u16, value: Arc<AtomicU64>) {
     tokio::spawn(async move {
-        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/api/v1/write");
         loop {
             let body = WriteRequest {
                 timeseries: vec![TimeSeries {
@@ -39,14 +39,7 @@ fn start_writer(port: u16, value: Arc<AtomicU64>) {
             }
             .encode_snappy()
             .unwrap();
-            let _ = client
-                .post(format!("http://127.0.0.1:{port}/api/v1/write"))
-                .header("Content-Encoding", "snappy")
-                .header("Content-Type", "application/x-protobuf")
-                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                .body(body)
-                .send()
-                .await;
+            support::post_write(&url, None, body).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -91,30 +84,10 @@ const RULES: &str = "groups:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_record_and_alert_through_a_real_alertmanager_and_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let hook = Recorder::start(None).await;
-    let recorder = Recorder::start(None).await;
-    let am = start_alertmanager(
-        dir.path(),
+    let setup = start_alerting(
+        RULES,
         "[alertname]",
-        "hook",
-        &format!("{}/hook", hook.url()),
-    )
-    .await;
-    let rules = dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
-    let port = free_port();
-    let central = start_central(
-        dir.path(),
-        "central",
-        port,
         &[
-            "--rule-file",
-            rules.to_str().unwrap(),
-            "--alertmanager-url",
-            &am.base(),
-            "--alertmanager-url",
-            &recorder.url(),
             "--rules-resend-delay",
             "2s",
             "--external-url",
@@ -126,6 +99,10 @@ async fn rules_record_and_alert_through_a_real_alertmanager_and_reload() {
         ],
     )
     .await;
+    let (central, recorder, hook, am) =
+        (&setup.central, &setup.api, &setup.hook, &setup.alertmanager);
+    let rules = &setup.rules;
+    let port = central.port;
     let base = central.base();
     let value = Arc::new(AtomicU64::new(5f64.to_bits()));
     start_writer(port, value.clone());
@@ -238,7 +215,7 @@ async fn rules_record_and_alert_through_a_real_alertmanager_and_reload() {
     assert!(resolved.is_some(), "no resolved alert was sent");
 
     // A broken file is refused and the running rules stay.
-    std::fs::write(&rules, RULES.replace("load > 10", "load >")).unwrap();
+    std::fs::write(rules, RULES.replace("load > 10", "load >")).unwrap();
     let r = reqwest::Client::new()
         .post(format!("{base}/-/reload"))
         .send()
@@ -258,7 +235,7 @@ async fn rules_record_and_alert_through_a_real_alertmanager_and_reload() {
 
     // SIGHUP loads a fixed file with one more rule.
     let more = format!("{RULES}  - record: load:doubled\n    expr: load * 2\n");
-    std::fs::write(&rules, more).unwrap();
+    std::fs::write(rules, more).unwrap();
     let status = Command::new("kill")
         .args(["-HUP", &central.child.id().to_string()])
         .status()

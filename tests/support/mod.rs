@@ -359,12 +359,13 @@ pub async fn start_alertmanager(dir: &Path, group_by: &str, receiver: &str, hook
     spawn_ready(dir, "alertmanager", command, port, "/-/ready").await
 }
 
-/// An HTTP server that keeps every JSON body POSTed to it, by path (a webhook receiver, or
-/// an Alertmanager API stand-in); the first POST to `refuse_first` gets a 503.
+/// An HTTP server that keeps every JSON body POSTed to it, by path, with when it came (Unix
+/// seconds): a webhook receiver, or an Alertmanager API stand-in. The first POST to
+/// `refuse_first` gets a 503.
 #[derive(Clone)]
 pub struct Recorder {
     pub port: u16,
-    posts: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    posts: std::sync::Arc<std::sync::Mutex<Vec<(String, f64, serde_json::Value)>>>,
     refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -389,7 +390,11 @@ impl Recorder {
                     }
                     drop(refuse);
                     let value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                    r.posts.lock().unwrap().push((path, value));
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs_f64();
+                    r.posts.lock().unwrap().push((path, at, value));
                     axum::http::StatusCode::OK
                 },
             )
@@ -404,12 +409,63 @@ impl Recorder {
 
     /// The bodies POSTed to `path`, in order.
     pub fn posts(&self, path: &str) -> Vec<serde_json::Value> {
+        self.timed_posts(path).into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The bodies POSTed to `path` with when each came, in order.
+    pub fn timed_posts(&self, path: &str) -> Vec<(f64, serde_json::Value)> {
         self.posts
             .lock()
             .unwrap()
             .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, v)| v.clone())
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, t, v)| (*t, v.clone()))
             .collect()
+    }
+}
+
+/// A central running `rules` (written to `dir/rules.yml`), sending its alerts to `api` (an
+/// Alertmanager API recorder) and to a real Alertmanager that notifies `hook` at `/hook`,
+/// grouping by `group_by`.
+pub struct Alerting {
+    pub dir: tempfile::TempDir,
+    pub rules: std::path::PathBuf,
+    pub api: Recorder,
+    pub hook: Recorder,
+    pub alertmanager: Proc,
+    pub central: Proc,
+}
+
+pub async fn start_alerting(rules: &str, group_by: &str, extra: &[&str]) -> Alerting {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Recorder::start(None).await;
+    let hook = Recorder::start(None).await;
+    let alertmanager = start_alertmanager(
+        dir.path(),
+        group_by,
+        "hook",
+        &format!("{}/hook", hook.url()),
+    )
+    .await;
+    let path = dir.path().join("rules.yml");
+    std::fs::write(&path, rules).unwrap();
+    let mut args = vec![
+        "--rule-file".to_string(),
+        path.display().to_string(),
+        "--alertmanager-url".to_string(),
+        api.url(),
+        "--alertmanager-url".to_string(),
+        alertmanager.base(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let central = start_central(dir.path(), "central", free_port(), &args).await;
+    Alerting {
+        dir,
+        rules: path,
+        api,
+        hook,
+        alertmanager,
+        central,
     }
 }

@@ -206,6 +206,9 @@ pub fn sprint(args: &[Arg]) -> String {
     out
 }
 
+/// Largest width or precision (fmt's `tooLarge`).
+const MAX_WIDTH: usize = 1_000_000;
+
 #[derive(Default)]
 struct Spec {
     minus: bool,
@@ -273,17 +276,25 @@ pub fn sprintf(format: &str, args: &[Arg]) -> String {
             chars.next();
         }
         let number = |chars: &mut std::iter::Peekable<std::str::Chars>| {
-            let mut n = None;
+            let mut n: Option<usize> = None;
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                n = Some(n.unwrap_or(0) * 10 + d as usize);
+                n = Some(n.unwrap_or(0).saturating_mul(10).saturating_add(d as usize));
                 chars.next();
             }
             n
         };
         spec.width = number(&mut chars);
+        if spec.width.is_some_and(|w| w > MAX_WIDTH) {
+            out.push_str("%!(BADWIDTH)");
+            spec.width = None;
+        }
         if chars.peek() == Some(&'.') {
             chars.next();
             spec.prec = Some(number(&mut chars).unwrap_or(0));
+            if spec.prec.is_some_and(|p| p > MAX_WIDTH) {
+                out.push_str("%!(BADPREC)");
+                spec.prec = None;
+            }
         }
         let Some(verb) = chars.next() else {
             out.push_str("%!(NOVERB)");
@@ -465,6 +476,9 @@ mod tests {
             sprint(&[Arg::Int(1), Arg::Int(2), Arg::Str("x"), Arg::Float(3.0)]),
             "1 2x3"
         );
+        // Widths past fmt's limit are refused, not allocated.
+        assert_eq!(f("%99999999999999999999d", &[Arg::Int(1)]), "%!(BADWIDTH)1");
+        assert_eq!(f("%.2000000f", &[Arg::Float(1.0)]), "%!(BADPREC)1.000000");
     }
 
     #[test]

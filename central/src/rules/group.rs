@@ -16,7 +16,8 @@ use super::RuleGroup;
 use super::expand::{self, Context, Data, Sample};
 use super::template::Template;
 
-/// How long a resolved alert is kept, and re-sent as resolved (rules/alerting.go).
+/// How long a resolved alert is kept, and re-sent as resolved: 15 minutes in Prometheus
+/// (rules/alerting.go `resolvedRetention`).
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 
 /// A group ready to run.
@@ -214,7 +215,7 @@ pub struct RuleState {
     pub evaluation_seconds: f64,
     /// Series written at the last successful evaluation, to mark stale when they vanish.
     pub series: BTreeSet<KV>,
-    /// Alerts by labels: pending, firing, and resolved ones for [`RESOLVED_RETENTION_MS`].
+    /// Alerts by labels: pending, firing, and resolved ones for the resolved retention.
     pub active: BTreeMap<KV, Alert>,
     /// Whether the `for` state was restored (until then no `ALERTS` series are written).
     pub restored: bool,
@@ -260,6 +261,8 @@ pub struct Env<'a> {
     pub limit: usize,
     pub interval_ms: i64,
     pub resend_delay_ms: i64,
+    /// How long resolved alerts are kept and re-sent ([`RESOLVED_RETENTION_MS`]).
+    pub resolved_retention_ms: i64,
 }
 
 impl std::fmt::Debug for Env<'_> {
@@ -459,7 +462,7 @@ impl Alerting<'_> {
                 if alert.state == AlertState::Pending
                     || alert
                         .resolved_at
-                        .is_some_and(|r| ts - r > RESOLVED_RETENTION_MS)
+                        .is_some_and(|r| ts - r > env.resolved_retention_ms)
                 {
                     deleted.push(labels.clone());
                 }
@@ -556,6 +559,7 @@ mod tests {
                 limit: 0,
                 interval_ms: group.interval_ms,
                 resend_delay_ms: 60_000,
+                resolved_retention_ms: RESOLVED_RETENTION_MS,
             };
             let o = group.rules[0].eval(&mut state, &env).unwrap();
             out.push((t, state.clone(), o));

@@ -37,6 +37,8 @@ pub struct RulesConfig {
     pub external_labels: KV,
     /// Least time between two sends of an unchanged alert (`--rules.alert.resend-delay`, 1m).
     pub resend_delay_ms: i64,
+    /// How long resolved alerts are kept and re-sent (15m, fixed in Prometheus).
+    pub resolved_retention_ms: i64,
     /// How far back restored `for` state may be (`--rules.alert.for-outage-tolerance`, 1h).
     pub outage_tolerance_ms: i64,
     /// Least `for` time left to a restored alert (`--rules.alert.for-grace-period`, 10m).
@@ -51,6 +53,7 @@ impl Default for RulesConfig {
             external_url: String::new(),
             external_labels: KV::new(),
             resend_delay_ms: 60_000,
+            resolved_retention_ms: super::group::RESOLVED_RETENTION_MS,
             outage_tolerance_ms: 3_600_000,
             grace_period_ms: 600_000,
         }
@@ -113,7 +116,8 @@ impl GroupRun {
 
     /// Stops the group's task and waits for it, so its state is final.
     async fn halt(&self) {
-        let _ = self.stop.send(true);
+        // Stored even before the task subscribes, so the stop cannot be lost.
+        self.stop.send_replace(true);
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -146,6 +150,8 @@ pub struct Manager {
     started: AtomicBool,
     /// Set when the central stops: removed groups' stale markers are then not written.
     closing: watch::Receiver<bool>,
+    /// Set by [`Manager::stop`]; a reload after it starts nothing.
+    stopped: AtomicBool,
     pub metrics: RuleMetrics,
 }
 
@@ -174,6 +180,7 @@ impl Manager {
             reloading: tokio::sync::Mutex::new(()),
             started: AtomicBool::new(false),
             closing,
+            stopped: AtomicBool::new(false),
             metrics: RuleMetrics::default(),
         });
         manager.update(groups).await;
@@ -215,8 +222,16 @@ impl Manager {
     /// of its removed rules are marked stale; a removed group's series are marked stale two
     /// intervals after it stops.
     async fn update(self: &Arc<Self>, specs: Vec<GroupSpec>) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
         let restore = !self.started.load(Ordering::Relaxed);
-        let mut old = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        // The running groups stay listed until the new set replaces them.
+        let mut old = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut new = BTreeMap::new();
         for spec in specs {
             let key = spec.key();
@@ -322,6 +337,7 @@ impl Manager {
                         limit: run.spec.limit,
                         interval_ms: run.spec.interval_ms,
                         resend_delay_ms: config.resend_delay_ms,
+                        resolved_retention_ms: config.resolved_retention_ms,
                     };
                     let result = run.spec.rules[i].eval(&mut state, &env);
                     (result, state)
@@ -356,10 +372,32 @@ impl Manager {
                             .map(|s| (s.clone(), strata_wire::stale::stale_nan())),
                     );
                     match self.write(&samples, ts).await {
-                        Ok(()) => {
-                            state.series = written;
-                            state.health = Health::Ok;
-                            state.last_error = None;
+                        Ok(refused) => {
+                            // Tracked: the series the store took (rules/manager.go keeps
+                            // the appended ones); refused stale markers do not count.
+                            let refused_output: Vec<&String> = written
+                                .iter()
+                                .map(render)
+                                .filter(|r| refused.contains_key(r))
+                                .map(|r| &refused[&r])
+                                .collect();
+                            match refused_output.first() {
+                                Some(reason) => {
+                                    state.health = Health::Err;
+                                    state.last_error = Some((*reason).clone());
+                                    self.metrics
+                                        .evaluation_failures
+                                        .fetch_add(1, Ordering::Relaxed);
+                                }
+                                None => {
+                                    state.health = Health::Ok;
+                                    state.last_error = None;
+                                }
+                            }
+                            state.series = written
+                                .into_iter()
+                                .filter(|l| !refused.contains_key(&render(l)))
+                                .collect();
                         }
                         Err(e) => {
                             state.health = Health::Err;
@@ -389,6 +427,7 @@ impl Manager {
                 .iter()
                 .map(|s| (s.clone(), strata_wire::stale::stale_nan()))
                 .collect();
+            // Refused markers (out of order, duplicate) are let go, as Prometheus does.
             if self.write(&samples, ts).await.is_err() {
                 run.state().stale = stale;
             }
@@ -398,10 +437,15 @@ impl Manager {
         state.evaluation_seconds = started.elapsed().as_secs_f64();
     }
 
-    /// Writes samples at `ts` into the store.
-    async fn write(&self, samples: &[(KV, f64)], ts: i64) -> Result<(), String> {
+    /// Writes samples at `ts` into the store; the series it refused (rendered) with why, or
+    /// why nothing could be written.
+    async fn write(
+        &self,
+        samples: &[(KV, f64)],
+        ts: i64,
+    ) -> Result<BTreeMap<String, String>, String> {
         if samples.is_empty() {
-            return Ok(());
+            return Ok(BTreeMap::new());
         }
         let labels: Vec<Vec<Label>> = samples
             .iter()
@@ -434,10 +478,11 @@ impl Manager {
             .write(series, AppendMode::Live)
             .await
             .map_err(|e| e.to_string())?;
-        match outcome.refusal_message() {
-            Some(m) => Err(m),
-            None => Ok(()),
-        }
+        Ok(outcome
+            .refused
+            .into_iter()
+            .map(|(series, why)| (series, why.to_string()))
+            .collect())
     }
 
     /// Restores the `for` state of a group's alerts from `ALERTS_FOR_STATE`
@@ -524,6 +569,8 @@ impl Manager {
 
     /// Stops every group (at shutdown); no stale markers are written.
     pub async fn stop(&self) {
+        let _guard = self.reloading.lock().await;
+        self.stopped.store(true, Ordering::Relaxed);
         let groups = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
         for run in groups.values() {
             run.halt().await;
@@ -601,8 +648,9 @@ impl Manager {
 }
 
 /// A changed group with the state of the old one's rules carried over, matched by name and
-/// labels, duplicates in order (`Group.CopyState`); series of rules that are gone are marked
-/// stale at the first evaluation.
+/// labels, duplicates in order (`Group.CopyState`): the series written last (to mark stale
+/// when they vanish) and, from alerting rule to alerting rule, the alerts; series of rules
+/// that are gone are marked stale at the first evaluation.
 fn carry_over(spec: GroupSpec, old_spec: &GroupSpec, old: &GroupState) -> Arc<GroupRun> {
     let mut by_rule: BTreeMap<(&str, &KV), Vec<usize>> = BTreeMap::new();
     for (i, r) in old_spec.rules.iter().enumerate().rev() {
@@ -616,7 +664,13 @@ fn carry_over(spec: GroupSpec, old_spec: &GroupSpec, old: &GroupState) -> Arc<Gr
             |r| match by_rule.get_mut(&(&r.name, &r.labels)).and_then(Vec::pop) {
                 Some(i) if i < old.rules.len() => {
                     used.insert(i);
-                    old.rules[i].clone()
+                    let mut state = RuleState::new(true);
+                    state.series = old.rules[i].series.clone();
+                    let alerting = |k: &RuleKind| matches!(k, RuleKind::Alerting { .. });
+                    if alerting(&r.kind) && alerting(&old_spec.rules[i].kind) {
+                        state.active = old.rules[i].active.clone();
+                    }
+                    state
                 }
                 _ => RuleState::new(true),
             },
@@ -642,6 +696,15 @@ fn carry_over(spec: GroupSpec, old_spec: &GroupSpec, old: &GroupState) -> Arc<Gr
         stop,
         task: Mutex::new(None),
     })
+}
+
+/// Labels as the store names a series in its refusals.
+fn render(labels: &KV) -> String {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(k.clone(), v.clone()))
+        .collect();
+    strata_wire::labels::render(&labels)
 }
 
 /// An instant query's result as labels and values (rules/manager.go `EngineQueryFunc`): a

@@ -20,6 +20,9 @@ use super::manager::RulesConfig;
 /// Alerts per request (Prometheus 2.42's `maxBatchSize`).
 pub const BATCH: usize = 64;
 
+/// How long a stopping central keeps sending what is queued.
+pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+
 /// Where alerts go.
 #[derive(Debug, Clone)]
 pub struct NotifierConfig {
@@ -126,7 +129,7 @@ impl Notifier {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Sends queued alerts until `stop`; what is queued then is sent before returning.
+    /// Sends queued alerts until `stop`; what is queued then gets [`DRAIN_TIME`] to go.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             while let Some(batch) = self.next_batch() {
@@ -137,8 +140,14 @@ impl Notifier {
                 _ = stop.wait_for(|&s| s) => break,
             }
         }
-        while let Some(batch) = self.next_batch() {
-            self.send_batch(batch).await;
+        let drain = async {
+            while let Some(batch) = self.next_batch() {
+                self.send_batch(batch).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIME, drain).await.is_err() {
+            let left = self.queue_length();
+            tracing::warn!(left, "alerts not sent before stopping");
         }
     }
 
