@@ -341,6 +341,21 @@ impl RuleSpec {
     }
 }
 
+impl RuleSpec {
+    /// `ALERTS` (with `alertstate`) or `ALERTS_FOR_STATE` of an alert: the rule's labels as
+    /// written, overlaid by the alert's (rules/alerting.go `sample`, `forStateSample`).
+    pub fn alert_series(&self, alert: &Alert, name: &str) -> KV {
+        let mut labels = self.labels.clone();
+        labels.extend(alert.labels.clone());
+        labels.insert("__name__".into(), name.into());
+        labels.insert("alertname".into(), self.name.clone());
+        if name == "ALERTS" {
+            labels.insert("alertstate".into(), alert.state.as_str().into());
+        }
+        labels
+    }
+}
+
 /// Sets `extra` on `labels`; an empty value removes the label (Prometheus's labels.Builder).
 fn set_labels(labels: &mut KV, extra: &KV) {
     for (k, v) in extra {
@@ -482,9 +497,10 @@ impl Alerting<'_> {
                 alert.fired_at = Some(ts);
             }
             if state.restored {
-                out.samples.push((self.series(alert, "ALERTS"), 1.0));
+                out.samples
+                    .push((self.rule.alert_series(alert, "ALERTS"), 1.0));
                 out.samples.push((
-                    self.series(alert, "ALERTS_FOR_STATE"),
+                    self.rule.alert_series(alert, "ALERTS_FOR_STATE"),
                     (alert.active_at.div_euclid(1000)) as f64,
                 ));
             }
@@ -508,19 +524,6 @@ impl Alerting<'_> {
             }
         }
         Ok(out)
-    }
-
-    /// `ALERTS` (with `alertstate`) or `ALERTS_FOR_STATE` of an alert: the rule's labels as
-    /// written, overlaid by the alert's (rules/alerting.go `sample`, `forStateSample`).
-    fn series(&self, alert: &Alert, name: &str) -> KV {
-        let mut labels = self.rule.labels.clone();
-        labels.extend(alert.labels.clone());
-        labels.insert("__name__".into(), name.into());
-        labels.insert("alertname".into(), self.rule.name.clone());
-        if name == "ALERTS" {
-            labels.insert("alertstate".into(), alert.state.as_str().into());
-        }
-        labels
     }
 }
 

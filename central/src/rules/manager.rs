@@ -506,10 +506,7 @@ impl Manager {
     }
 
     fn restore_alert(&self, spec: &super::group::RuleSpec, alert: &mut Alert, hold: i64, now: i64) {
-        let mut labels = spec.labels.clone();
-        labels.extend(alert.labels.clone());
-        labels.insert("__name__".into(), "ALERTS_FOR_STATE".into());
-        labels.insert("alertname".into(), spec.name.clone());
+        let labels = spec.alert_series(alert, "ALERTS_FOR_STATE");
         let matchers: Vec<Matcher> = labels
             .iter()
             .filter_map(|(k, v)| Matcher::new(MatchOp::Equal, k, v).ok())
