@@ -54,9 +54,9 @@ enum Command {
     /// The store of one availability zone: remote-write in, WAL, compressed head, Parquet
     /// blocks, remote-read, peer backfill.
     #[command(
-        after_help = "Example (two AZs on one machine):\n  strata central --listen 127.0.0.1:9301 --az az-a --data-dir ./strata-data/central-a \\\n    --peer-url http://127.0.0.1:9302\n  strata central --listen 127.0.0.1:9302 --az az-b --data-dir ./strata-data/central-b \\\n    --peer-url http://127.0.0.1:9301\n\nWriters use http://127.0.0.1:9301/api/v1/write; Prometheus can remote_read http://127.0.0.1:9301/api/v1/read.\n/api/v1/status/tsdb shows head statistics and the top series counts by metric name and label.\n\nWith rules and an Alertmanager:\n  strata central --rule-file rules.yml --alertmanager-url http://127.0.0.1:9093 \\\n    --external-url http://central-a.example:9301 --external-label az=az-a\n\nRules are at /api/v1/rules and alerts at /api/v1/alerts; reload with SIGHUP or\n`curl -X POST http://127.0.0.1:9301/-/reload`; check files with `strata rules check rules.yml`."
+        after_help = "Example (two AZs on one machine):\n  strata central --listen 127.0.0.1:9301 --az az-a --data-dir ./strata-data/central-a \\\n    --peer-url http://127.0.0.1:9302\n  strata central --listen 127.0.0.1:9302 --az az-b --data-dir ./strata-data/central-b \\\n    --peer-url http://127.0.0.1:9301\n\nWriters use http://127.0.0.1:9301/api/v1/write; Prometheus can remote_read http://127.0.0.1:9301/api/v1/read.\n/api/v1/status/tsdb shows head statistics and the top series counts by metric name and label.\n\nWith rules and an Alertmanager:\n  strata central --rule-file rules.yml --alertmanager-url http://127.0.0.1:9093 \\\n    --external-url http://central-a.example:9301 --external-label az=az-a\n\nWith webhook receivers (Alertmanager's route and receivers sections), sent once by the two AZs:\n  strata central --az az-a --peer-url http://127.0.0.1:9302 --rule-file rules.yml \\\n    --notify-config notify.yml\n\nRules are at /api/v1/rules and alerts at /api/v1/alerts; reload with SIGHUP or\n`curl -X POST http://127.0.0.1:9301/-/reload`; check files with `strata rules check rules.yml`."
     )]
-    Central(CentralArgs),
+    Central(Box<CentralArgs>),
     /// The whole pipeline on 127.0.0.1: a simulated fleet, an edge per cell, a cascade per
     /// region and two centrals, with history backfilled and live data flowing.
     #[command(
@@ -272,6 +272,15 @@ struct CentralArgs {
     /// --rules.alert.for-grace-period).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     rules_for_grace_period: std::time::Duration,
+    /// Webhook receivers: the `route` and `receivers` sections of an Alertmanager
+    /// configuration, with webhook_configs. Alerts are grouped, deduplicated and repeated as
+    /// Alertmanager does; with --peer-url only one AZ sends each notification.
+    #[arg(long, value_name = "FILE")]
+    notify_config: Option<PathBuf>,
+    /// How often the peer AZ is checked; after two failed checks this AZ sends the webhook
+    /// notifications alone.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    notify_peer_check_interval: std::time::Duration,
     /// Check the configuration and flags, print a summary and exit (like `promtool check
     /// config`); nothing is started.
     #[arg(long)]
@@ -321,6 +330,17 @@ impl CentralArgs {
             ("evaluation-interval", d(self.evaluation_interval)),
             ("alertmanager-url", self.alertmanager_urls.join(",")),
             ("rules-resend-delay", d(self.rules_resend_delay)),
+            (
+                "notify-config",
+                self.notify_config
+                    .as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "notify-peer-check-interval",
+                d(self.notify_peer_check_interval),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -359,6 +379,15 @@ impl CentralArgs {
         if self.evaluation_interval.is_zero() {
             anyhow::bail!("--evaluation-interval must be positive (default 1m)");
         }
+        if self.notify_peer_check_interval.is_zero() {
+            anyhow::bail!("--notify-peer-check-interval must be positive (default 5s)");
+        }
+        let notify = self
+            .notify_config
+            .as_deref()
+            .map(strata_central::rules::route::NotifyConfig::load)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--notify-config: {e}"))?;
         let ms = |d: std::time::Duration| d.as_millis() as i64;
         let rules = strata_central::rules::manager::RulesConfig {
             files: self.rule_files,
@@ -400,6 +429,8 @@ impl CentralArgs {
                 timeout: self.alertmanager_timeout,
                 queue_capacity: self.alertmanager_queue_capacity,
             },
+            notify,
+            notify_peer_check: self.notify_peer_check_interval,
         })
     }
 }
@@ -503,12 +534,13 @@ fn try_main() -> anyhow::Result<()> {
                         anyhow::anyhow!("rule files have errors:\n  {}", reasons.join("\n  "))
                     })?;
                 println!(
-                    "valid central flags: az {}, listen {}, data {}, retention {}, {} rule groups",
+                    "valid central flags: az {}, listen {}, data {}, retention {}, {} rule groups, {} webhook receivers",
                     config.az,
                     config.listen,
                     config.storage.data_dir.display(),
                     humantime::format_duration(config.storage.retention),
-                    groups.len()
+                    groups.len(),
+                    config.notify.as_ref().map_or(0, |n| n.receivers.len())
                 );
                 return Ok(());
             }

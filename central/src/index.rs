@@ -203,17 +203,8 @@ pub fn parse_selector(input: &str) -> Result<Vec<Matcher>, String> {
             }
             let label = &rest[..n];
             rest = rest[n..].trim_start();
-            let (op, len) = if rest.starts_with("=~") {
-                (MatchOp::Regex, 2)
-            } else if rest.starts_with("!~") {
-                (MatchOp::NotRegex, 2)
-            } else if rest.starts_with("!=") {
-                (MatchOp::NotEqual, 2)
-            } else if rest.starts_with('=') {
-                (MatchOp::Equal, 1)
-            } else {
-                return Err(bad("expected one of = != =~ !~ after a label name"));
-            };
+            let (op, len) = match_op(rest)
+                .ok_or_else(|| bad("expected one of = != =~ !~ after a label name"))?;
             rest = rest[len..].trim_start();
             let (value, after) =
                 parse_quoted(rest).ok_or_else(|| bad("expected a quoted value"))?;
@@ -235,6 +226,50 @@ pub fn parse_selector(input: &str) -> Result<Vec<Matcher>, String> {
         ));
     }
     Ok(matchers)
+}
+
+/// The matching operator `rest` starts with, and its length.
+fn match_op(rest: &str) -> Option<(MatchOp, usize)> {
+    if rest.starts_with("=~") {
+        Some((MatchOp::Regex, 2))
+    } else if rest.starts_with("!~") {
+        Some((MatchOp::NotRegex, 2))
+    } else if rest.starts_with("!=") {
+        Some((MatchOp::NotEqual, 2))
+    } else if rest.starts_with('=') {
+        Some((MatchOp::Equal, 1))
+    } else {
+        None
+    }
+}
+
+/// Parses one matcher as Alertmanager's route `matchers` take it: `severity="page"`,
+/// `team=~"db|web"`, or with the value unquoted, `severity=page` (Alertmanager's
+/// `labels.ParseMatcher`).
+pub fn parse_matcher(input: &str) -> Result<Matcher, String> {
+    let bad = |why: &str| format!("invalid matcher {input:?}: {why}");
+    let s = input.trim();
+    let name_len = s
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(s.len(), |(i, _)| i);
+    if name_len == 0 {
+        return Err(bad("expected a label name"));
+    }
+    let rest = s[name_len..].trim_start();
+    let (op, len) =
+        match_op(rest).ok_or_else(|| bad("expected one of = != =~ !~ after the label name"))?;
+    let rest = rest[len..].trim();
+    let value = if rest.starts_with(['"', '\'', '`']) {
+        let (value, after) = parse_quoted(rest).ok_or_else(|| bad("unterminated quoted value"))?;
+        if !after.trim().is_empty() {
+            return Err(bad("unexpected text after the quoted value"));
+        }
+        value
+    } else {
+        rest.to_string()
+    };
+    Matcher::new(op, &s[..name_len], &value).map_err(|e| bad(&e.to_string()))
 }
 
 /// A Go-style quoted string (`"..."` or `'...'` with escapes, or a raw `` `...` ``), and the

@@ -38,8 +38,10 @@ use crate::db::{self, Db};
 use crate::head::AppendMode;
 use crate::index::{Matcher, parse_selector};
 use crate::promql;
+use crate::rules::dispatch::{DispatchConfig, Dispatcher, LogEntry};
 use crate::rules::manager::{Manager, RulesConfig};
 use crate::rules::notify::{Notifier, NotifierConfig};
+use crate::rules::route::NotifyConfig;
 use crate::{Error, Result};
 
 /// Everything `strata central` is configured with.
@@ -62,6 +64,10 @@ pub struct CentralConfig {
     /// Recording and alerting rules, and where their alerts go.
     pub rules: RulesConfig,
     pub notifier: NotifierConfig,
+    /// Webhook receivers (`--notify-config`).
+    pub notify: Option<NotifyConfig>,
+    /// How often the peer AZ is checked for webhook delivery.
+    pub notify_peer_check: Duration,
 }
 
 /// Shared state of the handlers.
@@ -77,6 +83,7 @@ pub struct AppState {
     pub queries: api::QueryStats,
     pub rules: Arc<Manager>,
     pub notifier: Arc<Notifier>,
+    pub dispatcher: Arc<Dispatcher>,
 }
 
 impl IntoResponse for Error {
@@ -117,6 +124,11 @@ pub fn router(state: Arc<AppState>, max_request_bytes: usize) -> Router {
         .route("/metrics", get(metrics_page))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload).put(reload))
+        .route("/api/v1/notifications/status", get(notifications_status))
+        .route(
+            "/api/v1/notifications/log",
+            get(notifications_log).post(notifications_merge),
+        )
         .route(
             "/-/healthy",
             get(|| async { "strata central is healthy.\n" }),
@@ -438,6 +450,34 @@ async fn reload(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Which AZ sends webhook notifications, as the peer AZ checks it.
+async fn notifications_status(State(st): State<Arc<AppState>>) -> Response {
+    axum::Json(st.dispatcher.status()).into_response()
+}
+
+/// The notification log: what was last sent to each webhook for each alert group.
+async fn notifications_log(State(st): State<Arc<AppState>>) -> Response {
+    axum::Json(st.dispatcher.log()).into_response()
+}
+
+/// Entries the peer AZ sent, added to the log.
+async fn notifications_merge(
+    State(st): State<Arc<AppState>>,
+    body: Result<axum::Json<Vec<LogEntry>>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(axum::Json(entries)) => {
+            st.dispatcher.merge(entries);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("expected a JSON array of notification log entries: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
     match st.db.write_failure() {
         Some(f) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {f}\n")).into_response(),
@@ -670,6 +710,66 @@ fn render_rule_metrics(out: &mut String, st: &AppState) {
     for (name, help, v) in gauges {
         metric(out, name, "gauge", help, az, v);
     }
+    render_webhook_metrics(out, st);
+}
+
+fn render_webhook_metrics(out: &mut String, st: &AppState) {
+    let (az, d) = (st.az.as_str(), &st.dispatcher);
+    for (name, help, by_receiver) in [
+        (
+            "strata_webhook_notifications_total",
+            "Webhook notifications delivered, by receiver.",
+            &d.metrics.sent,
+        ),
+        (
+            "strata_webhook_notifications_failed_total",
+            "Webhook notifications not delivered before the group's next interval.",
+            &d.metrics.failed,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let counts = by_receiver.lock().unwrap_or_else(|p| p.into_inner());
+        for (receiver, n) in counts.iter() {
+            let _ = writeln!(out, "{name}{{az=\"{az}\",receiver={receiver:?}}} {n}");
+        }
+    }
+    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+    let counters = [
+        (
+            "strata_webhook_request_errors_total",
+            "Webhook requests that failed (each attempt).",
+            load(&d.metrics.request_errors),
+        ),
+        (
+            "strata_webhook_flushes_deferred_total",
+            "Alert group flushes left to the peer AZ, which sends.",
+            load(&d.metrics.deferred),
+        ),
+        (
+            "strata_webhook_peer_check_failures_total",
+            "Checks of the peer AZ that failed.",
+            load(&d.metrics.peer_check_failures),
+        ),
+    ];
+    for (name, help, v) in counters {
+        metric(out, name, "counter", help, az, v);
+    }
+    let gauges = [
+        (
+            "strata_webhook_sender",
+            "1 when this AZ sends the webhook notifications.",
+            i64::from(d.enabled() && d.is_sender()),
+        ),
+        (
+            "strata_webhook_alert_groups",
+            "Alert groups held for webhook receivers.",
+            d.group_count() as i64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        metric(out, name, "gauge", help, az, v);
+    }
 }
 
 /// Opens the store, serves until `shutdown` resolves, then stops accepting and closes the WAL.
@@ -708,12 +808,23 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let notifier = Notifier::new(config.notifier.clone()).map_err(Error::Config)?;
     let notifier_task = tokio::spawn(notifier.clone().run(stop_rx.clone()));
+    let dispatcher = Dispatcher::new(DispatchConfig {
+        notify: config.notify.clone(),
+        az: config.az.clone(),
+        peer: config.backfill.as_ref().map(|b| b.peer_url.clone()),
+        peer_check: config.notify_peer_check,
+        external_url: config.rules.external_url.clone(),
+        log_file: Some(config.storage.data_dir.join("notifications.json")),
+    })
+    .map_err(Error::Config)?;
+    let dispatcher_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
     let rules = Manager::start(
         config.rules.clone(),
         groups,
         db.clone(),
         config.query.clone(),
         notifier.clone(),
+        dispatcher.clone(),
         stop_rx.clone(),
     )
     .await;
@@ -732,6 +843,7 @@ pub async fn run(
         queries: api::QueryStats::default(),
         rules: rules.clone(),
         notifier,
+        dispatcher,
     });
     let maintenance = {
         let db = db.clone();
@@ -775,6 +887,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     rules.stop().await;
     let _ = notifier_task.await;
+    let _ = dispatcher_task.await;
     db.stop_maintenance();
     let _ = server.await;
     let _ = maintenance.await;

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use strata_wire::alert::KV;
+use strata_wire::alert::{KV, PostableAlert};
 use strata_wire::{Label, Sample};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::dispatch::Dispatcher;
 use super::group::{Alert, Env, GroupSpec, Health, RuleKind, RuleState};
-use super::notify::Notifier;
+use super::notify::{Notifier, postable};
 use super::{RuleError, check_file};
 use crate::db::Db;
 use crate::head::AppendMode;
@@ -143,6 +144,7 @@ pub struct Manager {
     db: Arc<Db>,
     query: promql::Options,
     notifier: Arc<Notifier>,
+    dispatcher: Arc<Dispatcher>,
     groups: Mutex<BTreeMap<String, Arc<GroupRun>>>,
     reloading: tokio::sync::Mutex<()>,
     /// False until the first load is done: only the groups of the first load after a start
@@ -169,6 +171,7 @@ impl Manager {
         db: Arc<Db>,
         query: promql::Options,
         notifier: Arc<Notifier>,
+        dispatcher: Arc<Dispatcher>,
         closing: watch::Receiver<bool>,
     ) -> Arc<Self> {
         let manager = Arc::new(Self {
@@ -176,6 +179,7 @@ impl Manager {
             db,
             query,
             notifier,
+            dispatcher,
             groups: Mutex::new(BTreeMap::new()),
             reloading: tokio::sync::Mutex::new(()),
             started: AtomicBool::new(false),
@@ -359,7 +363,13 @@ impl Manager {
                         .fetch_add(out.template_failures as u64, Ordering::Relaxed);
                     if !out.send.is_empty() {
                         let rule = &run.spec.rules[i];
-                        self.notifier.send(&out.send, &rule.query, &self.config);
+                        let alerts: Vec<PostableAlert> = out
+                            .send
+                            .iter()
+                            .map(|a| postable(a, &rule.query, &self.config))
+                            .collect();
+                        self.notifier.send(&alerts);
+                        self.dispatcher.insert(&alerts);
                     }
                     let written: BTreeSet<KV> =
                         out.samples.iter().map(|(l, _)| l.clone()).collect();

@@ -1,11 +1,13 @@
 //! Recording and alerting rules in Prometheus's rule-file format (rulefmt), checked as
 //! `promtool check rules` checks them.
 
+pub mod dispatch;
 pub mod expand;
 mod gofmt;
 pub mod group;
 pub mod manager;
 pub mod notify;
+pub mod route;
 pub mod template;
 
 use std::collections::BTreeMap;

@@ -106,12 +106,12 @@ impl Notifier {
     }
 
     /// Queues a rule's alerts; the oldest queued alerts make room when the queue is full.
-    pub fn send(&self, alerts: &[Alert], query: &str, config: &RulesConfig) {
+    pub fn send(&self, alerts: &[PostableAlert]) {
         if self.config.alertmanagers.is_empty() {
             return;
         }
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.extend(alerts.iter().map(|a| postable(a, query, config)));
+        queue.extend(alerts.iter().cloned());
         let over = queue.len().saturating_sub(self.config.queue_capacity);
         if over > 0 {
             queue.drain(..over);
