@@ -1,6 +1,7 @@
 //! Direct webhook receivers of `strata central` with two AZs: both evaluate the same rules
 //! and group the same alerts, and an in-test receiver gets each notification once, with both
 //! AZs up, with the sender AZ killed, and with the other AZ killed after the first came back.
+//! Its messages equal those real Alertmanager 0.25 sends for the same alerts and grouping.
 
 #![allow(clippy::unwrap_used)] // test helpers: a panic is the failure report
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use strata_wire::clock::now_ms;
 use strata_wire::{Label, Sample, TimeSeries, WriteRequest};
-use support::{Proc, Recorder, free_port, get_json, get_text, start_central};
+use support::{Proc, Recorder, free_port, get_json, get_text, start_alertmanager, start_central};
 
 const RULES: &str = "groups:
 - name: load
@@ -126,7 +127,28 @@ async fn nth_message(hook: &Recorder, n: usize, within: Duration, what: &str) ->
     }
 }
 
-async fn start_az(dir: &Path, az: &str, port: u16, peer: u16, rules: &Path, notify: &Path) -> Proc {
+/// The webhook message fields that do not depend on who sent it or when.
+fn comparable(message: &Value) -> Value {
+    let mut m = message.clone();
+    m.as_object_mut().unwrap().remove("externalURL");
+    for a in m["alerts"].as_array_mut().unwrap() {
+        let a = a.as_object_mut().unwrap();
+        a.remove("generatorURL");
+        let starts = a["startsAt"].as_str().unwrap();
+        let starts = humantime::parse_rfc3339(starts).unwrap();
+        a.insert("startsAt".into(), format!("{starts:?}").into());
+    }
+    m
+}
+
+async fn start_az(
+    dir: &Path,
+    az: &str,
+    (port, peer): (u16, u16),
+    rules: &Path,
+    notify: &Path,
+    alertmanager: &str,
+) -> Proc {
     let sub = dir.join(az);
     std::fs::create_dir_all(&sub).unwrap();
     let args = [
@@ -148,9 +170,31 @@ async fn start_az(dir: &Path, az: &str, port: u16, peer: u16, rules: &Path, noti
         "3s".to_string(),
         "--external-url".to_string(),
         format!("http://central-{az}.example:9301"),
+        "--alertmanager-url".to_string(),
+        alertmanager.to_string(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     start_central(&sub, "data", port, &args).await
+}
+
+/// Waits for a message of `hook` with the instances `want` firing and resolved.
+async fn wait_for_message(hook: &Recorder, want: &(Vec<String>, Vec<String>), what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(m) = hook
+            .posts("/hook")
+            .into_iter()
+            .find(|m| &summary(m) == want)
+        {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no message with {want:?}: {:#?}",
+            hook.posts("/hook")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn is_sender(base: &str) -> bool {
@@ -177,9 +221,21 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     std::fs::write(&rules, RULES).unwrap();
     let notify = dir.path().join("notify.yml");
     std::fs::write(&notify, notify_config(&hook.url())).unwrap();
+    // Both AZs also send to a real Alertmanager 0.25 with the same receiver and grouping,
+    // whose webhook messages strata's must equal.
+    let am_hook = Recorder::start(None).await;
+    let am = start_alertmanager(
+        dir.path(),
+        "[alertname]",
+        "team.hook",
+        &format!("{}/hook", am_hook.url()),
+    )
+    .await;
     let (port_a, port_b) = (free_port(), free_port());
-    let mut a = start_az(dir.path(), "az-a", port_a, port_b, &rules, &notify).await;
-    let mut b = start_az(dir.path(), "az-b", port_b, port_a, &rules, &notify).await;
+    let ports_a = (port_a, port_b);
+    let ports_b = (port_b, port_a);
+    let mut a = start_az(dir.path(), "az-a", ports_a, &rules, &notify, &am.base()).await;
+    let mut b = start_az(dir.path(), "az-b", ports_b, &rules, &notify, &am.base()).await;
     let values: Arc<BTreeMap<&'static str, AtomicU64>> = Arc::new(
         ["a", "b", "c"]
             .into_iter()
@@ -236,6 +292,11 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     assert_eq!(summary(&m3), (vec!["a".into()], vec!["b".into()]));
     assert_eq!(m3["alerts"][1]["status"], "resolved");
     assert_ne!(m3["alerts"][1]["endsAt"], "0001-01-01T00:00:00Z");
+    // Real Alertmanager told its webhook the same, in the same words.
+    for (i, ours) in [&m1, &m2, &m3].into_iter().enumerate() {
+        let theirs = wait_for_message(&am_hook, &summary(ours), "Alertmanager's webhook").await;
+        assert_eq!(comparable(&theirs), comparable(ours), "message {}", i + 1);
+    }
     // Without send_resolved nothing new is due there.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(hook.posts("/truncated").len(), 2);
@@ -282,7 +343,7 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
 
     // az-a comes back: it reads az-b's log and sends again once az-b has stopped; nothing
     // already sent is sent again.
-    let mut a = start_az(dir.path(), "az-a", port_a, port_b, &rules, &notify).await;
+    let mut a = start_az(dir.path(), "az-a", ports_a, &rules, &notify, &am.base()).await;
     wait_sender(&a.base(), "az-a back").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while is_sender(&b.base()).await {
