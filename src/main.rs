@@ -274,7 +274,8 @@ struct CentralArgs {
     rules_for_grace_period: std::time::Duration,
     /// Webhook receivers: the `route` and `receivers` sections of an Alertmanager
     /// configuration, with webhook_configs. Alerts are grouped, deduplicated and repeated as
-    /// Alertmanager does; with --peer-url only one AZ sends each notification.
+    /// Alertmanager does; with --peer-url only one AZ sends each notification. Reloaded with
+    /// the rule files.
     #[arg(long, value_name = "FILE")]
     notify_config: Option<PathBuf>,
     /// How often the peer AZ is checked; after two failed checks this AZ sends the webhook
@@ -382,12 +383,10 @@ impl CentralArgs {
         if self.notify_peer_check_interval.is_zero() {
             anyhow::bail!("--notify-peer-check-interval must be positive (default 5s)");
         }
-        let notify = self
-            .notify_config
-            .as_deref()
-            .map(strata_central::rules::route::NotifyConfig::load)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--notify-config: {e}"))?;
+        if let Some(path) = &self.notify_config {
+            strata_central::rules::route::NotifyConfig::load(path)
+                .map_err(|e| anyhow::anyhow!("--notify-config: {e}"))?;
+        }
         let ms = |d: std::time::Duration| d.as_millis() as i64;
         let rules = strata_central::rules::manager::RulesConfig {
             files: self.rule_files,
@@ -429,7 +428,7 @@ impl CentralArgs {
                 timeout: self.alertmanager_timeout,
                 queue_capacity: self.alertmanager_queue_capacity,
             },
-            notify,
+            notify_file: self.notify_config,
             notify_peer_check: self.notify_peer_check_interval,
         })
     }
@@ -528,6 +527,14 @@ fn try_main() -> anyhow::Result<()> {
             let check = args.check;
             let config = args.into_config()?;
             if check {
+                let receivers = match &config.notify_file {
+                    Some(path) => {
+                        strata_central::rules::route::NotifyConfig::load(path)
+                            .map_err(|e| anyhow::anyhow!("--notify-config: {e}"))?
+                            .receivers
+                    }
+                    None => Default::default(),
+                };
                 let groups =
                     strata_central::rules::manager::load(&config.rules).map_err(|errors| {
                         let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -540,7 +547,7 @@ fn try_main() -> anyhow::Result<()> {
                     config.storage.data_dir.display(),
                     humantime::format_duration(config.storage.retention),
                     groups.len(),
-                    config.notify.as_ref().map_or(0, |n| n.receivers.len())
+                    receivers.len()
                 );
                 return Ok(());
             }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,7 +42,6 @@ use crate::promql;
 use crate::rules::dispatch::{DispatchConfig, Dispatcher, LogEntry};
 use crate::rules::manager::{Manager, RulesConfig};
 use crate::rules::notify::{Notifier, NotifierConfig};
-use crate::rules::route::NotifyConfig;
 use crate::{Error, Result};
 
 /// Everything `strata central` is configured with.
@@ -64,8 +64,8 @@ pub struct CentralConfig {
     /// Recording and alerting rules, and where their alerts go.
     pub rules: RulesConfig,
     pub notifier: NotifierConfig,
-    /// Webhook receivers (`--notify-config`).
-    pub notify: Option<NotifyConfig>,
+    /// Webhook receivers (`--notify-config`), reloaded with the rule files.
+    pub notify_file: Option<PathBuf>,
     /// How often the peer AZ is checked for webhook delivery.
     pub notify_peer_check: Duration,
 }
@@ -435,19 +435,56 @@ fn tsdb_status(db: &Db, az: &str, limit: usize) -> Value {
     })
 }
 
-/// Reads the rule files again (as SIGHUP does); 500 with the reasons when they are wrong,
-/// and the running rules stay.
+/// Reads the rule files and the notification configuration again (as SIGHUP does); 500 with
+/// the reasons when one is wrong, and the running one stays.
 async fn reload(State(st): State<Arc<AppState>>) -> Response {
-    match st.rules.reload().await {
-        Ok(groups) => format!("rules reloaded: {groups} groups\n").into_response(),
+    let (text, ok) = reload_all(&st.rules, &st.dispatcher).await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    (status, text).into_response()
+}
+
+/// Reloads rules and notification configuration; what happened, and whether both loaded.
+async fn reload_all(rules: &Arc<Manager>, dispatcher: &Dispatcher) -> (String, bool) {
+    let mut text = String::new();
+    let rules_ok = match rules.reload().await {
+        Ok(groups) => {
+            let _ = writeln!(text, "rules reloaded: {groups} groups");
+            true
+        }
         Err(errors) => {
-            let mut text = String::from("rules not reloaded; the running rules stay:\n");
+            text.push_str("rules not reloaded; the running rules stay:\n");
             for e in errors {
                 let _ = writeln!(text, "  {e}");
             }
-            (StatusCode::INTERNAL_SERVER_ERROR, text).into_response()
+            false
         }
+    };
+    let notify_ok = match dispatcher.reload() {
+        Ok(receivers) => {
+            if dispatcher.enabled() {
+                let _ = writeln!(
+                    text,
+                    "notification configuration reloaded: {receivers} receivers"
+                );
+            }
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(
+                text,
+                "notification configuration not reloaded; the running one stays: {e}"
+            );
+            false
+        }
+    };
+    if !(rules_ok && notify_ok) {
+        tracing::error!("reload failed: {}", text.trim());
     }
+    (text, rules_ok && notify_ok)
 }
 
 /// Which AZ sends webhook notifications, as the peer AZ checks it.
@@ -455,9 +492,24 @@ async fn notifications_status(State(st): State<Arc<AppState>>) -> Response {
     axum::Json(st.dispatcher.status()).into_response()
 }
 
-/// The notification log: what was last sent to each webhook for each alert group.
-async fn notifications_log(State(st): State<Arc<AppState>>) -> Response {
-    axum::Json(st.dispatcher.log()).into_response()
+/// The notification log: what was last sent to each webhook for each alert group; with
+/// `after=N`, the entries that changed after the log's sequence number N.
+async fn notifications_log(
+    State(st): State<Arc<AppState>>,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+) -> Response {
+    let after = match q.get("after").map(|a| a.parse::<u64>()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "after must be a log sequence number, e.g. after=0\n",
+            )
+                .into_response();
+        }
+    };
+    axum::Json(st.dispatcher.log_after(after)).into_response()
 }
 
 /// Entries the peer AZ sent, added to the log.
@@ -809,7 +861,7 @@ pub async fn run(
     let notifier = Notifier::new(config.notifier.clone()).map_err(Error::Config)?;
     let notifier_task = tokio::spawn(notifier.clone().run(stop_rx.clone()));
     let dispatcher = Dispatcher::new(DispatchConfig {
-        notify: config.notify.clone(),
+        notify_file: config.notify_file.clone(),
         az: config.az.clone(),
         peer: config.backfill.as_ref().map(|b| b.peer_url.clone()),
         peer_check: config.notify_peer_check,
@@ -843,7 +895,7 @@ pub async fn run(
         queries: api::QueryStats::default(),
         rules: rules.clone(),
         notifier,
-        dispatcher,
+        dispatcher: dispatcher.clone(),
     });
     let maintenance = {
         let db = db.clone();
@@ -879,7 +931,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             _ = hangup.recv() => {
-                let _ = rules.reload().await;
+                let _ = reload_all(&rules, &dispatcher).await;
             }
         }
     }

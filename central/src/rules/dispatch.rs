@@ -20,18 +20,24 @@
 //! # Once across two AZs
 //! Both AZs evaluate the same rules and keep the same groups. The notification log (what was
 //! last sent for each receiver, webhook and group, as Alertmanager's `nflog`) is shared:
-//! - The **sender** is the AZ whose `--az` sorts first while both answer. Every notification
-//!   it sends is added to the peer's log (`POST /api/v1/notifications/log`), so the peer
-//!   knows what the receivers have been told.
-//! - The other AZ flushes its groups at the same intervals but sends nothing; a group it finds
-//!   due is looked at again after one peer check, by which time the sender's log entry has
-//!   normally arrived.
-//! - Each AZ asks its peer for `/api/v1/notifications/status` every check interval. After two
-//!   failed checks in a row the remaining AZ sends, starting from the shared log, so nothing
-//!   already sent is sent again and nothing due waits longer than one group interval.
-//! - An AZ that starts (or sees its peer come back) first reads the peer's whole log and
-//!   sends only after two more checks, so the peer has seen it too and stopped sending.
+//! - Every check interval each AZ reads the entries of its peer's log that changed since its
+//!   last read (`GET /api/v1/notifications/log?after=N`, which also gives the peer's status);
+//!   the sender also pushes each entry to the peer as soon as it is sent
+//!   (`POST /api/v1/notifications/log`).
+//! - The **sender** is the AZ whose `--az` sorts first, once the other reports that it does
+//!   not send; the other AZ stops sending as soon as it reads the first AZ's log. Each AZ
+//!   keeps its role until it has read its peer's log, and a retry is dropped when the AZ
+//!   stops being the sender. Between the two there is at most one check with no sender,
+//!   and due groups are looked at again after one check.
+//! - The other AZ flushes its groups at the same intervals, sends nothing, and keeps each
+//!   resolved alert until the log shows it no longer firing.
+//! - After two failed checks in a row the remaining AZ sends, from the shared log: nothing
+//!   already sent is sent again, and what is due goes out at its group's next interval.
+//! - A group the sender leaves unsent for two group intervals and three checks (it may have
+//!   restarted and forgotten a resolved alert) is sent by the other AZ.
 //! - The log is written to the data directory, so a restart does not repeat notifications.
+//! - If the AZs cannot reach each other but both run, both send: a receiver may be told
+//!   twice, and never not at all.
 //!
 //! Without `--peer-url` the central sends on its own.
 
@@ -50,7 +56,7 @@ use strata_wire::clock::now_ms;
 use tokio::sync::{Notify, watch};
 
 use super::notify::DRAIN_TIME;
-use super::route::{NotifyConfig, Route, Webhook};
+use super::route::{GroupOptions, NotifyConfig, Webhook};
 
 /// How long notification log entries are kept (Alertmanager's `--data.retention`, 120h).
 const LOG_RETENTION_MS: i64 = 120 * 3600 * 1000;
@@ -61,7 +67,8 @@ const PEER_FAILURES: u32 = 2;
 /// Where the dispatcher sends and with whom it shares the log.
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
-    pub notify: Option<NotifyConfig>,
+    /// The notification configuration file (`--notify-config`); reloaded by [`Dispatcher::reload`].
+    pub notify_file: Option<PathBuf>,
     /// This central's `--az`.
     pub az: String,
     /// The other AZ's central.
@@ -108,22 +115,52 @@ struct Held {
     version: u64,
 }
 
+/// A group: its route's id and its Alertmanager group key.
+type GroupId = (String, String);
+
+/// A log entry's identity: receiver, webhook index, group key.
+type LogKey = (String, usize, String);
+
 #[derive(Debug)]
 struct Group {
-    route: Route,
+    options: GroupOptions,
     labels: KV,
     alerts: BTreeMap<String, Held>,
     next_flush_ms: i64,
     flushed: bool,
     /// A flush is in flight.
     busy: bool,
+    /// Since when flushes of this group found something due and left it to the peer AZ.
+    deferred_since_ms: Option<i64>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    groups: BTreeMap<String, Group>,
-    log: BTreeMap<(String, usize, String), LogEntry>,
+    groups: BTreeMap<GroupId, Group>,
+    /// Each entry with the sequence number it got when it last changed here.
+    log: BTreeMap<LogKey, (LogEntry, u64)>,
+    /// The last sequence number given.
+    seq: u64,
     version: u64,
+    /// The log changed since it was last written to its file.
+    dirty: bool,
+}
+
+impl State {
+    /// Keeps `entry` unless the log has a newer one for its group.
+    fn log_entry(&mut self, entry: LogEntry) {
+        let key = entry.key();
+        if self
+            .log
+            .get(&key)
+            .is_some_and(|(have, _)| have.timestamp_ms >= entry.timestamp_ms)
+        {
+            return;
+        }
+        self.seq += 1;
+        self.log.insert(key, (entry, self.seq));
+        self.dirty = true;
+    }
 }
 
 /// Counters for `/metrics`.
@@ -141,18 +178,20 @@ pub struct DispatchMetrics {
     pub peer_check_failures: AtomicU64,
 }
 
-/// What the peer check has found.
+/// What the peer checks have found.
 #[derive(Debug, Default)]
 struct Peer {
-    az: Option<String>,
+    status: Option<PeerStatus>,
     failures: u32,
-    /// When the peer's log was read after it (re)appeared; sending waits two checks after it.
-    synced_at_ms: Option<i64>,
+    /// The peer's log sequence number read up to; `None` until its log has been read since
+    /// it (re)appeared.
+    pulled: Option<u64>,
 }
 
 #[derive(Debug)]
 pub struct Dispatcher {
     config: DispatchConfig,
+    routing: Mutex<Option<Arc<NotifyConfig>>>,
     client: reqwest::Client,
     state: Mutex<State>,
     peer: Mutex<Peer>,
@@ -161,13 +200,26 @@ pub struct Dispatcher {
     pub metrics: DispatchMetrics,
 }
 
-/// The peer's answer on `/api/v1/notifications/status`.
-#[derive(Debug, Serialize, Deserialize)]
+/// How an AZ's dispatcher stands, on `/api/v1/notifications/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub az: String,
+    /// Webhook receivers are configured.
+    pub enabled: bool,
+    /// This AZ sends the webhook notifications.
     pub sender: bool,
     pub groups: usize,
     pub log_entries: usize,
+    /// The last sequence number of its log.
+    pub seq: u64,
+}
+
+/// The answer on `/api/v1/notifications/log?after=N`: the entries changed after sequence
+/// number N.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogPage {
+    pub status: PeerStatus,
+    pub entries: Vec<LogEntry>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -250,12 +302,14 @@ fn quote_meta(s: &str) -> String {
 
 /// A flush in flight: what it sends and to whom.
 struct Flush {
-    group_key: String,
-    route: Route,
+    id: GroupId,
+    options: GroupOptions,
     labels: KV,
     /// By fingerprint: the alert, resolved or not, and its version.
     alerts: Vec<(String, PostableAlert, bool, u64)>,
     now_ms: i64,
+    /// The peer AZ has left this group's due notifications unsent for too long: send them.
+    overdue: bool,
 }
 
 /// How one webhook's part of a flush went.
@@ -269,8 +323,14 @@ enum Outcome {
 }
 
 impl Dispatcher {
-    /// A dispatcher; reads the notification log file when there is one.
+    /// A dispatcher; reads the notification configuration, and the notification log file
+    /// when there is one (a log that cannot be read is set aside with an error: alerts
+    /// firing now are then notified again).
     pub fn new(config: DispatchConfig) -> Result<Arc<Self>, String> {
+        let routing = match &config.notify_file {
+            Some(path) => Some(Arc::new(NotifyConfig::load(path)?)),
+            None => None,
+        };
         let client = reqwest::Client::builder()
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -279,22 +339,29 @@ impl Dispatcher {
         if let Some(path) = &config.log_file
             && path.exists()
         {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let entries: Vec<LogEntry> = serde_json::from_str(&text).map_err(|e| {
-                format!(
-                    "{}: {e}; it is the log of webhook notifications sent, remove it to start \
-                     afresh (alerts firing now will then be sent again)",
-                    path.display()
-                )
-            })?;
-            for e in entries {
-                state.log.insert(e.key(), e);
+            let read = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<Vec<LogEntry>>(&b).map_err(|e| e.to_string())
+                });
+            match read {
+                Ok(entries) => {
+                    for e in entries {
+                        state.log_entry(e);
+                    }
+                    state.dirty = false;
+                }
+                Err(e) => tracing::error!(
+                    path = %path.display(),
+                    "cannot read the log of webhook notifications sent ({e}); starting without \
+                     it, so alerts firing now are notified again"
+                ),
             }
         }
         let sender = config.peer.is_none();
         Ok(Arc::new(Self {
             config,
+            routing: Mutex::new(routing),
             client,
             state: Mutex::new(state),
             peer: Mutex::new(Peer::default()),
@@ -306,7 +373,38 @@ impl Dispatcher {
 
     /// Whether any webhook receivers are configured.
     pub fn enabled(&self) -> bool {
-        self.config.notify.is_some()
+        self.routing().is_some()
+    }
+
+    fn routing(&self) -> Option<Arc<NotifyConfig>> {
+        lock(&self.routing).clone()
+    }
+
+    /// Reads the notification configuration file again and gives the number of receivers;
+    /// on errors the running configuration stays. The alerts held are routed again through
+    /// the new tree, as Alertmanager does on a reload; the notification log keeps what was
+    /// sent, so regrouping sends nothing twice.
+    pub fn reload(&self) -> Result<usize, String> {
+        let Some(path) = &self.config.notify_file else {
+            return Ok(0);
+        };
+        let routing = Arc::new(NotifyConfig::load(path)?);
+        let receivers = routing.receivers.len();
+        let held: Vec<PostableAlert> = {
+            let mut state = lock(&self.state);
+            let mut latest: BTreeMap<String, Held> = BTreeMap::new();
+            for group in std::mem::take(&mut state.groups).into_values() {
+                for (fp, h) in group.alerts {
+                    if latest.get(&fp).is_none_or(|have| have.version < h.version) {
+                        latest.insert(fp, h);
+                    }
+                }
+            }
+            latest.into_values().map(|h| h.alert).collect()
+        };
+        *lock(&self.routing) = Some(routing);
+        self.insert(&held);
+        Ok(receivers)
     }
 
     /// Whether this AZ sends webhook notifications now.
@@ -323,37 +421,37 @@ impl Dispatcher {
         let state = lock(&self.state);
         PeerStatus {
             az: self.config.az.clone(),
+            enabled: self.enabled(),
             sender: self.is_sender(),
             groups: state.groups.len(),
             log_entries: state.log.len(),
+            seq: state.seq,
         }
     }
 
-    /// The notification log.
-    pub fn log(&self) -> Vec<LogEntry> {
-        lock(&self.state).log.values().cloned().collect()
+    /// The log entries that changed after sequence number `after` (all of them for 0).
+    pub fn log_after(&self, after: u64) -> LogPage {
+        let status = self.status();
+        let entries = lock(&self.state)
+            .log
+            .values()
+            .filter(|(_, seq)| *seq > after)
+            .map(|(e, _)| e.clone())
+            .collect();
+        LogPage { status, entries }
     }
 
     /// Adds the peer's entries to the log, keeping the newer entry of each group.
     pub fn merge(&self, entries: Vec<LogEntry>) {
-        {
-            let mut state = lock(&self.state);
-            for e in entries {
-                let key = e.key();
-                match state.log.get(&key) {
-                    Some(have) if have.timestamp_ms >= e.timestamp_ms => {}
-                    _ => {
-                        state.log.insert(key, e);
-                    }
-                }
-            }
+        let mut state = lock(&self.state);
+        for e in entries {
+            state.log_entry(e);
         }
-        self.save();
     }
 
     /// Takes alerts as they are sent to Alertmanager.
     pub fn insert(&self, alerts: &[PostableAlert]) {
-        let Some(notify) = &self.config.notify else {
+        let Some(notify) = self.routing() else {
             return;
         };
         let now = now_ms();
@@ -368,17 +466,23 @@ impl Dispatcher {
             let fp = fingerprint(&alert.labels);
             for route in notify.route.matching(&alert.labels) {
                 let labels = route.group_labels(&alert.labels);
-                let key = format!("{}:{}", route.key, label_set_string(&labels));
+                let options = &route.options;
+                let key = format!("{}:{}", options.key, label_set_string(&labels));
                 state.version += 1;
                 let version = state.version;
-                let group = state.groups.entry(key).or_insert_with(|| Group {
-                    route: route.clone(),
-                    labels,
-                    alerts: BTreeMap::new(),
-                    next_flush_ms: now + ms(route.group_wait),
-                    flushed: false,
-                    busy: false,
-                });
+                let wait = ms(options.group_wait);
+                let group = state
+                    .groups
+                    .entry((options.id.clone(), key))
+                    .or_insert_with(|| Group {
+                        options: options.clone(),
+                        labels,
+                        alerts: BTreeMap::new(),
+                        next_flush_ms: now + wait,
+                        flushed: false,
+                        busy: false,
+                        deferred_since_ms: None,
+                    });
                 group.alerts.insert(
                     fp.clone(),
                     Held {
@@ -387,7 +491,7 @@ impl Dispatcher {
                         version,
                     },
                 );
-                if !group.flushed && starts + ms(route.group_wait) < now {
+                if !group.flushed && starts + wait < now {
                     group.next_flush_ms = now;
                 }
             }
@@ -396,25 +500,27 @@ impl Dispatcher {
         self.more.notify_one();
     }
 
-    /// Flushes groups when due until `stop`; flushes in flight then get [`DRAIN_TIME`].
+    /// Flushes groups when due until `stop`; flushes in flight then get [`DRAIN_TIME`]. The
+    /// log file is written at most once a second, when it changed.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        if !self.enabled() {
-            return;
-        }
         let checker = self
             .config
             .peer
             .clone()
             .map(|peer| tokio::spawn(self.clone().check_peer(peer, stop.clone())));
         let mut flushes = tokio::task::JoinSet::new();
+        let mut saved = tokio::time::Instant::now();
         loop {
             let now = now_ms();
             let mut next = now + 1000;
             for flush in self.due(now, &mut next) {
-                let me = self.clone();
-                flushes.spawn(async move { me.flush(flush).await });
+                flushes.spawn(self.clone().flush(flush));
             }
             while flushes.try_join_next().is_some() {}
+            if saved.elapsed() >= Duration::from_secs(1) {
+                self.save().await;
+                saved = tokio::time::Instant::now();
+            }
             let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0).max(10));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -430,6 +536,7 @@ impl Dispatcher {
         {
             tracing::warn!("webhook notifications still in flight at stop");
         }
+        self.save().await;
         if let Some(c) = checker {
             let _ = c.await;
         }
@@ -437,9 +544,10 @@ impl Dispatcher {
 
     /// Groups whose flush is due, marked busy; `next` becomes the earliest later flush.
     fn due(&self, now: i64, next: &mut i64) -> Vec<Flush> {
+        let patience = |o: &GroupOptions| 2 * ms(o.group_interval) + 3 * ms(self.config.peer_check);
         let mut state = lock(&self.state);
         let mut out = Vec::new();
-        for (key, g) in &mut state.groups {
+        for (id, g) in &mut state.groups {
             if g.busy {
                 continue;
             }
@@ -449,7 +557,7 @@ impl Dispatcher {
             }
             g.busy = true;
             g.flushed = true;
-            g.next_flush_ms = now + ms(g.route.group_interval);
+            g.next_flush_ms = now + ms(g.options.group_interval);
             let mut alerts: Vec<_> = g
                 .alerts
                 .iter()
@@ -457,24 +565,23 @@ impl Dispatcher {
                 .collect();
             alerts.sort_by(|a, b| alert_order(&a.1.labels, &b.1.labels));
             out.push(Flush {
-                group_key: key.clone(),
-                route: g.route.clone(),
+                id: id.clone(),
+                options: g.options.clone(),
                 labels: g.labels.clone(),
                 alerts,
                 now_ms: now,
+                overdue: g
+                    .deferred_since_ms
+                    .is_some_and(|since| now - since > patience(&g.options)),
             });
         }
         out
     }
 
     async fn flush(self: Arc<Self>, f: Flush) {
-        let Some(notify) = &self.config.notify else {
-            return;
-        };
-        let webhooks = notify
-            .receivers
-            .get(&f.route.receiver)
-            .cloned()
+        let webhooks = self
+            .routing()
+            .and_then(|n| n.receivers.get(&f.options.receiver).cloned())
             .unwrap_or_default();
         let firing: BTreeSet<String> = f
             .alerts
@@ -488,75 +595,95 @@ impl Dispatcher {
             .filter(|a| a.2)
             .map(|a| a.0.clone())
             .collect();
-        let mut outcomes = Vec::new();
+        let receiver = f.options.receiver.clone();
+        let group_key = f.id.1.clone();
+        if f.overdue && !self.is_sender() {
+            tracing::warn!(%receiver, %group_key, "the sender AZ has left this group's notification unsent; sending it from this AZ");
+        }
+        // Every webhook at once, with one deadline: the group's next interval (Alertmanager's
+        // fan-out under the flush's context).
+        let deadline = tokio::time::Instant::now() + f.options.group_interval;
+        let f = Arc::new(f);
+        let mut sends = tokio::task::JoinSet::new();
+        let mut outcomes = vec![Outcome::Done; webhooks.len()];
         for (i, hook) in webhooks.iter().enumerate() {
-            let key = (f.route.receiver.clone(), i, f.group_key.clone());
-            let last = lock(&self.state).log.get(&key).cloned();
+            let key = (receiver.clone(), i, group_key.clone());
+            let last = lock(&self.state).log.get(&key).map(|(e, _)| e.clone());
             let due = needs_update(
                 last.as_ref(),
                 &firing,
                 &resolved,
                 hook.send_resolved,
-                ms(f.route.repeat_interval),
+                ms(f.options.repeat_interval),
                 f.now_ms,
             );
-            let outcome = if !due {
-                Outcome::Done
-            } else if !self.is_sender() {
+            if !due {
+                continue;
+            }
+            if !self.is_sender() && !f.overdue {
                 self.metrics.deferred.fetch_add(1, Ordering::Relaxed);
-                Outcome::Deferred
-            } else if self.send(&f, hook).await {
-                let entry = LogEntry {
-                    receiver: f.route.receiver.clone(),
-                    integration: i,
-                    group_key: f.group_key.clone(),
-                    firing: firing.clone(),
-                    resolved: resolved.clone(),
-                    timestamp_ms: f.now_ms,
-                };
-                lock(&self.state).log.insert(key, entry.clone());
-                self.save();
-                self.replicate(entry).await;
-                Outcome::Done
-            } else {
-                Outcome::Failed
+                outcomes[i] = Outcome::Deferred;
+                continue;
+            }
+            let (me, f, hook) = (self.clone(), f.clone(), hook.clone());
+            let entry = LogEntry {
+                receiver: receiver.clone(),
+                integration: i,
+                group_key: group_key.clone(),
+                firing: firing.clone(),
+                resolved: resolved.clone(),
+                timestamp_ms: f.now_ms,
             };
-            outcomes.push(outcome);
+            sends.spawn(async move {
+                let outcome = me.send(&f, &hook, deadline).await;
+                if outcome == Outcome::Done {
+                    lock(&me.state).log_entry(entry.clone());
+                    me.replicate(entry).await;
+                }
+                (i, outcome)
+            });
+        }
+        while let Some(done) = sends.join_next().await {
+            if let Ok((i, outcome)) = done {
+                outcomes[i] = outcome;
+            }
         }
         let mut state = lock(&self.state);
         let in_log: BTreeSet<String> = (0..webhooks.len())
-            .filter_map(|i| {
-                state
-                    .log
-                    .get(&(f.route.receiver.clone(), i, f.group_key.clone()))
-            })
-            .flat_map(|e| e.firing.iter().cloned())
+            .filter_map(|i| state.log.get(&(receiver.clone(), i, group_key.clone())))
+            .flat_map(|(e, _)| e.firing.iter().cloned())
             .collect();
-        let Some(g) = state.groups.get_mut(&f.group_key) else {
+        // A reload may have regrouped the alerts meanwhile.
+        let Some(g) = state.groups.get_mut(&f.id) else {
             return;
         };
         g.busy = false;
+        let deferred = outcomes.contains(&Outcome::Deferred);
         let all_done = outcomes.iter().all(|&o| o == Outcome::Done);
         for (fp, _, is_resolved, version) in &f.alerts {
             // Resolved alerts leave after a flush that told every webhook; while the peer AZ
             // sends, once its log shows them no longer firing.
-            let told = all_done || (outcomes.contains(&Outcome::Deferred) && !in_log.contains(fp));
+            let told = all_done || (deferred && !in_log.contains(fp));
             if *is_resolved && told && g.alerts.get(fp).is_some_and(|h| h.version == *version) {
                 g.alerts.remove(fp);
             }
         }
-        if outcomes.contains(&Outcome::Deferred) {
+        if deferred {
+            g.deferred_since_ms.get_or_insert(f.now_ms);
             // The sender's log entry is due soon; look again after one peer check.
             g.next_flush_ms = g.next_flush_ms.min(now_ms() + ms(self.config.peer_check));
+        } else {
+            g.deferred_since_ms = None;
         }
         if g.alerts.is_empty() {
-            state.groups.remove(&f.group_key);
+            state.groups.remove(&f.id);
         }
     }
 
-    /// POSTs the group to one webhook, retrying connection errors and 5xx until the group's
-    /// next interval (Alertmanager's `RetryStage` with the webhook's `shouldRetry`).
-    async fn send(&self, f: &Flush, hook: &Webhook) -> bool {
+    /// POSTs the group to one webhook, retrying connection errors and 5xx until `deadline`
+    /// (Alertmanager's `RetryStage` with the webhook's `shouldRetry`). A retry is dropped
+    /// when the peer AZ has become the sender meanwhile.
+    async fn send(&self, f: &Flush, hook: &Webhook, deadline: tokio::time::Instant) -> Outcome {
         let alerts: Vec<WebhookAlert> = f
             .alerts
             .iter()
@@ -579,16 +706,17 @@ impl Dispatcher {
             .collect();
         if alerts.is_empty() {
             // Only resolved alerts and no send_resolved: logged as told, nothing to POST.
-            return true;
+            return Outcome::Done;
         }
         let total = alerts.len();
         let keep = match hook.max_alerts {
             0 => total,
             n => total.min(usize::try_from(n).unwrap_or(usize::MAX)),
         };
+        let receiver = &f.options.receiver;
         let mut message = WebhookMessage::new(
-            &quote_meta(&f.route.receiver),
-            f.group_key.clone(),
+            &quote_meta(receiver),
+            f.id.1.clone(),
             f.labels.clone(),
             &self.config.external_url,
             alerts.into_iter().take(keep).collect(),
@@ -598,12 +726,10 @@ impl Dispatcher {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
                 tracing::error!("cannot encode a webhook message: {e}");
-                return false;
+                return Outcome::Failed;
             }
         };
-        let deadline = tokio::time::Instant::now() + f.route.group_interval;
         let mut backoff = Duration::from_millis(500);
-        let receiver = &f.route.receiver;
         loop {
             let attempt = self
                 .client
@@ -618,7 +744,7 @@ impl Dispatcher {
                     *lock(&self.metrics.sent)
                         .entry(receiver.clone())
                         .or_default() += 1;
-                    return true;
+                    return Outcome::Done;
                 }
                 Ok(r) => {
                     let status = r.status();
@@ -636,14 +762,18 @@ impl Dispatcher {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
+            if !self.is_sender() && !f.overdue {
+                return Outcome::Deferred;
+            }
         }
         *lock(&self.metrics.failed)
             .entry(receiver.clone())
             .or_default() += 1;
-        false
+        Outcome::Failed
     }
 
-    /// Adds a log entry to the peer's log.
+    /// Adds a log entry to the peer's log at once; the peer also reads what it missed at its
+    /// next check.
     async fn replicate(&self, entry: LogEntry) {
         let Some(peer) = &self.config.peer else {
             return;
@@ -666,57 +796,67 @@ impl Dispatcher {
         }
     }
 
-    /// Writes the log file, without entries past the retention.
-    fn save(&self) {
-        let Some(path) = &self.config.log_file else {
+    /// Writes the log file when the log changed, without entries past the retention.
+    async fn save(&self) {
+        let Some(path) = self.config.log_file.clone() else {
             return;
         };
         let entries: Vec<LogEntry> = {
             let mut state = lock(&self.state);
             let oldest = now_ms() - LOG_RETENTION_MS;
-            state.log.retain(|_, e| e.timestamp_ms >= oldest);
-            state.log.values().cloned().collect()
+            let before = state.log.len();
+            state.log.retain(|_, (e, _)| e.timestamp_ms >= oldest);
+            if !state.dirty && state.log.len() == before {
+                return;
+            }
+            state.dirty = false;
+            state.log.values().map(|(e, _)| e.clone()).collect()
         };
-        let write = || -> std::io::Result<()> {
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&entries)?)?;
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(e) = write() {
-            tracing::error!(path = %path.display(), "cannot write the notification log: {e}");
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &serde_json::to_vec(&entries)?)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                lock(&self.state).dirty = true;
+                tracing::error!("cannot write the notification log: {e}");
+            }
+            Err(e) => tracing::error!("notification log writer failed: {e}"),
         }
     }
 
-    /// Checks the peer every `peer_check` and decides which AZ sends.
+    /// Reads the peer's log changes every `peer_check` and decides which AZ sends.
     async fn check_peer(self: Arc<Self>, peer: String, mut stop: watch::Receiver<bool>) {
         let base = peer.trim_end_matches('/').to_string();
         let check = self.config.peer_check;
+        let timeout = check.max(Duration::from_secs(2));
         loop {
-            let status: Option<PeerStatus> = self
-                .get_json(&format!("{base}/api/v1/notifications/status"), check)
-                .await;
-            let synced = status.is_some() && lock(&self.peer).synced_at_ms.is_some();
-            let log = if status.is_some() && !synced {
-                self.fetch_log(&base).await
-            } else {
-                None
-            };
-            let now = now_ms();
+            let after = lock(&self.peer).pulled.unwrap_or(0);
+            let url = format!("{base}/api/v1/notifications/log?after={after}");
+            let mut page: Option<LogPage> = self.get_json(&url, timeout).await;
+            if let Some(p) = &page
+                && p.status.seq < after
+            {
+                // The peer restarted and numbers its log afresh: read all of it.
+                let url = format!("{base}/api/v1/notifications/log?after=0");
+                page = self.get_json(&url, timeout).await;
+            }
             let sender = {
                 let mut p = lock(&self.peer);
-                match status {
-                    Some(s) => {
+                match page {
+                    Some(page) => {
                         p.failures = 0;
-                        if let Some(entries) = log {
-                            drop(p);
-                            self.merge(entries);
-                            p = lock(&self.peer);
-                            p.synced_at_ms = Some(now);
+                        p.pulled = Some(page.status.seq);
+                        if page.status.az == self.config.az {
+                            tracing::error!(az = %page.status.az, "both centrals have the same --az; give them different names, or both send webhook notifications");
                         }
-                        if s.az == self.config.az {
-                            tracing::error!(az = %s.az, "both centrals have the same --az; give them different names, or both send webhook notifications");
-                        }
-                        p.az = Some(s.az);
+                        p.status = Some(page.status);
+                        self.merge(page.entries);
                     }
                     None => {
                         p.failures += 1;
@@ -724,11 +864,11 @@ impl Dispatcher {
                             .peer_check_failures
                             .fetch_add(1, Ordering::Relaxed);
                         if p.failures >= PEER_FAILURES {
-                            p.synced_at_ms = None;
+                            p.pulled = None;
                         }
                     }
                 }
-                self.decide(&p, now)
+                self.decide(&p)
             };
             let was = self.sender.swap(sender, Ordering::Relaxed);
             if was != sender {
@@ -746,22 +886,19 @@ impl Dispatcher {
         }
     }
 
-    /// Whether this AZ sends, given what the peer check found.
-    fn decide(&self, p: &Peer, now: i64) -> bool {
+    /// Whether this AZ sends, given what the peer checks found: alone when the peer is down or
+    /// has no receivers; else the AZ whose name sorts first, once the other has stopped.
+    fn decide(&self, p: &Peer) -> bool {
         if p.failures >= PEER_FAILURES {
             return true;
         }
-        let (Some(az), Some(synced)) = (&p.az, p.synced_at_ms) else {
-            return false;
+        let (Some(status), Some(_)) = (&p.status, p.pulled) else {
+            return self.is_sender();
         };
-        let settled = now - synced >= 2 * ms(self.config.peer_check);
-        settled && self.config.az.as_str() <= az.as_str()
-    }
-
-    async fn fetch_log(&self, base: &str) -> Option<Vec<LogEntry>> {
-        let timeout = self.config.peer_check.max(Duration::from_secs(10));
-        self.get_json(&format!("{base}/api/v1/notifications/log"), timeout)
-            .await
+        if !status.enabled || status.az == self.config.az {
+            return true;
+        }
+        self.config.az < status.az && !status.sender
     }
 
     /// GETs `url` and decodes its JSON; `None` on any failure.
@@ -887,6 +1024,99 @@ mod tests {
             );
             assert_eq!(got, want, "{why}");
         }
+    }
+
+    #[test]
+    fn a_reload_regroups_the_alerts_held_and_a_wrong_file_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.yml");
+        let config = |group_by: &str| {
+            format!(
+                "route: {{receiver: r, group_by: {group_by}}}\nreceivers: [{{name: r, webhook_configs: [{{url: 'http://127.0.0.1:1/'}}]}}]\n"
+            )
+        };
+        std::fs::write(&path, config("[alertname]")).unwrap();
+        let d = Dispatcher::new(DispatchConfig {
+            notify_file: Some(path.clone()),
+            az: "az-a".into(),
+            peer: None,
+            peer_check: Duration::from_secs(5),
+            external_url: "http://central:9301".into(),
+            log_file: None,
+        })
+        .unwrap();
+        let alert = |instance: &str| PostableAlert {
+            labels: KV::from([
+                ("alertname".to_string(), "X".to_string()),
+                ("instance".to_string(), instance.to_string()),
+            ]),
+            annotations: KV::new(),
+            starts_at: "2026-11-22T08:00:00Z".into(),
+            ends_at: "2099-01-01T00:00:00Z".into(),
+            generator_url: String::new(),
+        };
+        d.insert(&[alert("a"), alert("b")]);
+        assert_eq!(d.group_count(), 1);
+        std::fs::write(&path, config("['...']")).unwrap();
+        assert_eq!(d.reload(), Ok(1));
+        assert_eq!(d.group_count(), 2);
+        std::fs::write(&path, "route: {receiver: nobody}\n").unwrap();
+        let err = d.reload().unwrap_err();
+        assert!(err.contains("\"nobody\" is not defined"), "{err}");
+        assert_eq!(d.group_count(), 2);
+        d.insert(&[alert("c")]);
+        assert_eq!(d.group_count(), 3, "the running tree still routes");
+    }
+
+    #[test]
+    fn the_first_az_sends_once_the_other_has_stopped_and_either_sends_alone() {
+        let d = |az: &str| {
+            Dispatcher::new(DispatchConfig {
+                notify_file: None,
+                az: az.into(),
+                peer: Some("http://127.0.0.1:1".into()),
+                peer_check: Duration::from_secs(5),
+                external_url: String::new(),
+                log_file: None,
+            })
+            .unwrap()
+        };
+        let peer = |az: &str, sender: bool, enabled: bool| Peer {
+            status: Some(PeerStatus {
+                az: az.into(),
+                enabled,
+                sender,
+                groups: 0,
+                log_entries: 0,
+                seq: 0,
+            }),
+            failures: 0,
+            pulled: Some(0),
+        };
+        let (a, b) = (d("az-a"), d("az-b"));
+        assert!(
+            !a.decide(&peer("az-b", true, true)),
+            "waits for az-b to stop"
+        );
+        assert!(a.decide(&peer("az-b", false, true)));
+        assert!(!b.decide(&peer("az-a", false, true)));
+        assert!(
+            b.decide(&peer("az-a", false, false)),
+            "az-a has no receivers"
+        );
+        let down = Peer {
+            failures: PEER_FAILURES,
+            ..peer("az-a", true, true)
+        };
+        assert!(b.decide(&down));
+        let unread = Peer {
+            pulled: None,
+            ..peer("az-b", false, true)
+        };
+        assert!(
+            !a.decide(&unread),
+            "keeps its role until it has read the peer's log"
+        );
     }
 
     #[test]

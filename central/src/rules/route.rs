@@ -40,6 +40,13 @@ struct FileConfig {
     route: RouteFile,
     #[serde(default)]
     receivers: Vec<ReceiverFile>,
+    /// Alertmanager's `global` section: its settings are for other receiver types, and
+    /// `resolve_timeout` does not apply (every alert strata routes has an end).
+    #[serde(default, rename = "global")]
+    _global: Option<serde::de::IgnoredAny>,
+    /// Alertmanager's notification templates, used by other receiver types only.
+    #[serde(default, rename = "templates")]
+    _templates: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,16 +100,25 @@ pub enum GroupBy {
     All,
 }
 
-/// A node of the routing tree, with the settings it inherited filled in.
-#[derive(Debug, Clone)]
-pub struct Route {
+/// What a group of a route is sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOptions {
+    /// The route's place in the tree (`0`, `0/1`, ...): routes with the same matchers keep
+    /// separate groups, as Alertmanager keeps them per route.
+    pub id: String,
     /// Alertmanager's route key: `{}` for the root, `PARENT/{matchers}` below it.
     pub key: String,
     pub receiver: String,
-    pub group_by: GroupBy,
     pub group_wait: Duration,
     pub group_interval: Duration,
     pub repeat_interval: Duration,
+}
+
+/// A node of the routing tree, with the settings it inherited filled in.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub options: GroupOptions,
+    pub group_by: GroupBy,
     matchers: Vec<Matcher>,
     continue_matching: bool,
     routes: Vec<Route>,
@@ -191,17 +207,20 @@ impl NotifyConfig {
             return Err("the root route cannot have continue set".into());
         }
         let inherited = Route {
-            key: String::new(),
-            receiver: String::new(),
+            options: GroupOptions {
+                id: String::new(),
+                key: String::new(),
+                receiver: String::new(),
+                group_wait: GROUP_WAIT,
+                group_interval: GROUP_INTERVAL,
+                repeat_interval: REPEAT_INTERVAL,
+            },
             group_by: GroupBy::Labels(BTreeSet::new()),
-            group_wait: GROUP_WAIT,
-            group_interval: GROUP_INTERVAL,
-            repeat_interval: REPEAT_INTERVAL,
             matchers: Vec::new(),
             continue_matching: false,
             routes: Vec::new(),
         };
-        let route = build(root, &inherited, None, &receivers)?;
+        let route = build(root, &inherited, "0", true, &receivers)?;
         Ok(Self { route, receivers })
     }
 }
@@ -218,7 +237,8 @@ fn positive(text: &str, what: &str) -> Result<Duration, String> {
 fn build(
     file: &RouteFile,
     parent: &Route,
-    parent_key: Option<&str>,
+    id: &str,
+    root: bool,
     receivers: &BTreeMap<String, Vec<Webhook>>,
 ) -> Result<Route, String> {
     let mut matchers = Vec::new();
@@ -237,14 +257,15 @@ fn build(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let key = match parent_key {
-        None => "{}".to_string(),
-        Some(p) => format!("{p}/{{{set}}}"),
+    let key = if root {
+        "{}".to_string()
+    } else {
+        format!("{}/{{{set}}}", parent.options.key)
     };
     let receiver = file
         .receiver
         .clone()
-        .unwrap_or_else(|| parent.receiver.clone());
+        .unwrap_or_else(|| parent.options.receiver.clone());
     if !receivers.contains_key(&receiver) {
         return Err(format!(
             "route {key}: receiver {receiver:?} is not defined under receivers"
@@ -277,27 +298,31 @@ fn build(
         Some(t) => positive(t, what).map_err(|e| format!("route {key}: {e}")),
         None => Ok(inherited),
     };
+    let inherited = &parent.options;
     let mut route = Route {
-        group_wait: duration(&file.group_wait, "group_wait", parent.group_wait)?,
-        group_interval: duration(
-            &file.group_interval,
-            "group_interval",
-            parent.group_interval,
-        )?,
-        repeat_interval: duration(
-            &file.repeat_interval,
-            "repeat_interval",
-            parent.repeat_interval,
-        )?,
-        key,
-        receiver,
+        options: GroupOptions {
+            group_wait: duration(&file.group_wait, "group_wait", inherited.group_wait)?,
+            group_interval: duration(
+                &file.group_interval,
+                "group_interval",
+                inherited.group_interval,
+            )?,
+            repeat_interval: duration(
+                &file.repeat_interval,
+                "repeat_interval",
+                inherited.repeat_interval,
+            )?,
+            id: id.to_string(),
+            key,
+            receiver,
+        },
         group_by,
         matchers,
         continue_matching: file.continue_matching,
         routes: Vec::new(),
     };
-    for child in &file.routes {
-        let built = build(child, &route, Some(&route.key), receivers)?;
+    for (i, child) in file.routes.iter().enumerate() {
+        let built = build(child, &route, &format!("{id}/{i}"), false, receivers)?;
         route.routes.push(built);
     }
     Ok(route)
@@ -385,7 +410,7 @@ receivers:
             c.route
                 .matching(l)
                 .iter()
-                .map(|r| (r.key.clone(), r.receiver.clone()))
+                .map(|r| (r.options.key.clone(), r.options.receiver.clone()))
                 .collect()
         };
         assert_eq!(
@@ -413,11 +438,15 @@ receivers:
         );
         let routes = c.route.matching(&db);
         assert_eq!(routes[0].group_labels(&db), db);
-        assert_eq!(routes[1].repeat_interval, Duration::from_secs(3600));
+        assert_eq!(routes[1].options.repeat_interval, Duration::from_secs(3600));
+        assert_eq!(
+            (routes[0].options.id.as_str(), routes[1].options.id.as_str()),
+            ("0/1/0", "0/2")
+        );
         assert_eq!(routes[1].group_labels(&db), labels(&[("alertname", "X")]));
         let pager = c.route.matching(&page)[0];
-        assert_eq!(pager.group_wait, Duration::from_secs(1));
-        assert_eq!(pager.group_interval, GROUP_INTERVAL);
+        assert_eq!(pager.options.group_wait, Duration::from_secs(1));
+        assert_eq!(pager.options.group_interval, GROUP_INTERVAL);
         assert_eq!(
             c.receivers["pager"],
             [Webhook {
@@ -427,6 +456,12 @@ receivers:
                 timeout: WEBHOOK_TIMEOUT,
             }]
         );
+    }
+
+    #[test]
+    fn alertmanager_sections_for_other_receivers_are_ignored() {
+        let text = "global: {resolve_timeout: 5m, smtp_from: a@b}\ntemplates: ['*.tmpl']\nroute: {receiver: x}\nreceivers: [{name: x}]\n";
+        assert_eq!(NotifyConfig::parse(text).unwrap().receivers.len(), 1);
     }
 
     #[test]
@@ -464,6 +499,10 @@ receivers:
             (
                 "route: {receiver: x}\nreceivers: [{name: x}, {name: x}]\n",
                 "defined twice",
+            ),
+            (
+                "route: {receiver: x}\nreceivers: [{name: x}]\ninhibit_rules: []\n",
+                "unknown field `inhibit_rules`",
             ),
         ];
         for (text, want) in cases {
