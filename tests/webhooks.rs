@@ -43,6 +43,8 @@ receivers:
   - name: team.hook
     webhook_configs:
       - url: {hook}/hook
+        http_config:
+          authorization: {{credentials: hook-token}}
       - url: {hook}/truncated
         max_alerts: 1
         send_resolved: false
@@ -252,6 +254,12 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     assert!(!is_sender(&b.base()).await);
     set("a", 20.0);
     let m1 = nth_message(&hook, 1, plenty, "a fires").await;
+    assert!(
+        hook.authorizations("/hook")
+            .iter()
+            .all(|a| a == "Bearer hook-token")
+    );
+    assert_eq!(hook.authorizations("/truncated")[0], "");
     assert_eq!(m1["version"], "4");
     assert_eq!(
         m1["receiver"], "team\\.hook",

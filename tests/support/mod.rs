@@ -360,12 +360,13 @@ pub async fn start_alertmanager(dir: &Path, group_by: &str, receiver: &str, hook
 }
 
 /// An HTTP server that keeps every JSON body POSTed to it, by path, with when it came (Unix
-/// seconds): a webhook receiver, or an Alertmanager API stand-in. The first POST to
-/// `refuse_first` gets a 503.
+/// seconds) and its `Authorization` header: a webhook receiver, or an Alertmanager API
+/// stand-in. The first POST to `refuse_first` gets a 503.
 #[derive(Clone)]
 pub struct Recorder {
     pub port: u16,
     posts: std::sync::Arc<std::sync::Mutex<Vec<(String, f64, serde_json::Value)>>>,
+    authorizations: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
     refused: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -375,14 +376,22 @@ impl Recorder {
         let recorder = Recorder {
             port: listener.local_addr().unwrap().port(),
             posts: std::sync::Arc::default(),
+            authorizations: std::sync::Arc::default(),
             refused: std::sync::Arc::new(std::sync::Mutex::new(refuse_first.map(String::from))),
         };
         let app = axum::Router::new()
             .fallback(
                 |axum::extract::State(r): axum::extract::State<Recorder>,
                  uri: axum::http::Uri,
+                 headers: axum::http::HeaderMap,
                  body: axum::body::Bytes| async move {
                     let path = uri.path().to_string();
+                    let auth = headers
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    r.authorizations.lock().unwrap().push((path.clone(), auth));
                     let mut refuse = r.refused.lock().unwrap();
                     if refuse.as_deref() == Some(path.as_str()) {
                         *refuse = None;
@@ -405,6 +414,17 @@ impl Recorder {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `Authorization` headers of the POSTs to `path` (empty where there was none).
+    pub fn authorizations(&self, path: &str) -> Vec<String> {
+        self.authorizations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, a)| a.clone())
+            .collect()
     }
 
     /// The bodies POSTed to `path`, in order.

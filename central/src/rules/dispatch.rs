@@ -731,14 +731,21 @@ impl Dispatcher {
         };
         let mut backoff = Duration::from_millis(500);
         loop {
-            let attempt = self
+            let mut request = hook
                 .client
                 .post(&hook.url)
                 .timeout(hook.timeout)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await;
+                .body(body.clone());
+            match hook.http.authorization_header() {
+                Ok(Some(auth)) => request = request.header(reqwest::header::AUTHORIZATION, auth),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(%receiver, url = %hook.url, "webhook not sent: {e}");
+                    break;
+                }
+            }
+            let attempt = request.send().await;
             let retry = match attempt {
                 Ok(r) if r.status().is_success() => {
                     *lock(&self.metrics.sent)

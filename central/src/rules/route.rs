@@ -24,10 +24,12 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use strata_relay::remote_write::{Authorization, BasicAuth, HttpClient};
+use strata_relay::tls::TlsConfig;
 use strata_wire::alert::KV;
 use strata_wire::duration::parse_duration_ms;
 use strata_wire::labels::is_valid_label_name;
@@ -86,6 +88,19 @@ struct WebhookFile {
     #[serde(default)]
     max_alerts: u64,
     timeout: Option<String>,
+    #[serde(default)]
+    http_config: HttpConfigFile,
+}
+
+/// Alertmanager's `http_config` of a webhook: how it authenticates and its TLS settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpConfigFile {
+    basic_auth: Option<BasicAuth>,
+    authorization: Option<Authorization>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<PathBuf>,
+    tls_config: Option<TlsConfig>,
 }
 
 fn send_resolved_default() -> bool {
@@ -125,7 +140,7 @@ pub struct Route {
 }
 
 /// One webhook of a receiver (Alertmanager's `webhook_config`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Webhook {
     pub url: String,
     /// Whether resolved alerts are sent (default true, as Alertmanager's webhooks).
@@ -134,6 +149,10 @@ pub struct Webhook {
     pub max_alerts: u64,
     /// Per request; retries go on until the group's next interval.
     pub timeout: Duration,
+    /// Authentication (secret files are read at each request) and TLS.
+    pub http: HttpClient,
+    /// A client with the TLS settings of `http`.
+    pub client: reqwest::Client,
 }
 
 #[derive(Debug, Clone)]
@@ -185,11 +204,25 @@ impl NotifyConfig {
                     }
                     None => WEBHOOK_TIMEOUT,
                 };
+                let h = w.http_config;
+                let http = HttpClient {
+                    basic_auth: h.basic_auth,
+                    authorization: h.authorization,
+                    bearer_token: h.bearer_token,
+                    bearer_token_file: h.bearer_token_file,
+                    tls_config: h.tls_config,
+                };
+                let http_error = |e: String| format!("receiver {:?}: http_config: {e}", r.name);
+                http.check().map_err(http_error)?;
+                http.authorization_header().map_err(http_error)?;
+                let client = http.build().map_err(http_error)?;
                 hooks.push(Webhook {
                     url: w.url,
                     send_resolved: w.send_resolved,
                     max_alerts: w.max_alerts,
                     timeout,
+                    http,
+                    client,
                 });
             }
             if receivers.insert(r.name.clone(), hooks).is_some() {
@@ -447,15 +480,37 @@ receivers:
         let pager = c.route.matching(&page)[0];
         assert_eq!(pager.options.group_wait, Duration::from_secs(1));
         assert_eq!(pager.options.group_interval, GROUP_INTERVAL);
+        let hook = &c.receivers["pager"][0];
         assert_eq!(
-            c.receivers["pager"],
-            [Webhook {
-                url: "http://127.0.0.1:1/page".into(),
-                send_resolved: false,
-                max_alerts: 3,
-                timeout: WEBHOOK_TIMEOUT,
-            }]
+            (
+                hook.url.as_str(),
+                hook.send_resolved,
+                hook.max_alerts,
+                hook.timeout
+            ),
+            ("http://127.0.0.1:1/page", false, 3, WEBHOOK_TIMEOUT)
         );
+        assert_eq!(hook.http.authorization_header(), Ok(None));
+    }
+
+    #[test]
+    fn webhooks_authenticate_as_alertmanager_http_config_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let text = format!(
+            "route: {{receiver: x}}\nreceivers:\n- name: x\n  webhook_configs:\n  - url: http://127.0.0.1:1/\n    http_config: {{authorization: {{credentials_file: {}}}}}\n  - url: http://127.0.0.1:1/\n    http_config: {{basic_auth: {{username: am, password: pw}}}}\n",
+            token.display()
+        );
+        let c = NotifyConfig::parse(&text).unwrap();
+        let headers: Vec<_> = c.receivers["x"]
+            .iter()
+            .map(|h| h.http.authorization_header().unwrap().unwrap())
+            .collect();
+        assert_eq!(headers, ["Bearer s3cret", "Basic YW06cHc="]);
+        let both = "route: {receiver: x}\nreceivers: [{name: x, webhook_configs: [{url: 'http://a/', http_config: {bearer_token: t, basic_auth: {username: u}}}]}]\n";
+        let err = NotifyConfig::parse(both).unwrap_err();
+        assert!(err.contains("http_config: at most one of"), "{err}");
     }
 
     #[test]
