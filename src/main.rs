@@ -383,10 +383,6 @@ impl CentralArgs {
         if self.notify_peer_check_interval.is_zero() {
             anyhow::bail!("--notify-peer-check-interval must be positive (default 5s)");
         }
-        if let Some(path) = &self.notify_config {
-            strata_central::rules::route::NotifyConfig::load(path)
-                .map_err(|e| anyhow::anyhow!("--notify-config: {e}"))?;
-        }
         let ms = |d: std::time::Duration| d.as_millis() as i64;
         let rules = strata_central::rules::manager::RulesConfig {
             files: self.rule_files,

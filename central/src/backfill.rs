@@ -98,7 +98,7 @@ pub struct RoundReport {
     pub samples_written: u64,
 }
 
-fn peer_err(url: &str, reason: impl std::fmt::Display) -> Error {
+pub(crate) fn peer_err(url: &str, reason: impl std::fmt::Display) -> Error {
     Error::Peer {
         url: url.to_owned(),
         reason: reason.to_string(),
@@ -106,7 +106,7 @@ fn peer_err(url: &str, reason: impl std::fmt::Display) -> Error {
 }
 
 /// Sends a request to the peer; the body of a 2xx answer, or an error naming the URL.
-async fn peer_body(url: &str, request: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
+pub(crate) async fn peer_body(url: &str, request: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
     let resp = request.send().await.map_err(|e| peer_err(url, e))?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(|e| peer_err(url, e))?;

@@ -42,6 +42,7 @@ use crate::promql;
 use crate::rules::dispatch::{DispatchConfig, Dispatcher, LogEntry};
 use crate::rules::manager::{Manager, RulesConfig};
 use crate::rules::notify::{Notifier, NotifierConfig};
+use crate::rules::route::NotifyConfig;
 use crate::{Error, Result};
 
 /// Everything `strata central` is configured with.
@@ -258,7 +259,7 @@ pub(crate) fn params(
 }
 
 /// A time parameter: Unix seconds (with fraction) or RFC 3339, as the Prometheus API takes it.
-fn parse_time(s: &str) -> std::result::Result<i64, String> {
+pub(crate) fn parse_time(s: &str) -> std::result::Result<i64, String> {
     if let Ok(secs) = s.parse::<f64>() {
         return Ok((secs * 1000.0).round() as i64);
     }
@@ -447,7 +448,8 @@ async fn reload(State(st): State<Arc<AppState>>) -> Response {
     (status, text).into_response()
 }
 
-/// Reloads rules and notification configuration; what happened, and whether both loaded.
+/// Reloads rules and notification configuration (each logs its own outcome); what happened,
+/// and whether both loaded.
 async fn reload_all(rules: &Arc<Manager>, dispatcher: &Dispatcher) -> (String, bool) {
     let mut text = String::new();
     let rules_ok = match rules.reload().await {
@@ -481,9 +483,6 @@ async fn reload_all(rules: &Arc<Manager>, dispatcher: &Dispatcher) -> (String, b
             false
         }
     };
-    if !(rules_ok && notify_ok) {
-        tracing::error!("reload failed: {}", text.trim());
-    }
     (text, rules_ok && notify_ok)
 }
 
@@ -698,6 +697,7 @@ fn render_metrics(st: &AppState) -> String {
 
 fn render_rule_metrics(out: &mut String, st: &AppState) {
     let (az, r, n) = (st.az.as_str(), &st.rules.metrics, &st.notifier.metrics);
+    let d = &st.dispatcher;
     let (groups, rules) = st.rules.counts();
     let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
     let counters = [
@@ -736,6 +736,21 @@ fn render_rule_metrics(out: &mut String, st: &AppState) {
             "Alerts dropped: queue full, or no Alertmanager accepted their batch.",
             load(&n.dropped),
         ),
+        (
+            "strata_webhook_request_errors_total",
+            "Webhook requests that failed (each attempt).",
+            load(&d.metrics.request_errors),
+        ),
+        (
+            "strata_webhook_flushes_deferred_total",
+            "Alert group flushes left to the peer AZ, which sends.",
+            load(&d.metrics.deferred),
+        ),
+        (
+            "strata_webhook_peer_check_failures_total",
+            "Checks of the peer AZ that failed.",
+            load(&d.metrics.peer_check_failures),
+        ),
     ];
     for (name, help, v) in counters {
         metric(out, name, "counter", help, az, v);
@@ -758,6 +773,16 @@ fn render_rule_metrics(out: &mut String, st: &AppState) {
             "Alerts waiting to be sent.",
             st.notifier.queue_length() as i64,
         ),
+        (
+            "strata_webhook_sender",
+            "1 when this AZ sends the webhook notifications.",
+            i64::from(d.enabled() && d.is_sender()),
+        ),
+        (
+            "strata_webhook_alert_groups",
+            "Alert groups held for webhook receivers.",
+            d.group_count() as i64,
+        ),
     ];
     for (name, help, v) in gauges {
         metric(out, name, "gauge", help, az, v);
@@ -765,6 +790,7 @@ fn render_rule_metrics(out: &mut String, st: &AppState) {
     render_webhook_metrics(out, st);
 }
 
+/// The webhook counters kept per receiver.
 fn render_webhook_metrics(out: &mut String, st: &AppState) {
     let (az, d) = (st.az.as_str(), &st.dispatcher);
     for (name, help, by_receiver) in [
@@ -786,42 +812,6 @@ fn render_webhook_metrics(out: &mut String, st: &AppState) {
             let _ = writeln!(out, "{name}{{az=\"{az}\",receiver={receiver:?}}} {n}");
         }
     }
-    let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
-    let counters = [
-        (
-            "strata_webhook_request_errors_total",
-            "Webhook requests that failed (each attempt).",
-            load(&d.metrics.request_errors),
-        ),
-        (
-            "strata_webhook_flushes_deferred_total",
-            "Alert group flushes left to the peer AZ, which sends.",
-            load(&d.metrics.deferred),
-        ),
-        (
-            "strata_webhook_peer_check_failures_total",
-            "Checks of the peer AZ that failed.",
-            load(&d.metrics.peer_check_failures),
-        ),
-    ];
-    for (name, help, v) in counters {
-        metric(out, name, "counter", help, az, v);
-    }
-    let gauges = [
-        (
-            "strata_webhook_sender",
-            "1 when this AZ sends the webhook notifications.",
-            i64::from(d.enabled() && d.is_sender()),
-        ),
-        (
-            "strata_webhook_alert_groups",
-            "Alert groups held for webhook receivers.",
-            d.group_count() as i64,
-        ),
-    ];
-    for (name, help, v) in gauges {
-        metric(out, name, "gauge", help, az, v);
-    }
 }
 
 /// Opens the store, serves until `shutdown` resolves, then stops accepting and closes the WAL.
@@ -829,7 +819,8 @@ pub async fn run(
     config: CentralConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    // Rule files are checked before anything starts, so a wrong file stops nothing running.
+    // Rule files and the notification configuration are checked before anything starts, so
+    // a wrong file stops nothing running.
     let groups = crate::rules::manager::load(&config.rules).map_err(|errors| {
         let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
         Error::Config(format!(
@@ -837,6 +828,12 @@ pub async fn run(
             reasons.join("\n  ")
         ))
     })?;
+    let notify = config
+        .notify_file
+        .as_deref()
+        .map(NotifyConfig::load)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--notify-config: {e}")))?;
     let storage = config.storage.clone();
     let db = Arc::new(
         tokio::task::spawn_blocking(move || Db::open(storage))
@@ -860,14 +857,17 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let notifier = Notifier::new(config.notifier.clone()).map_err(Error::Config)?;
     let notifier_task = tokio::spawn(notifier.clone().run(stop_rx.clone()));
-    let dispatcher = Dispatcher::new(DispatchConfig {
-        notify_file: config.notify_file.clone(),
-        az: config.az.clone(),
-        peer: config.backfill.as_ref().map(|b| b.peer_url.clone()),
-        peer_check: config.notify_peer_check,
-        external_url: config.rules.external_url.clone(),
-        log_file: Some(config.storage.data_dir.join("notifications.json")),
-    })
+    let dispatcher = Dispatcher::new(
+        DispatchConfig {
+            notify_file: config.notify_file.clone(),
+            az: config.az.clone(),
+            peer: config.backfill.as_ref().map(|b| b.peer_url.clone()),
+            peer_check: config.notify_peer_check,
+            external_url: config.rules.external_url.clone(),
+            log_file: Some(config.storage.data_dir.join("notifications.json")),
+        },
+        notify,
+    )
     .map_err(Error::Config)?;
     let dispatcher_task = tokio::spawn(dispatcher.clone().run(stop_rx.clone()));
     let rules = Manager::start(

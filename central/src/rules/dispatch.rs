@@ -57,6 +57,8 @@ use tokio::sync::{Notify, watch};
 
 use super::notify::DRAIN_TIME;
 use super::route::{GroupOptions, NotifyConfig, Webhook};
+use crate::backfill::{peer_body, peer_err};
+use crate::server::parse_time;
 
 /// How long notification log entries are kept (Alertmanager's `--data.retention`, 120h).
 const LOG_RETENTION_MS: i64 = 120 * 3600 * 1000;
@@ -226,14 +228,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn parse_time(text: &str) -> Option<i64> {
-    humantime::parse_rfc3339_weak(text)
-        .or_else(|_| humantime::parse_rfc3339(text))
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-}
-
 fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
 }
@@ -323,14 +317,10 @@ enum Outcome {
 }
 
 impl Dispatcher {
-    /// A dispatcher; reads the notification configuration, and the notification log file
-    /// when there is one (a log that cannot be read is set aside with an error: alerts
-    /// firing now are then notified again).
-    pub fn new(config: DispatchConfig) -> Result<Arc<Self>, String> {
-        let routing = match &config.notify_file {
-            Some(path) => Some(Arc::new(NotifyConfig::load(path)?)),
-            None => None,
-        };
+    /// A dispatcher routing by `routing` (loaded from `config.notify_file`); reads the
+    /// notification log file when there is one (a log that cannot be read is set aside with
+    /// an error: alerts firing now are then notified again).
+    pub fn new(config: DispatchConfig, routing: Option<NotifyConfig>) -> Result<Arc<Self>, String> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -361,7 +351,7 @@ impl Dispatcher {
         let sender = config.peer.is_none();
         Ok(Arc::new(Self {
             config,
-            routing: Mutex::new(routing),
+            routing: Mutex::new(routing.map(Arc::new)),
             client,
             state: Mutex::new(state),
             peer: Mutex::new(Peer::default()),
@@ -388,7 +378,13 @@ impl Dispatcher {
         let Some(path) = &self.config.notify_file else {
             return Ok(0);
         };
-        let routing = Arc::new(NotifyConfig::load(path)?);
+        let routing = match NotifyConfig::load(path) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                tracing::error!("notification configuration not reloaded: {e}");
+                return Err(e);
+            }
+        };
         let receivers = routing.receivers.len();
         let held: Vec<PostableAlert> = {
             let mut state = lock(&self.state);
@@ -404,6 +400,7 @@ impl Dispatcher {
         };
         *lock(&self.routing) = Some(routing);
         self.insert(&held);
+        tracing::info!(receivers, "notification configuration reloaded");
         Ok(receivers)
     }
 
@@ -457,9 +454,10 @@ impl Dispatcher {
         let now = now_ms();
         let mut state = lock(&self.state);
         for alert in alerts {
-            let (Some(starts), Some(ends)) =
-                (parse_time(&alert.starts_at), parse_time(&alert.ends_at))
-            else {
+            let (Some(starts), Some(ends)) = (
+                parse_time(&alert.starts_at).ok(),
+                parse_time(&alert.ends_at).ok(),
+            ) else {
                 tracing::warn!(labels = ?alert.labels, "alert with unreadable times not routed");
                 continue;
             };
@@ -786,20 +784,14 @@ impl Dispatcher {
             return;
         };
         let url = format!("{}/api/v1/notifications/log", peer.trim_end_matches('/'));
-        let sent = self
+        let request = self
             .client
             .post(&url)
             .timeout(self.config.peer_check)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(&[entry]).unwrap_or_default())
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                tracing::warn!(%url, status = %r.status(), "peer refused a notification log entry")
-            }
-            Err(e) => tracing::debug!(%url, "peer did not take a notification log entry: {e}"),
+            .body(serde_json::to_vec(&[entry]).unwrap_or_default());
+        if let Err(e) = peer_body(&url, request).await {
+            tracing::debug!("the peer did not take a notification log entry: {e}");
         }
     }
 
@@ -845,18 +837,18 @@ impl Dispatcher {
         loop {
             let after = lock(&self.peer).pulled.unwrap_or(0);
             let url = format!("{base}/api/v1/notifications/log?after={after}");
-            let mut page: Option<LogPage> = self.get_json(&url, timeout).await;
-            if let Some(p) = &page
+            let mut page = self.fetch_log(&url, timeout).await;
+            if let Ok(p) = &page
                 && p.status.seq < after
             {
                 // The peer restarted and numbers its log afresh: read all of it.
                 let url = format!("{base}/api/v1/notifications/log?after=0");
-                page = self.get_json(&url, timeout).await;
+                page = self.fetch_log(&url, timeout).await;
             }
             let sender = {
                 let mut p = lock(&self.peer);
                 match page {
-                    Some(page) => {
+                    Ok(page) => {
                         p.failures = 0;
                         p.pulled = Some(page.status.seq);
                         if page.status.az == self.config.az {
@@ -865,11 +857,14 @@ impl Dispatcher {
                         p.status = Some(page.status);
                         self.merge(page.entries);
                     }
-                    None => {
+                    Err(e) => {
                         p.failures += 1;
                         self.metrics
                             .peer_check_failures
                             .fetch_add(1, Ordering::Relaxed);
+                        if p.failures == PEER_FAILURES {
+                            tracing::warn!("the peer AZ does not answer: {e}");
+                        }
                         if p.failures >= PEER_FAILURES {
                             p.pulled = None;
                         }
@@ -908,17 +903,10 @@ impl Dispatcher {
         self.config.az < status.az && !status.sender
     }
 
-    /// GETs `url` and decodes its JSON; `None` on any failure.
-    async fn get_json<T: serde::de::DeserializeOwned>(
-        &self,
-        url: &str,
-        timeout: Duration,
-    ) -> Option<T> {
-        let r = self.client.get(url).timeout(timeout).send().await.ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        serde_json::from_slice(&r.bytes().await.ok()?).ok()
+    /// GETs a page of the peer's log.
+    async fn fetch_log(&self, url: &str, timeout: Duration) -> crate::Result<LogPage> {
+        let body = peer_body(url, self.client.get(url).timeout(timeout)).await?;
+        serde_json::from_slice(&body).map_err(|e| peer_err(url, e))
     }
 }
 
@@ -1043,14 +1031,17 @@ mod tests {
             )
         };
         std::fs::write(&path, config("[alertname]")).unwrap();
-        let d = Dispatcher::new(DispatchConfig {
-            notify_file: Some(path.clone()),
-            az: "az-a".into(),
-            peer: None,
-            peer_check: Duration::from_secs(5),
-            external_url: "http://central:9301".into(),
-            log_file: None,
-        })
+        let d = Dispatcher::new(
+            DispatchConfig {
+                notify_file: Some(path.clone()),
+                az: "az-a".into(),
+                peer: None,
+                peer_check: Duration::from_secs(5),
+                external_url: "http://central:9301".into(),
+                log_file: None,
+            },
+            Some(NotifyConfig::load(&path).unwrap()),
+        )
         .unwrap();
         let alert = |instance: &str| PostableAlert {
             labels: KV::from([
@@ -1078,14 +1069,17 @@ mod tests {
     #[test]
     fn the_first_az_sends_once_the_other_has_stopped_and_either_sends_alone() {
         let d = |az: &str| {
-            Dispatcher::new(DispatchConfig {
-                notify_file: None,
-                az: az.into(),
-                peer: Some("http://127.0.0.1:1".into()),
-                peer_check: Duration::from_secs(5),
-                external_url: String::new(),
-                log_file: None,
-            })
+            Dispatcher::new(
+                DispatchConfig {
+                    notify_file: None,
+                    az: az.into(),
+                    peer: Some("http://127.0.0.1:1".into()),
+                    peer_check: Duration::from_secs(5),
+                    external_url: String::new(),
+                    log_file: None,
+                },
+                None,
+            )
             .unwrap()
         };
         let peer = |az: &str, sender: bool, enabled: bool| Peer {

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use strata_wire::duration::parse_duration_ms;
+use strata_wire::labels::{is_valid_label_name, is_valid_metric_name};
 
 use template::Template;
 
@@ -269,17 +270,17 @@ fn validate(rule: &Rule) -> Vec<String> {
         for field in set {
             out.push(format!("invalid field '{field}' in recording rule"));
         }
-        if !is_metric_name(&rule.record) {
+        if !is_valid_metric_name(&rule.record) {
             out.push(format!("invalid recording rule name: {}", rule.record));
         }
     }
     for name in rule.labels.keys() {
-        if !is_label_name(name) || name == "__name__" {
+        if !is_valid_label_name(name) || name == "__name__" {
             out.push(format!("invalid label name: {name}"));
         }
     }
     for name in rule.annotations.keys() {
-        if !is_label_name(name) {
+        if !is_valid_label_name(name) {
             out.push(format!("invalid annotation name: {name}"));
         }
     }
@@ -295,20 +296,4 @@ fn validate(rule: &Rule) -> Vec<String> {
         }
     }
     out
-}
-
-fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn is_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
