@@ -32,16 +32,22 @@
 //!
 //!    A resource that follows another one of its cell (its driver: the pods and requests a
 //!    cell's hosted control planes bring) is fitted as `base + per_driver × driver + per_day ×
-//!    days` when the driver explains at least half of what a line in time leaves; its
-//!    forecast is then that fit applied to the driver's forecast, widened by the fit's
-//!    residuals, so it steps and bends when the driver does.
+//!    days` when the driver explains at least half of what a line in time leaves. What is
+//!    left once `per_driver × driver` is taken away (the clusters already there growing,
+//!    faster as more of them grow) gets a trend of its own, linear or exponential chosen as
+//!    above. The forecast is `per_driver ×` the driver's forecast plus that trend, widened by
+//!    the fit's residuals, so it steps and bends when the driver does.
 //! 4. **Intervals.** The variance of the fitted trend at each future day (from the weights,
 //!    inflated by the residuals' lag-1 autocorrelation) plus one day's residual variance;
 //!    p10 and p90 are ±1.2816 standard deviations (normal quantiles).
 //! 5. **Daily cycle.** The median ratio of each hour's mean to its day's mean over the hourly
-//!    window, so a forecast hour is trend × weekday × hour.
+//!    window, so a forecast hour is trend × weekday × hour. The day's mean is taken as its
+//!    level at noon and moved by the trend's growth for each hour, so a fast trend is not
+//!    learnt as a cycle that rises through every day.
 //! 6. **Crossing.** The first hour whose p90 value reaches the threshold is the p10 time, the
-//!    first whose p50 does is the p50 time, the first whose p10 does is the p90 time.
+//!    first whose p50 does is the p50 time, the first whose p10 does is the p90 time. Each
+//!    hour's value stands for its middle, and the instant is where the line between the
+//!    middles of that hour and the one before reaches the threshold.
 //!
 //! Counters must be turned into rates in the query (`rate()` handles their resets); gaps are
 //! simply missing days and hours.
@@ -227,14 +233,15 @@ pub struct Driver<'a> {
 }
 
 /// A resource that follows a driver (a cell's pods and requests follow the hosted control
-/// planes it carries): its weekday-adjusted daily means fitted as `base + per_driver ×
-/// driver + per_day × days`, and forecast from the driver's forecast. A count driver's
-/// forecast is taken whole, so the resource steps when the driver does.
+/// planes it carries): `per_driver ×` the driver's forecast plus a trend of the rest. A
+/// count driver's forecast is taken whole, so the resource steps when the driver does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Follows {
     driver: Box<Model>,
-    base: f64,
     pub per_driver: f64,
+    /// The rest: the resource less `per_driver × driver`, in the follower's days.
+    rest: Fit,
+    /// The rest's growth per day at the end of the history.
     pub per_day: f64,
     /// Residual standard deviation.
     sigma: f64,
@@ -339,7 +346,8 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
                 .collect();
             let (primary, alternatives) =
                 choose_trend(&adjusted, half_life).ok_or_else(|| too_little(used.len() as f64))?;
-            let (profile, has_daily_cycle) = daily_profile(input.hourly, change);
+            let growth = |t: i64| primary.slope((t - origin_ms) as f64 / DAY_MS as f64);
+            let (profile, has_daily_cycle) = daily_profile(input.hourly, change, growth);
             let follows = input
                 .driver
                 .and_then(|d| follow(&used, &adjusted, d, half_life));
@@ -373,7 +381,8 @@ const DRIVER_EXPLAINS: f64 = 0.5;
 
 /// Fits `adjusted` (weekday-adjusted daily means, at the days of `used`) as `base +
 /// per_driver × driver + per_day × x` by weighted least squares, if the driver explains at
-/// least [`DRIVER_EXPLAINS`] of the squared error a line in time leaves.
+/// least [`DRIVER_EXPLAINS`] of the squared error a line in time leaves; then fits the rest
+/// (`adjusted − per_driver × driver`) with [`choose_trend`].
 fn follow(
     used: &[(i64, f64)],
     adjusted: &[(f64, f64)],
@@ -417,18 +426,20 @@ fn follow(
     }
     let per_day = (sxy * sdd - sdy * sxd) / det;
     let per_driver = (sdy * sxx - sxy * sxd) / det;
-    let base = my - per_day * mx - per_driver * md;
     let line_error = syy - sxy * sxy / sxx;
     let error = (syy - per_day * sxy - per_driver * sdy).max(0.0);
     if error > (1.0 - DRIVER_EXPLAINS) * line_error {
         return None;
     }
     let n_eff = sw * sw / w.iter().map(|w| w * w).sum::<f64>();
+    let rest: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.2 - per_driver * r.1)).collect();
+    let (rest, _) = choose_trend(&rest, half_life)?;
+    let last = rows.last().map_or(0.0, |r| r.0);
     Some(Follows {
         driver: Box::new(driver.model.clone()),
-        base,
         per_driver,
-        per_day,
+        rest,
+        per_day: rest.slope(last),
         sigma: (error / sw * n_eff / (n_eff - 3.0).max(1.0)).sqrt(),
     })
 }
@@ -492,7 +503,9 @@ impl Model {
     }
 
     /// When the forecast reaches `threshold`, searched hour by hour up to `horizon_days`
-    /// ahead. A crossing is reported at the middle of its hour.
+    /// ahead. Each hour's band stands for the middle of the hour; a crossing is put between
+    /// the middles of the hour before and the hour that reaches the threshold, where the line
+    /// joining them does (never before "now": a threshold already reached is reached now).
     pub fn crossing(&self, threshold: f64, horizon_days: u32) -> Crossing {
         let threshold = if self.counts {
             threshold.ceil() - 0.5
@@ -506,20 +519,30 @@ impl Model {
             p50_ms: None,
             p90_ms: None,
         };
+        let mut before = self.band(start - HOUR_MS);
         for h in 0..hours {
             let t = start + h * HOUR_MS;
             let b = self.band(t);
-            let at = t + HOUR_MS / 2;
+            let at = |v0: f64, v1: f64| {
+                // v1 reaches the threshold, so v1 > v0 unless v0 already did.
+                let f = if v0 >= threshold {
+                    0.0
+                } else {
+                    ((threshold - v0) / (v1 - v0)).clamp(0.0, 1.0)
+                };
+                (t - HOUR_MS / 2 + (f * HOUR_MS as f64).round() as i64).max(self.now_ms)
+            };
             if c.p10_ms.is_none() && b.p90 >= threshold {
-                c.p10_ms = Some(at);
+                c.p10_ms = Some(at(before.p90, b.p90));
             }
             if c.p50_ms.is_none() && b.p50 >= threshold {
-                c.p50_ms = Some(at);
+                c.p50_ms = Some(at(before.p50, b.p50));
             }
             if b.p10 >= threshold {
-                c.p90_ms = Some(at);
+                c.p90_ms = Some(at(before.p10, b.p10));
                 break;
             }
+            before = b;
         }
         c
     }
@@ -532,7 +555,8 @@ impl Follows {
     fn band(&self, t_ms: i64, x: f64) -> (f64, f64, f64) {
         let d = self.driver.band(t_ms);
         let whole = |v: f64| if self.driver.counts { v.round() } else { v };
-        let level = |v: f64| self.base + self.per_driver * whole(v) + self.per_day * x;
+        let rest = self.rest.at(x, 0.0);
+        let level = |v: f64| self.per_driver * whole(v) + rest;
         let (a, b) = (level(d.p10), level(d.p90));
         (
             level(d.p50),
@@ -770,9 +794,14 @@ fn is_count(hourly: &[(i64, f64)]) -> bool {
     values.len() >= 24 && whole * 10 >= values.len() * 9
 }
 
-/// Median ratio of each UTC hour's mean to its day's mean, over days with at least 20 hourly
-/// means after the change point; flat when fewer than 3 such days.
-fn daily_profile(hourly: &[(i64, f64)], change: Option<i64>) -> ([f64; 24], bool) {
+/// Median ratio of each UTC hour's mean to its day's mean (moved to the hour by `growth`, the
+/// trend's growth per day at an instant), over days with at least 20 hourly means after the
+/// change point; flat when fewer than 3 such days.
+fn daily_profile(
+    hourly: &[(i64, f64)],
+    change: Option<i64>,
+    growth: impl Fn(i64) -> f64,
+) -> ([f64; 24], bool) {
     let mut days: std::collections::BTreeMap<i64, Vec<(usize, f64)>> = Default::default();
     for &(t, v) in hourly {
         let start = t - 1;
@@ -785,14 +814,16 @@ fn daily_profile(hourly: &[(i64, f64)], change: Option<i64>) -> ([f64; 24], bool
     }
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 24];
     let mut full_days = 0;
-    for hours in days.values().filter(|h| h.len() >= 20) {
+    for (&day, hours) in days.iter().filter(|(_, h)| h.len() >= 20) {
         let mean = hours.iter().map(|h| h.1).sum::<f64>() / hours.len() as f64;
         if mean <= 0.0 {
             continue;
         }
         full_days += 1;
+        // The day's mean is its level at noon; the trend moves it each hour.
+        let per_hour = growth(day * DAY_MS + DAY_MS / 2) / 24.0;
         for &(h, v) in hours {
-            ratios[h].push(v / mean);
+            ratios[h].push(v / (mean + per_hour * (h as f64 + 0.5 - 12.0)));
         }
     }
     if full_days < 3 {
@@ -926,6 +957,26 @@ mod tests {
         let want = (truth - now) as f64 / DAY_MS as f64;
         assert!((p50 - want).abs() < 0.05 * want, "p50 {p50} vs {want}");
         assert!(p10 <= want && want <= p90, "{p10} {want} {p90}");
+    }
+
+    #[test]
+    fn a_crossing_is_placed_within_its_hour() {
+        // A steady line without cycles (its hourly means rise through every day) reaches the
+        // threshold 9 days, 14 hours and 5 minutes after now, 25 minutes from the middle of
+        // its hour.
+        let now = T0 + 90 * DAY_MS;
+        let f = |t: i64| 100.0 + 5.0 * (t - T0 - 80 * DAY_MS) as f64 / DAY_MS as f64;
+        let (daily, hourly) = sample(f, 60, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        let want = now + 9 * DAY_MS + 14 * HOUR_MS + 5 * 60_000;
+        let got = model.crossing(f(want), 365).p50_ms.expect("crossing");
+        assert!(
+            (got - want).abs() <= 5 * 60_000,
+            "{} minutes off",
+            (got - want) / 60_000
+        );
+        // A threshold already reached is reached now.
+        assert_eq!(model.crossing(f(now) - 1.0, 365).p50_ms, Some(now));
     }
 
     #[test]
@@ -1090,6 +1141,19 @@ mod tests {
         let want = days_to(truth, now);
         let got = days_to(model.crossing(560.0, 365).p50_ms, now);
         assert!((got - want).abs() < 0.02 * want, "{got} days, want {want}");
+
+        // The clusters already there grow faster and faster: the rest bends up too.
+        let nodes = |t: i64| 200.0 * (0.01 * (t - T0) as f64 / DAY_MS as f64).exp();
+        let busy = |t: i64| pods(t) + nodes(t);
+        let (daily, hourly) = sample(busy, 90, now);
+        let model = following(&daily, &hourly);
+        assert!(model.follows.is_some());
+        let truth = (0..)
+            .map(|h| now + h * HOUR_MS)
+            .find(|&t| busy(t) >= 2000.0);
+        let want = days_to(truth, now);
+        let got = days_to(model.crossing(2000.0, 365).p50_ms, now);
+        assert!((got - want).abs() < 0.05 * want, "{got} days, want {want}");
 
         // A resource whose wiggles the driver does not explain keeps its own trend.
         let other = |t: i64| {

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::config::format_time_ms;
-use crate::model::{Cell, DAY_MS, Fleet, HORIZON_DAYS, HOUR_MS, Resource};
+use crate::model::{Cell, DAY_MS, Fleet, HORIZON_DAYS, HOUR_MS, MINUTE_MS, Resource};
 
 /// When a resource first reaches a utilisation; `None` when not within the horizon.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -92,7 +92,7 @@ pub struct Truth {
     pub crossings: Vec<Crossing>,
 }
 
-/// Resolution of the search for crossings.
+/// Step of the search for crossings; a crossing found is then narrowed down to the minute.
 pub const RESOLUTION_MS: i64 = HOUR_MS;
 
 /// The truth of every cell resource from `from_ms` up to `horizon_days` later, for each of
@@ -116,6 +116,13 @@ pub fn truths(fleet: &Fleet, from_ms: i64, horizon_days: i64, utilisations: &[f6
                 break;
             }
             t += RESOLUTION_MS;
+        }
+        for (r, found) in found.iter_mut().enumerate() {
+            for (u, at) in found.iter_mut().enumerate() {
+                if let Some(t) = at.filter(|t| *t > from_ms) {
+                    *at = Some(narrow(cell, r, utilisations[u], t));
+                }
+            }
         }
         for (r, found) in now.into_iter().zip(found) {
             out.push(Truth {
@@ -141,6 +148,23 @@ pub fn truths(fleet: &Fleet, from_ms: i64, horizon_days: i64, utilisations: &[f6
         }
     }
     out
+}
+
+/// The first minute of the hour before `t` at which resource `r` of `cell` reaches
+/// `utilisation`, given that it had not an hour before `t` and has at `t` (by bisection over
+/// whole minutes).
+fn narrow(cell: &Cell, r: usize, utilisation: f64, t: i64) -> i64 {
+    let (mut below, mut reached) = (t - RESOLUTION_MS, t);
+    while reached - below > MINUTE_MS {
+        let mid = below + (reached - below) / MINUTE_MS / 2 * MINUTE_MS;
+        let used = &cell.resources(mid)[r];
+        if used.used >= utilisation * used.limit {
+            reached = mid;
+        } else {
+            below = mid;
+        }
+    }
+    reached
 }
 
 /// The truths as an aligned text table, soonest first crossing first.
@@ -254,7 +278,7 @@ mod tests {
                     let r = find(at);
                     assert!(r.used >= c.utilisation * r.limit);
                     if at > from {
-                        let before = find(at - RESOLUTION_MS);
+                        let before = find(at - MINUTE_MS);
                         assert!(before.used < c.utilisation * before.limit);
                     }
                 }
