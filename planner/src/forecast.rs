@@ -306,7 +306,12 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         .copied()
         .filter(|(t, v)| v.is_finite() && *t <= input.now_ms + DAY_MS)
         .collect();
-    let change = change_point(&daily);
+    let counts = is_count(input.hourly);
+    let change = if counts {
+        count_jump(&daily).unwrap_or_else(|| change_point(&daily))
+    } else {
+        change_point(&daily)
+    };
     let used: Vec<(i64, f64)> = daily
         .iter()
         .copied()
@@ -329,7 +334,6 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
     let x = |t: i64| ((t - DAY_MS / 2) - origin_ms) as f64 / DAY_MS as f64;
     let points: Vec<(f64, f64)> = used.iter().map(|&(t, v)| (x(t), v)).collect();
     let half_life = (span_days / 2.0).max(14.0);
-    let counts = is_count(input.hourly);
     let stepped = if counts {
         step_trend(&used, origin_ms, half_life)
     } else {
@@ -590,6 +594,35 @@ fn median(values: &mut [f64]) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
+}
+
+/// Most changes of a count in one day that are still growth, not a level shift.
+const COUNT_JUMP: usize = 3;
+
+/// The level shift of a count that changes on few days (see [`steps`]): the start of the last
+/// day it moved by more than [`COUNT_JUMP`] at once (a large tenant onboarding several
+/// clusters), `Some(None)` if it never did. `None` for a count with no steps to go by, whose
+/// shifts [`change_point`] finds. A busy week of growth is not a shift, though its weekly
+/// difference may be twice the usual one.
+fn count_jump(daily: &[(i64, f64)]) -> Option<Option<i64>> {
+    let steps = steps(daily);
+    if steps.is_empty() {
+        return None;
+    }
+    let mut jumps: Vec<(i64, usize)> = Vec::new();
+    for &(at, _) in &steps {
+        match jumps.last_mut() {
+            Some(j) if j.0 == at => j.1 += 1,
+            _ => jumps.push((at, 1)),
+        }
+    }
+    Some(
+        jumps
+            .iter()
+            .rev()
+            .find(|j| j.1 > COUNT_JUMP)
+            .map(|j| j.0.div_euclid(DAY_MS) * DAY_MS),
+    )
 }
 
 /// The start (ms) of the day of the last level shift in daily means, if any.
@@ -1163,6 +1196,32 @@ mod tests {
         let (daily, hourly) = sample(other, 90, now);
         let model = following(&daily, &hourly);
         assert!(model.follows.is_none());
+    }
+
+    #[test]
+    fn a_count_shifts_only_when_it_jumps_by_several_at_once() {
+        // One more cluster every four days, two more on day 40 (a busy week, whose weekly
+        // difference is twice the usual one): growth, not a shift.
+        let now = T0 + 90 * DAY_MS;
+        let busy = |t: i64| {
+            let d = (t - T0) as f64 / DAY_MS as f64;
+            10.0 + (d / 4.0).floor() + if d >= 40.3 { 2.0 } else { 0.0 }
+        };
+        let (daily, hourly) = sample(busy, 90, now);
+        assert_eq!(count_jump(&daily), Some(None));
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert_eq!(model.change_point_ms, None);
+        // Six at once on day 60 (a large tenant): the forecast starts after it.
+        let tenant = |t: i64| busy(t) + if t >= T0 + 60 * DAY_MS { 6.0 } else { 0.0 };
+        let (daily, hourly) = sample(tenant, 90, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert_eq!(model.change_point_ms, Some(T0 + 60 * DAY_MS));
+        // Pods that change every day have no steps: their shifts are found from the weekly
+        // differences.
+        let pods: Vec<(i64, f64)> = (0..30)
+            .map(|d| (T0 + d * DAY_MS, 100.0 + (d % 3) as f64 + 0.5))
+            .collect();
+        assert_eq!(count_jump(&pods), None);
     }
 
     #[test]
