@@ -17,10 +17,13 @@
 //! 2. **Weekly cycle.** With three weeks or more, the median ratio of each weekday to a first
 //!    linear fit (multiplicative seasonality), over the days where that line is not near
 //!    zero; the series is divided by it.
-//! 3. **Trend.** Linear and exponential (log-linear) weighted least squares, with weights
-//!    halving every half of the usable history so the slope reflects the present. The one
-//!    with the smaller error on the last third, fitted on the first two thirds, is the p50;
-//!    the other one's forecast widens the band, so the band grows where the two disagree.
+//! 3. **Trend.** Linear, exponential (log-linear) and logistic (logit-linear against a ceiling
+//!    searched on a grid) weighted least squares, with weights halving every half of the
+//!    usable history so the slope reflects the present. The one with the smaller error on
+//!    the last third, fitted on the first two thirds, is the p50 (the exponential must be 10%
+//!    closer than the line, the logistic twice as close as the better of the two); the
+//!    others' forecasts widen the band, so the band grows where they disagree. The logistic
+//!    is for growth that is slowing towards a ceiling, which an exponential overshoots.
 //!
 //!    A count that changes on few days (hosted control planes: one more cluster now and
 //!    then) is a rounding of a smooth curve, which passes the level halfway between at the
@@ -34,7 +37,7 @@
 //!    cell's hosted control planes bring) is fitted as `base + per_driver × driver + per_day ×
 //!    days` when the driver explains at least half of what a line in time leaves. What is
 //!    left once `per_driver × driver` is taken away (the clusters already there growing,
-//!    faster as more of them grow) gets a trend of its own, linear or exponential chosen as
+//!    faster as more of them grow) gets a trend of its own, its shape chosen as
 //!    above. The forecast is `per_driver ×` the driver's forecast plus that trend, widened by
 //!    the fit's residuals, so it steps and bends when the driver does.
 //! 4. **Intervals.** The variance of the fitted trend at each future day (from the weights,
@@ -65,6 +68,8 @@ const Z90: f64 = 1.281_551_565_5;
 pub enum TrendKind {
     Linear,
     Exponential,
+    /// Growth that slows towards a ceiling: `capacity / (1 + e^-(a + b·x))`.
+    Logistic,
 }
 
 impl TrendKind {
@@ -72,15 +77,19 @@ impl TrendKind {
         match self {
             TrendKind::Linear => "linear",
             TrendKind::Exponential => "exponential",
+            TrendKind::Logistic => "logistic",
         }
     }
 }
 
 /// A weighted least-squares line `a + b·x` (x in days since the model's origin), in the
-/// value's scale (linear) or its logarithm (exponential), with what its variance needs.
+/// value's scale (linear), its logarithm (exponential) or its logit against a capacity
+/// (logistic), with what its variance needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Fit {
     kind: TrendKind,
+    /// The ceiling of a logistic trend (0 for the other shapes).
+    capacity: f64,
     a: f64,
     b: f64,
     x_mean: f64,
@@ -92,20 +101,77 @@ struct Fit {
     inflation: f64,
 }
 
+/// Ceilings a logistic trend is tried with, as multiples of the highest value seen: from
+/// just above it to five times it, evenly on a log scale.
+const LOGISTIC_CAPACITIES: usize = 40;
+const LOGISTIC_MAX_CAPACITY: f64 = 5.0;
+
 impl Fit {
     fn new(kind: TrendKind, points: &[(f64, f64)], half_life_days: f64) -> Option<Fit> {
+        match kind {
+            TrendKind::Logistic => Fit::logistic(points, half_life_days),
+            _ => Fit::line(kind, 0.0, points, half_life_days),
+        }
+    }
+
+    /// The growing logistic trend whose ceiling gives the smallest weighted squared error in
+    /// the value's scale, the ceiling searched on a grid (for a given ceiling the logit is a
+    /// line in time).
+    fn logistic(points: &[(f64, f64)], half_life_days: f64) -> Option<Fit> {
+        let highest = points.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+        if highest <= 0.0 {
+            return None;
+        }
+        let w = recency_weights(points.iter().map(|p| p.0), half_life_days);
+        let lowest = 1.02f64.ln();
+        let step = (LOGISTIC_MAX_CAPACITY.ln() - lowest) / (LOGISTIC_CAPACITIES - 1) as f64;
+        (0..LOGISTIC_CAPACITIES)
+            .filter_map(|i| {
+                let capacity = highest * (lowest + step * i as f64).exp();
+                let fit = Fit::line(TrendKind::Logistic, capacity, points, half_life_days)
+                    .filter(|f| f.b > 0.0)?;
+                let error: f64 = points
+                    .iter()
+                    .zip(&w)
+                    .map(|(p, w)| w * (fit.at(p.0, 0.0) - p.1).powi(2))
+                    .sum();
+                Some((fit, error))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(fit, _)| fit)
+    }
+
+    /// The value `y` in the scale the line is fitted in.
+    fn transform(kind: TrendKind, capacity: f64, y: f64) -> Option<f64> {
+        match kind {
+            TrendKind::Linear => Some(y),
+            TrendKind::Exponential => (y > 0.0).then(|| y.ln()),
+            TrendKind::Logistic => (y > 0.0 && y < capacity).then(|| (y / (capacity - y)).ln()),
+        }
+    }
+
+    /// The value of the line's `v` in the value's scale.
+    fn value(&self, v: f64) -> f64 {
+        match self.kind {
+            TrendKind::Linear => v,
+            TrendKind::Exponential => v.exp(),
+            TrendKind::Logistic => self.capacity / (1.0 + (-v).exp()),
+        }
+    }
+
+    fn line(
+        kind: TrendKind,
+        capacity: f64,
+        points: &[(f64, f64)],
+        half_life_days: f64,
+    ) -> Option<Fit> {
         if points.len() < 3 {
             return None;
         }
-        let ys: Vec<f64> = match kind {
-            TrendKind::Linear => points.iter().map(|p| p.1).collect(),
-            TrendKind::Exponential => {
-                if points.iter().any(|p| p.1 <= 0.0) {
-                    return None;
-                }
-                points.iter().map(|p| p.1.ln()).collect()
-            }
-        };
+        let ys: Vec<f64> = points
+            .iter()
+            .map(|p| Fit::transform(kind, capacity, p.1))
+            .collect::<Option<_>>()?;
         let w = recency_weights(points.iter().map(|p| p.0), half_life_days);
         let sw: f64 = w.iter().sum();
         let x_mean = points.iter().zip(&w).map(|(p, w)| w * p.0).sum::<f64>() / sw;
@@ -150,6 +216,7 @@ impl Fit {
         }
         Some(Fit {
             kind,
+            capacity,
             a,
             b,
             x_mean,
@@ -166,11 +233,7 @@ impl Fit {
         let d = x - self.x_mean;
         let var =
             self.sigma2 * (self.inflation * (self.c0 + 2.0 * self.c1 * d + self.c2 * d * d) + 1.0);
-        let v = self.a + self.b * x + z * var.max(0.0).sqrt();
-        match self.kind {
-            TrendKind::Linear => v,
-            TrendKind::Exponential => v.exp(),
-        }
+        self.value(self.a + self.b * x + z * var.max(0.0).sqrt())
     }
 
     /// Widens the residual variance to at least that of rounding to whole numbers (1/12),
@@ -178,18 +241,27 @@ impl Fit {
     /// the count is a rounded one.
     fn at_least_rounding_variance(&mut self) {
         let rounding = 1.0 / 12.0;
+        let y = self.value(self.a + self.b * self.x_mean);
+        // Rounding's variance in the fitted scale: times the square of its derivative at the
+        // typical value.
         let floor = match self.kind {
             TrendKind::Linear => rounding,
-            TrendKind::Exponential => rounding / (2.0 * (self.a + self.b * self.x_mean)).exp(),
+            TrendKind::Exponential => rounding / (y * y),
+            TrendKind::Logistic => rounding * (self.capacity / (y * (self.capacity - y))).powi(2),
         };
         self.sigma2 = self.sigma2.max(floor);
     }
 
     /// Growth per day at `x`, in the value's unit.
     fn slope(&self, x: f64) -> f64 {
+        let v = self.a + self.b * x;
         match self.kind {
             TrendKind::Linear => self.b,
-            TrendKind::Exponential => self.b * (self.a + self.b * x).exp(),
+            TrendKind::Exponential => self.b * v.exp(),
+            TrendKind::Logistic => {
+                let e = (-v).exp();
+                self.capacity * self.b * e / (1.0 + e).powi(2)
+            }
         }
     }
 }
@@ -735,13 +807,27 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Vec<Fit>)
                 .sum::<f64>()
         })
     };
-    // The exponential must earn its place: it extrapolates faster.
-    let (chosen, other) = if error(TrendKind::Exponential) < 0.9 * error(TrendKind::Linear) {
-        (exponential, linear)
+    // The exponential must earn its place: it extrapolates faster. The logistic must be twice
+    // as close as the better of the two: its ceiling is a third parameter, which fits any
+    // bend in the held-out days.
+    let (linear_error, exponential_error) =
+        (error(TrendKind::Linear), error(TrendKind::Exponential));
+    let (mut chosen, chosen_error) = if exponential_error < 0.9 * linear_error {
+        others.push(linear);
+        (exponential, exponential_error)
     } else {
-        (linear, exponential)
+        others.push(exponential);
+        (linear, linear_error)
     };
-    others.push(other);
+    if let Some(logistic) = Fit::new(TrendKind::Logistic, points, half_life) {
+        let logistic_error = error(TrendKind::Logistic);
+        if logistic_error < 0.5 * chosen_error {
+            others.push(chosen);
+            chosen = logistic;
+        } else {
+            others.push(logistic);
+        }
+    }
     Some((chosen, others))
 }
 
@@ -1075,6 +1161,27 @@ mod tests {
         let model = fit_at(&daily, &hourly, now).expect("model");
         let low = model.weekly[3];
         assert!(low < 0.85 && model.weekly[4] > 1.0, "{:?}", model.weekly);
+    }
+
+    #[test]
+    fn growth_slowing_towards_a_ceiling_is_logistic() {
+        // Past its midpoint (day 60), the curve slows towards 300 and reaches 280 on day 126,
+        // 36 days after now; a line or an exponential through the history gets there weeks
+        // sooner.
+        let now = T0 + 90 * DAY_MS;
+        let f = |t: i64| {
+            let d = (t - T0) as f64 / DAY_MS as f64;
+            300.0 / (1.0 + (-0.04 * (d - 60.0)).exp())
+        };
+        let (daily, hourly) = sample(f, 90, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert_eq!(model.trend(), TrendKind::Logistic);
+        let want = days_to(
+            (0..).map(|h| now + h * HOUR_MS).find(|&t| f(t) >= 280.0),
+            now,
+        );
+        let got = days_to(model.crossing(280.0, 365).p50_ms, now);
+        assert!((got - want).abs() < 0.1 * want, "{got} days, want {want}");
     }
 
     #[test]
