@@ -108,7 +108,11 @@ pub fn truths(fleet: &Fleet, from_ms: i64, horizon_days: i64, utilisations: &[f6
             for (r, used) in cell.resources(t).iter().enumerate() {
                 for (u, &threshold) in utilisations.iter().enumerate() {
                     if found[r][u].is_none() && used.used >= threshold * used.limit {
-                        found[r][u] = Some(t);
+                        found[r][u] = Some(if t > from_ms {
+                            narrow(cell, r, threshold, t)
+                        } else {
+                            t
+                        });
                     }
                 }
             }
@@ -116,13 +120,6 @@ pub fn truths(fleet: &Fleet, from_ms: i64, horizon_days: i64, utilisations: &[f6
                 break;
             }
             t += RESOLUTION_MS;
-        }
-        for (r, found) in found.iter_mut().enumerate() {
-            for (u, at) in found.iter_mut().enumerate() {
-                if let Some(t) = at.filter(|t| *t > from_ms) {
-                    *at = Some(narrow(cell, r, utilisations[u], t));
-                }
-            }
         }
         for (r, found) in now.into_iter().zip(found) {
             out.push(Truth {
