@@ -396,7 +396,9 @@ mod tests {
                 daily,
                 hourly,
                 limit: Some(300.0),
+                per_node: None,
             },
+            warning: None,
             model,
         }
     }

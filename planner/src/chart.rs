@@ -266,7 +266,9 @@ mod tests {
                 daily,
                 hourly,
                 limit: Some(400.0),
+                per_node: None,
             },
+            warning: None,
             model,
         }
     }

@@ -17,6 +17,14 @@
 //!   - name: hosted_control_planes
 //!     used: max by (region, cell) (avg_over_time(hypershift_hostedclusters[$window]))
 //!     limit: max by (region, cell) (cell_capacity_limit{resource="hosted_control_planes"})
+//!   - name: enis
+//!     used: sum by (region, cell) (avg_over_time(awscni_eni_allocated[$window]))
+//!     limit: sum by (region, cell) (awscni_eni_max)
+//!     per_node:              # forecast from the pod addresses on each node
+//!       used: sum by (region, cell, instance) (avg_over_time(awscni_assigned_ip_addresses[$window]))
+//!       holds: max by (region, cell, instance) (awscni_total_ip_addresses / awscni_eni_allocated)
+//!       max: max by (region, cell, instance) (awscni_eni_max)
+//!       warm: 1
 //!   - name: apiserver_inflight
 //!     used: max by (region, cell) (avg_over_time(apiserver_current_inflight_requests{job="apiserver", request_kind="readOnly"}[$window]))
 //!     limit_value: 400
@@ -95,9 +103,43 @@ pub struct ResourceConfig {
     /// another cluster is onboarded and bends where onboarding speeds up or slows down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follows: Option<String>,
+    /// A resource each node allocates in whole units for its part of a smoother use (ENIs
+    /// for pod addresses): forecast from that use, spread over the nodes, instead of from
+    /// the steps of `used`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_node: Option<PerNode>,
     /// Unit for people (`cores`, `bytes`, ...).
     #[serde(default)]
     pub unit: String,
+}
+
+/// How each node of a cell allocates a resource: `min(ceil(used / holds) + warm, max)`
+/// units. The AWS VPC CNI attaches ENIs this way, `holds` being the secondary addresses of
+/// one ENI and `warm` its `WARM_ENI_TARGET`.
+///
+/// `used`, `holds` and `max` are PromQL giving one value per node, by `region`, `cell` and
+/// the labels that name the node (the same in all three); `holds` and `max` may instead be
+/// numbers, for every node alike.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerNode {
+    /// PromQL giving each node's use, with `$window` where the averaging window goes.
+    pub used: String,
+    /// The use one unit holds on each node.
+    pub holds: NodeValue,
+    /// The most units each node can have.
+    pub max: NodeValue,
+    /// Spare units each node keeps.
+    #[serde(default)]
+    pub warm: f64,
+}
+
+/// A value per node: PromQL, or one number for every node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NodeValue {
+    Value(f64),
+    Query(String),
 }
 
 /// A customer-cluster size class: the most a cluster of this class may have.
@@ -214,6 +256,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             HCP_PODS.replace("RES", res)
         )),
         follows: Some(HOSTED_CONTROL_PLANES.into()),
+        per_node: None,
         unit: unit.into(),
     };
     let pods = format!(
@@ -232,6 +275,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             per: Some("ippool".into()),
             share: Some(pods.clone()),
             follows: Some(HOSTED_CONTROL_PLANES.into()),
+            per_node: None,
             unit: "addresses".into(),
         },
         ResourceConfig {
@@ -242,6 +286,16 @@ fn default_resources() -> Vec<ResourceConfig> {
             per: None,
             share: Some(pods),
             follows: Some(HOSTED_CONTROL_PLANES.into()),
+            // The AWS VPC CNI with its default WARM_ENI_TARGET of 1; the addresses one ENI
+            // holds (its secondary ones) depend on the instance type and come from the CNI.
+            per_node: Some(PerNode {
+                used: "sum by (region, cell, instance) (avg_over_time(awscni_assigned_ip_addresses[$window]))".into(),
+                holds: NodeValue::Query(
+                    "max by (region, cell, instance) (awscni_total_ip_addresses / awscni_eni_allocated)".into(),
+                ),
+                max: NodeValue::Query("max by (region, cell, instance) (awscni_eni_max)".into()),
+                warm: 1.0,
+            }),
             unit: "ENIs".into(),
         },
         ResourceConfig {
@@ -255,6 +309,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             per: None,
             share: None,
             follows: None,
+            per_node: None,
             unit: "clusters".into(),
         },
         ResourceConfig {
@@ -265,6 +320,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             per: None,
             share: None,
             follows: Some(HOSTED_CONTROL_PLANES.into()),
+            per_node: None,
             unit: "bytes".into(),
         },
         ResourceConfig {
@@ -276,6 +332,7 @@ fn default_resources() -> Vec<ResourceConfig> {
             per: None,
             share: None,
             follows: Some(HOSTED_CONTROL_PLANES.into()),
+            per_node: None,
             unit: "requests".into(),
         },
     ]
@@ -414,6 +471,37 @@ impl PlannerConfig {
             }
         }
         for r in &self.resources {
+            let Some(p) = &r.per_node else { continue };
+            if !p.used.contains(WINDOW) {
+                return bad(format!(
+                    "resource {:?}: per_node.used has no {WINDOW}; write e.g. sum by (region, cell, instance) (avg_over_time(metric[{WINDOW}]))",
+                    r.name
+                ));
+            }
+            if r.per.is_some() {
+                return bad(format!(
+                    "resource {:?}: per_node and per cannot go together; give per_node to a whole-cell resource",
+                    r.name
+                ));
+            }
+            for (field, v) in [("holds", &p.holds), ("max", &p.max)] {
+                if let NodeValue::Value(v) = v
+                    && !(*v > 0.0 && v.is_finite())
+                {
+                    return bad(format!(
+                        "resource {:?}: per_node.{field} {v} is not positive; give a positive number or PromQL",
+                        r.name
+                    ));
+                }
+            }
+            if !(p.warm >= 0.0 && p.warm.is_finite()) {
+                return bad(format!(
+                    "resource {:?}: per_node.warm {} is not a number of spare units (0 or more)",
+                    r.name, p.warm
+                ));
+            }
+        }
+        for r in &self.resources {
             let Some(name) = &r.follows else { continue };
             match self.resources.iter().find(|d| &d.name == name) {
                 None => {
@@ -499,6 +587,18 @@ mod tests {
             (
                 "resources: [{name: a, used: 'x[$window]', limit_value: 1, follows: a}]",
                 "is itself",
+            ),
+            (
+                "resources: [{name: a, used: 'x[$window]', limit_value: 1, per_node: {used: 'y', holds: 29, max: 8}}]",
+                "per_node.used",
+            ),
+            (
+                "resources: [{name: a, used: 'x[$window]', limit_value: 1, per_node: {used: 'y[$window]', holds: 29, max: 8, warm: -1}}]",
+                "per_node.warm",
+            ),
+            (
+                "resources: [{name: a, used: 'x[$window]', limit_value: 1, per_node: {used: 'y[$window]', holds: 0, max: 8}}]",
+                "per_node.holds",
             ),
         ] {
             let err = serde_norway::from_str::<PlannerConfig>(yaml)

@@ -52,6 +52,14 @@
 //!    hour's value stands for its middle, and the instant is where the line between the
 //!    middles of that hour and the one before reaches the threshold.
 //!
+//! 7. **Units per node.** A resource each node allocates in whole units for its part of a
+//!    smoother use (the AWS VPC CNI attaches an ENI for every so many pod addresses on a
+//!    node, plus a warm one) stays flat for weeks and then steps when a node needs another
+//!    unit, which no trend through the cell's sum foresees. Its model forecasts the use
+//!    instead (summed over the cell's nodes), spreads it over the nodes as it is spread now,
+//!    and counts the units each node needs ([`NodeUnits`]); a threshold of units is reached
+//!    when the use reaches the least total that needs that many.
+//!
 //! Counters must be turned into rates in the query (`rate()` handles their resets); gaps are
 //! simply missing days and hours.
 
@@ -349,7 +357,102 @@ pub struct Model {
     pub counts: bool,
     /// The driver the forecast follows, when the driver explains the history.
     pub follows: Option<Follows>,
+    /// For a resource allocated per node: the model is of the use, and this counts its units.
+    pub units: Option<NodeUnits>,
     pub now_ms: i64,
+}
+
+/// One node of a resource allocated per node in whole units: its use now, the use one unit
+/// holds, and the most units it can have.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Node {
+    pub used: f64,
+    pub holds: f64,
+    pub max: f64,
+}
+
+/// How many units a cell's nodes hold for a total use spread over them as it is now: each
+/// node holds `min(ceil(use / holds) + warm, max)`, the AWS VPC CNI's rule for ENIs with
+/// `WARM_ENI_TARGET` = `warm`. The use is of whole things (addresses), so a node's share of
+/// a forecast is rounded: a node needs another unit at `k × holds + 1`, which a smooth
+/// forecast of a count reaches at `k × holds + 0.5`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeUnits {
+    /// Each node's (share of the use, use one unit holds, most units).
+    nodes: Vec<(f64, f64, f64)>,
+    warm: f64,
+}
+
+/// Bisection steps when looking for the least use that needs a number of units: the
+/// interval shrinks to 2⁻⁶⁰ of the use at which every node is full.
+const USE_FOR_STEPS: usize = 60;
+
+impl NodeUnits {
+    /// `None` when the nodes use nothing between them, or a node's terms are not numbers a
+    /// unit count can come from.
+    pub fn new(nodes: &[Node], warm: f64) -> Option<Self> {
+        let total: f64 = nodes.iter().map(|n| n.used).sum();
+        let valid = |n: &Node| n.used >= 0.0 && n.holds > 0.0 && n.max >= 0.0 && n.max.is_finite();
+        if !(total > 0.0 && total.is_finite() && warm >= 0.0 && nodes.iter().all(valid)) {
+            return None;
+        }
+        Some(Self {
+            nodes: nodes
+                .iter()
+                .map(|n| (n.used / total, n.holds, n.max))
+                .collect(),
+            warm,
+        })
+    }
+
+    /// Units the nodes hold when they use `total` between them.
+    pub fn units(&self, total: f64) -> f64 {
+        let total = total.max(0.0);
+        self.nodes
+            .iter()
+            .map(|&(share, holds, max)| {
+                (((total * share).round() / holds).ceil() + self.warm).min(max)
+            })
+            .sum()
+    }
+
+    /// The least total use at which the nodes hold `units`; `None` when they cannot, full.
+    fn use_for(&self, units: f64) -> Option<f64> {
+        if self.units(0.0) >= units {
+            return Some(0.0);
+        }
+        let full = self
+            .nodes
+            .iter()
+            .filter(|n| n.0 > 0.0)
+            .map(|&(share, holds, max)| max * holds / share)
+            .fold(0.0, f64::max);
+        if self.units(full) < units {
+            return None;
+        }
+        let (mut lo, mut hi) = (0.0, full);
+        for _ in 0..USE_FOR_STEPS {
+            let mid = (lo + hi) / 2.0;
+            if self.units(mid) >= units {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi)
+    }
+
+    /// Units per use at `total`, on average: each node that is not full adds one for every
+    /// `holds` of its share.
+    fn per_use(&self, total: f64) -> f64 {
+        self.nodes
+            .iter()
+            .filter(|&&(share, holds, max)| {
+                ((total * share).round() / holds).ceil() + self.warm < max
+            })
+            .map(|&(share, holds, _)| share / holds)
+            .sum()
+    }
 }
 
 /// Time to a threshold: instants (ms) of the p10, p50 and p90 crossings, `None` when not
@@ -448,6 +551,7 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         has_daily_cycle,
         counts,
         follows,
+        units: None,
         now_ms: input.now_ms,
     })
 }
@@ -529,21 +633,55 @@ impl Model {
         (t_ms - self.origin_ms) as f64 / DAY_MS as f64
     }
 
-    /// Growth of the trend per day at the forecast's "now", in the value's unit.
+    /// The model of a resource allocated per node: this model (of the use) counted in units.
+    pub fn in_units(self, units: NodeUnits) -> Self {
+        Self {
+            units: Some(units),
+            ..self
+        }
+    }
+
+    /// Growth of the trend per day at the forecast's "now", in the value's unit (units, for
+    /// a resource allocated per node).
     pub fn growth_per_day(&self) -> f64 {
         let trend = match &self.follows {
             Some(f) => f.per_driver * f.driver.growth_per_day() + f.per_day,
             None => self.primary.slope(self.x(self.now_ms)),
         };
-        trend * self.mean_weekly()
+        let growth = trend * self.mean_weekly();
+        match &self.units {
+            Some(u) => growth * u.per_use(self.use_band(self.now_ms).p50),
+            None => growth,
+        }
+    }
+
+    /// Units per use where the forecast starts (1 for a resource not allocated per node).
+    pub fn units_per_use(&self) -> f64 {
+        self.units
+            .as_ref()
+            .map_or(1.0, |u| u.per_use(self.use_band(self.now_ms).p50))
     }
 
     fn mean_weekly(&self) -> f64 {
         self.weekly.iter().sum::<f64>() / 7.0
     }
 
-    /// The band of the hour starting at `t_ms`.
+    /// The band of the hour starting at `t_ms`, in units for a resource allocated per node.
     pub fn band(&self, t_ms: i64) -> BandPoint {
+        let b = self.use_band(t_ms);
+        match &self.units {
+            Some(u) => BandPoint {
+                t_ms,
+                p10: u.units(b.p10),
+                p50: u.units(b.p50),
+                p90: u.units(b.p90),
+            },
+            None => b,
+        }
+    }
+
+    /// The band of the hour starting at `t_ms`, of the use for a resource allocated per node.
+    fn use_band(&self, t_ms: i64) -> BandPoint {
         let x = self.x(t_ms + HOUR_MS / 2);
         let season = self.weekly[weekday(t_ms.div_euclid(DAY_MS))]
             * self.profile[(t_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
@@ -582,7 +720,21 @@ impl Model {
     /// ahead. Each hour's band stands for the middle of the hour; a crossing is put between
     /// the middles of the hour before and the hour that reaches the threshold, where the line
     /// joining them does (never before "now": a threshold already reached is reached now).
+    /// A threshold of units allocated per node is reached when the use reaches the least total
+    /// that needs that many.
     pub fn crossing(&self, threshold: f64, horizon_days: u32) -> Crossing {
+        let mut c = Crossing {
+            p10_ms: None,
+            p50_ms: None,
+            p90_ms: None,
+        };
+        let threshold = match &self.units {
+            Some(u) => match u.use_for(threshold) {
+                Some(used) => used,
+                None => return c,
+            },
+            None => threshold,
+        };
         let threshold = if self.counts {
             threshold.ceil() - 0.5
         } else {
@@ -590,15 +742,10 @@ impl Model {
         };
         let start = self.now_ms.div_euclid(HOUR_MS) * HOUR_MS;
         let hours = i64::from(horizon_days) * 24;
-        let mut c = Crossing {
-            p10_ms: None,
-            p50_ms: None,
-            p90_ms: None,
-        };
-        let mut before = self.band(start - HOUR_MS);
+        let mut before = self.use_band(start - HOUR_MS);
         for h in 0..hours {
             let t = start + h * HOUR_MS;
-            let b = self.band(t);
+            let b = self.use_band(t);
             let at = |v0: f64, v1: f64| {
                 // v1 reaches the threshold, so v1 > v0 unless v0 already did.
                 let f = if v0 >= threshold {
@@ -1096,6 +1243,84 @@ mod tests {
         );
         // A threshold already reached is reached now.
         assert_eq!(model.crossing(f(now) - 1.0, 365).p50_ms, Some(now));
+    }
+
+    #[test]
+    fn units_per_node_follow_the_vpc_cni_rule() {
+        // Three m5.4xlarge-like nodes (29 addresses per ENI, at most 8 ENIs, one warm) with
+        // 40%, 35% and 25% of 200 addresses: 80, 70 and 50, so 3 + 1, 3 + 1 and 2 + 1 ENIs.
+        let node = |used| Node {
+            used,
+            holds: 29.0,
+            max: 8.0,
+        };
+        let units = NodeUnits::new(&[node(80.0), node(70.0), node(50.0)], 1.0).expect("units");
+        assert_eq!(units.units(200.0), 11.0);
+        // The first node needs a fourth ENI at 88 addresses (87 = 3 × 29 still fit): 220 in
+        // all; rounding puts a smooth forecast of the count there at 218.75.
+        let at = units.use_for(12.0).expect("reachable");
+        assert!((at - 218.75).abs() < 1e-6, "{at}");
+        assert_eq!(units.units(at - 1e-3), 11.0);
+        assert_eq!(units.units(at), 12.0);
+        // Full at 8 ENIs each: 24 is the most, and 25 is never reached.
+        assert_eq!(units.units(1e9), 24.0);
+        assert_eq!(units.use_for(25.0), None);
+        assert_eq!(units.use_for(3.0), Some(0.0));
+        // Nodes that use nothing between them, or a unit that holds nothing, count nothing.
+        assert_eq!(NodeUnits::new(&[node(0.0)], 1.0), None);
+        assert_eq!(
+            NodeUnits::new(
+                &[Node {
+                    used: 5.0,
+                    holds: 0.0,
+                    max: 8.0
+                }],
+                1.0
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_resource_allocated_per_node_is_forecast_from_its_use() {
+        // Ten nodes share pod addresses unevenly; the cell's addresses grow by 6 a day. The ENIs stay flat for days and then step;
+        // the forecast of the addresses, counted in ENIs, finds the hour the cell reaches 46.
+        let now = T0 + 90 * DAY_MS;
+        let shares = [
+            0.13, 0.12, 0.11, 0.105, 0.1, 0.095, 0.09, 0.09, 0.085, 0.075,
+        ];
+        let f = |t: i64| 700.0 + 6.0 * (t - T0 - 60 * DAY_MS) as f64 / DAY_MS as f64;
+        let (daily, hourly) = sample(f, 60, now);
+        let nodes: Vec<Node> = shares
+            .iter()
+            .map(|s| Node {
+                used: s * f(now - HOUR_MS / 2),
+                holds: 29.0,
+                max: 8.0,
+            })
+            .collect();
+        let units = NodeUnits::new(&nodes, 1.0).expect("units");
+        let enis = |t: i64| -> f64 {
+            shares
+                .iter()
+                .map(|s| ((s * f(t)).round() / 29.0).ceil() + 1.0)
+                .sum()
+        };
+        let want = (0..)
+            .map(|h| now + h * HOUR_MS)
+            .find(|&t| enis(t) >= 46.0)
+            .expect("reached");
+        let model = fit_at(&daily, &hourly, now).expect("model").in_units(units);
+        assert_eq!(model.band(now).p50, enis(now));
+        let got = model.crossing(46.0, 365).p50_ms.expect("crossing");
+        let (want_days, got_days) = (days_to(Some(want), now), days_to(Some(got), now));
+        assert!(
+            (got_days - want_days).abs() < 0.02 * want_days,
+            "{got_days} days vs {want_days}"
+        );
+        // Its growth is in ENIs: about one for every 29 addresses spread over the nodes.
+        let growth = model.growth_per_day();
+        assert!((growth - 6.0 / 29.0).abs() < 0.01, "{growth}");
     }
 
     #[test]

@@ -23,8 +23,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::PlannerConfig;
-use crate::forecast::{self, Crossing, DAY_MS, HOUR_MS, Input, Model, TooLittleHistory};
-use crate::scan::{CLUSTER_DIMENSIONS, ClusterSeries, Observed, ResourceQueries, ResourceSeries};
+use crate::forecast::{self, Crossing, DAY_MS, HOUR_MS, Input, Model, NodeUnits, TooLittleHistory};
+use crate::scan::{
+    CLUSTER_DIMENSIONS, ClusterSeries, NodeUse, Observed, ResourceQueries, ResourceSeries,
+};
 use crate::source::Stats;
 
 pub const SCHEMA: &str = "strata.planner.report/v1";
@@ -283,20 +285,55 @@ pub struct ClusterReport {
 pub struct Forecasted {
     pub series: ResourceSeries,
     pub model: Result<Model, TooLittleHistory>,
+    /// Why a resource allocated per node is forecast from its own steps instead.
+    pub warning: Option<String>,
 }
 
+/// Units counted from the nodes' use may differ from those allocated by this fraction
+/// before the per-node terms are taken to be wrong.
+const UNITS_AGREE: f64 = 0.05;
+
 /// Forecasts every resource of `observed`: first those that follow no other, then those that
-/// do, each with its cell's driver.
+/// do, each with its cell's driver. A resource allocated per node is forecast from the use
+/// its units are for when the per-node terms count the units allocated now.
 pub fn forecast_all(config: &PlannerConfig, observed: &Observed) -> Vec<Forecasted> {
-    let fit = |s: &ResourceSeries, driver: Option<forecast::Driver<'_>>| Forecasted {
-        series: s.clone(),
-        model: forecast::fit(Input {
-            daily: &s.daily,
-            hourly: &s.hourly,
+    let fit = |s: &ResourceSeries, driver: Option<forecast::Driver<'_>>| {
+        let input = |daily, hourly| Input {
+            daily,
+            hourly,
             now_ms: observed.now_ms,
             min_history_days: config.min_history_days,
             driver,
-        }),
+        };
+        let own = || forecast::fit(input(&s.daily, &s.hourly));
+        let warm = config
+            .resources
+            .iter()
+            .find(|r| r.name == s.resource)
+            .and_then(|r| r.per_node.as_ref())
+            .map(|p| p.warm);
+        let (model, warning) = match (warm, &s.per_node) {
+            (None, _) => (own(), None),
+            (Some(_), None) => (
+                own(),
+                Some(
+                    "per_node.used gave nothing for this cell; forecast from the units' own steps"
+                        .to_string(),
+                ),
+            ),
+            (Some(warm), Some(u)) => match per_node_units(s, u, warm) {
+                Ok(units) => (
+                    forecast::fit(input(&u.daily, &u.hourly)).map(|m| m.in_units(units)),
+                    None,
+                ),
+                Err(why) => (own(), Some(why)),
+            },
+        };
+        Forecasted {
+            series: s.clone(),
+            model,
+            warning,
+        }
     };
     let mut out: Vec<Option<Forecasted>> = observed
         .resources
@@ -325,6 +362,30 @@ pub fn forecast_all(config: &PlannerConfig, observed: &Observed) -> Vec<Forecast
         out[i] = Some(f);
     }
     out.into_iter().flatten().collect()
+}
+
+/// The per-node terms of a resource allocated per node, if for the last hour's use they count
+/// the units allocated in that hour to within [`UNITS_AGREE`]; else what to check.
+fn per_node_units(s: &ResourceSeries, u: &NodeUse, warm: f64) -> Result<NodeUnits, String> {
+    let units = NodeUnits::new(&u.nodes, warm).ok_or_else(|| {
+        "per_node gave no node with a use, holds and max for this cell; forecast from the units' own steps".to_string()
+    })?;
+    let last = |points: &[(i64, f64)]| points.iter().rev().copied().find(|p| p.1.is_finite());
+    let (Some((t, used)), Some((t_allocated, allocated))) = (last(&u.hourly), last(&s.hourly))
+    else {
+        return Ok(units);
+    };
+    if t != t_allocated {
+        return Ok(units);
+    }
+    let counted = units.units(used);
+    if (counted - allocated).abs() > UNITS_AGREE * allocated.max(1.0) {
+        return Err(format!(
+            "per_node counts {counted} units for this cell's {} nodes where {allocated} are allocated; check per_node.holds and per_node.warm (forecast from the units' own steps until they agree)",
+            u.nodes.len()
+        ));
+    }
+    Ok(units)
 }
 
 /// RFC 3339 in UTC, to the second.
@@ -444,8 +505,17 @@ pub fn plan(
                     daily: String::new(),
                     hourly: String::new(),
                     limit: String::new(),
+                    per_node: None,
                 }),
         };
+        if let Some(w) = &f.warning {
+            attention.push(Attention {
+                region: s.region.clone(),
+                cell: s.cell.clone(),
+                resource: label(&s.resource, s.pool.as_deref()),
+                message: w.clone(),
+            });
+        }
         match (&f.model, s.limit) {
             (Err(e), _) => {
                 r.status = ResourceStatus::TooLittleHistory;
@@ -472,11 +542,12 @@ pub fn plan(
             (Ok(model), limit) => {
                 r.growth_per_day = Some(significant(model.growth_per_day(), 6));
                 r.trend = Some(model.trend().name());
+                let per_use = model.units_per_use();
                 r.follows = model.follows.as_ref().and_then(|f| {
                     Some(Following {
                         resource: config.follows(&s.resource)?.to_string(),
-                        per_unit: significant(f.per_driver, 4),
-                        per_day: significant(f.per_day, 4),
+                        per_unit: significant(f.per_driver * per_use, 4),
+                        per_day: significant(f.per_day * per_use, 4),
                     })
                 });
                 r.change_point = model.change_point_ms.map(format_time);

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{PlannerConfig, ResourceConfig, WINDOW};
-use crate::forecast::{DAY_MS, HOUR_MS};
+use crate::config::{NodeValue, PerNode, PlannerConfig, ResourceConfig, WINDOW};
+use crate::forecast::{DAY_MS, HOUR_MS, Node};
 use crate::source::Source;
 use crate::{Error, Result};
 
@@ -23,6 +23,17 @@ pub struct ResourceSeries {
     pub daily: Vec<(i64, f64)>,
     pub hourly: Vec<(i64, f64)>,
     pub limit: Option<f64>,
+    /// For a resource allocated per node: what its units are for.
+    pub per_node: Option<NodeUse>,
+}
+
+/// The use a resource allocated per node is for: its daily and hourly means summed over the
+/// cell's nodes, and each node's use (the last hour's mean) and terms now.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeUse {
+    pub daily: Vec<(i64, f64)>,
+    pub hourly: Vec<(i64, f64)>,
+    pub nodes: Vec<Node>,
 }
 
 /// The queries sent for one resource, as evidence.
@@ -31,6 +42,9 @@ pub struct ResourceQueries {
     pub daily: String,
     pub hourly: String,
     pub limit: String,
+    /// For a resource allocated per node: the daily query of the use its forecast is of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_node: Option<String>,
 }
 
 /// A customer cluster's size: the peak of the last day and the peak over the demotion
@@ -84,7 +98,12 @@ pub async fn scan(
     now_ms: i64,
     mut progress: impl FnMut(Progress),
 ) -> Result<Observed> {
-    let total = config.resources.len() * 4 + CLUSTER_DIMENSIONS.len() * 3 + 2;
+    let per_node = config
+        .resources
+        .iter()
+        .filter(|r| r.per_node.is_some())
+        .count();
+    let total = config.resources.len() * 4 + per_node * 3 + CLUSTER_DIMENSIONS.len() * 3 + 2;
     let mut done = 0;
     let mut tick = |n: usize| {
         done += n;
@@ -95,7 +114,13 @@ pub async fn scan(
     // open (Prometheus 3, strata central).
     let day_end = now_ms.div_euclid(DAY_MS) * DAY_MS - BOUNDARY_MS;
     let hour_end = now_ms.div_euclid(HOUR_MS) * HOUR_MS - BOUNDARY_MS;
-    let max_span = i64::from(config.max_days_per_query) * DAY_MS;
+    let windows = Windows {
+        daily_start: day_end - (i64::from(config.history_days) - 1) * DAY_MS,
+        day_end,
+        hourly_start: hour_end - (i64::from(config.profile_days) * 24 - 1) * HOUR_MS,
+        hour_end,
+        max_span: i64::from(config.max_days_per_query) * DAY_MS,
+    };
     let mut observed = Observed {
         now_ms,
         ..Default::default()
@@ -103,24 +128,25 @@ pub async fn scan(
     for r in &config.resources {
         let daily_query = r.used.replace(WINDOW, "1d");
         let hourly_query = r.used.replace(WINDOW, "1h");
-        let start = day_end - (i64::from(config.history_days) - 1) * DAY_MS;
-        let daily = source
-            .range(&daily_query, start, day_end, DAY_MS, max_span)
-            .await?;
+        let daily = windows.read(source, &r.used, false).await?;
         tick(1);
-        let hourly_start = hour_end - (i64::from(config.profile_days) * 24 - 1) * HOUR_MS;
-        let hourly = source
-            .range(&hourly_query, hourly_start, hour_end, HOUR_MS, max_span)
-            .await?;
+        let hourly = windows.read(source, &r.used, true).await?;
         tick(1);
         let limits = match (&r.limit, r.limit_value) {
             (Some(q), _) => Some(source.latest(q, now_ms, HOUR_MS).await?),
             _ => None,
         };
         tick(1);
-        observed
-            .resources
-            .extend(join(r, daily, hourly, limits.as_deref())?);
+        let mut series = join(r, daily, hourly, limits.as_deref())?;
+        let mut per_node_query = None;
+        if let Some(p) = &r.per_node {
+            let mut uses = scan_per_node(source, p, windows, now_ms, &mut tick).await?;
+            for s in &mut series {
+                s.per_node = uses.remove(&(s.region.clone(), s.cell.clone()));
+            }
+            per_node_query = Some(cell_use(p).replace(WINDOW, "1d"));
+        }
+        observed.resources.extend(series);
         if let Some(q) = &r.share {
             let mut parts = BTreeMap::new();
             for (m, v) in source.latest(q, now_ms, HOUR_MS).await? {
@@ -140,6 +166,7 @@ pub async fn scan(
                     .limit
                     .clone()
                     .unwrap_or_else(|| format!("{} (limit_value)", r.limit_value.unwrap_or(0.0))),
+                per_node: per_node_query,
             },
         );
     }
@@ -207,6 +234,7 @@ fn join(
         pool: k.2,
         daily: Vec::new(),
         hourly: Vec::new(),
+        per_node: None,
     };
     for (m, points) in daily {
         let k = key(&m)?;
@@ -217,6 +245,134 @@ fn join(
         out.entry(k.clone()).or_insert_with(|| new(k)).hourly = points;
     }
     Ok(out.into_values().collect())
+}
+
+/// The cell's use of a resource allocated per node: its nodes' use, summed.
+fn cell_use(p: &PerNode) -> String {
+    format!("sum by (region, cell) ({})", p.used)
+}
+
+/// The windows every resource is read over: daily means over the history and hourly means
+/// over the profile window.
+#[derive(Debug, Clone, Copy)]
+struct Windows {
+    daily_start: i64,
+    day_end: i64,
+    hourly_start: i64,
+    hour_end: i64,
+    /// Longest range one query covers.
+    max_span: i64,
+}
+
+impl Windows {
+    /// `query`'s daily means (`$window` = `1d`) or hourly means (`1h`).
+    async fn read(
+        &self,
+        source: &Source,
+        query: &str,
+        hourly: bool,
+    ) -> Result<Vec<crate::source::Series>> {
+        let (window, start, end, step) = if hourly {
+            ("1h", self.hourly_start, self.hour_end, HOUR_MS)
+        } else {
+            ("1d", self.daily_start, self.day_end, DAY_MS)
+        };
+        source
+            .range(
+                &query.replace(WINDOW, window),
+                start,
+                end,
+                step,
+                self.max_span,
+            )
+            .await
+    }
+}
+
+/// Reads the use of a resource allocated per node, by cell: daily and hourly means of the sum
+/// over the cell (the same windows as the resource's own), and each node's last hourly mean
+/// (its share of the use now), `holds` and `max`. A node without all three is left out.
+async fn scan_per_node(
+    source: &Source,
+    p: &PerNode,
+    windows: Windows,
+    now_ms: i64,
+    tick: &mut impl FnMut(usize),
+) -> Result<BTreeMap<(String, String), NodeUse>> {
+    let mut out: BTreeMap<(String, String), NodeUse> = BTreeMap::new();
+    let cell = cell_use(p);
+    for hourly in [false, true] {
+        for (m, points) in windows.read(source, &cell, hourly).await? {
+            if let Some(k) = cell_key(&m) {
+                let u = out.entry(k).or_default();
+                if hourly {
+                    u.hourly = points;
+                } else {
+                    u.daily = points;
+                }
+            }
+        }
+        tick(1);
+    }
+    let holds = node_values(source, &p.holds, now_ms).await?;
+    let max = node_values(source, &p.max, now_ms).await?;
+    for (m, used) in source
+        .latest(&p.used.replace(WINDOW, "1h"), windows.hour_end, HOUR_MS)
+        .await?
+    {
+        let (Some(k), Some(holds), Some(max)) = (cell_key(&m), holds.get(&m), max.get(&m)) else {
+            continue;
+        };
+        out.entry(k)
+            .or_default()
+            .nodes
+            .push(Node { used, holds, max });
+    }
+    tick(1);
+    Ok(out)
+}
+
+/// A per-node value as read: one for every node, or one per node's labels.
+enum NodeValues {
+    Every(f64),
+    PerNode(BTreeMap<Metric, f64>),
+}
+
+impl NodeValues {
+    fn get(&self, node: &Metric) -> Option<f64> {
+        match self {
+            Self::Every(v) => Some(*v),
+            Self::PerNode(by) => by.get(&without_name(node)).copied(),
+        }
+    }
+}
+
+fn without_name(m: &Metric) -> Metric {
+    let mut m = m.clone();
+    m.remove("__name__");
+    m
+}
+
+/// A number, or the latest value of a query per node; a query that gives one series without
+/// labels (a scalar such as `29`) gives that value to every node.
+async fn node_values(source: &Source, v: &NodeValue, now_ms: i64) -> Result<NodeValues> {
+    let q = match v {
+        NodeValue::Value(v) => return Ok(NodeValues::Every(*v)),
+        NodeValue::Query(q) => q,
+    };
+    let values = source.latest(q, now_ms, HOUR_MS).await?;
+    if let [(m, v)] = values.as_slice()
+        && without_name(m).is_empty()
+    {
+        return Ok(NodeValues::Every(*v));
+    }
+    Ok(NodeValues::PerNode(
+        values
+            .into_iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(m, v)| (without_name(&m), v))
+            .collect(),
+    ))
 }
 
 async fn scan_clusters(
