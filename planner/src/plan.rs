@@ -1046,6 +1046,47 @@ mod tests {
         assert_eq!(format_time(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 
+    #[test]
+    fn per_node_settings_that_miscount_what_is_allocated_are_not_used() {
+        // Two nodes with 80 and 70 addresses hold 4 + 4 ENIs by the VPC CNI's rule (29 per
+        // ENI, one warm).
+        let t = 1_790_000_000_000;
+        let enis = |v: f64| ResourceSeries {
+            region: "r".into(),
+            cell: "c".into(),
+            resource: "enis".into(),
+            pool: None,
+            daily: Vec::new(),
+            hourly: vec![(t, v)],
+            limit: Some(16.0),
+            per_node: None,
+        };
+        let nodes = |holds| NodeUse {
+            daily: Vec::new(),
+            hourly: vec![(t, 150.0)],
+            nodes: [80.0, 70.0]
+                .map(|used| forecast::Node {
+                    used,
+                    holds,
+                    max: 8.0,
+                })
+                .to_vec(),
+        };
+        assert!(per_node_units(&enis(8.0), &nodes(29.0), 1.0).is_ok());
+        // 8 allocated where 14 addresses per ENI would need 7 + 6: the settings are wrong.
+        let err = per_node_units(&enis(8.0), &nodes(14.0), 1.0).expect_err("miscounted");
+        assert!(
+            err.contains("counts 13 units") && err.contains("per_node.holds"),
+            "{err}"
+        );
+        // No node with terms: nothing to count with.
+        let none = NodeUse {
+            nodes: Vec::new(),
+            ..nodes(29.0)
+        };
+        assert!(per_node_units(&enis(8.0), &none, 1.0).is_err());
+    }
+
     fn cluster(size: &str, last_day: [f64; 5], window: [f64; 5], old: bool) -> ClusterSeries {
         ClusterSeries {
             region: "r".into(),
