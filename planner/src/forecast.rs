@@ -30,8 +30,11 @@
 //!    instant of each change. The instants come from the daily means (a day at 14.25 after
 //!    a day at 14 went to 15 at 18:00), and the trend is fitted through them rather than the
 //!    daily means, whose flat stretches pull a line up or down by up to half a step depending
-//!    on where the history ends. Such a count has no weekly or daily cycle, and its band is
-//!    at least as wide as rounding makes it.
+//!    on where the history ends. The instants lie on the curve, so the right shape passes
+//!    through all of them: a count's shape is judged by its distance from every instant
+//!    rather than on a held-out third (one or two of a few steps), the exponential and the
+//!    logistic each having to halve the distance of the simpler shapes. Such a count has no
+//!    weekly or daily cycle, and its band is at least as wide as rounding makes it.
 //!
 //!    A resource that follows another one of its cell (its driver: the pods and requests a
 //!    cell's hosted control planes bring) is fitted as `base + per_driver × driver + per_day ×
@@ -110,9 +113,11 @@ struct Fit {
 }
 
 /// Ceilings a logistic trend is tried with, as multiples of the highest value seen: from
-/// just above it to five times it, evenly on a log scale.
-const LOGISTIC_CAPACITIES: usize = 40;
-const LOGISTIC_MAX_CAPACITY: f64 = 5.0;
+/// just above it to fifty times it, evenly on a log scale (4% apart). Fifty, because a
+/// curve long before its midpoint (a cell at a tenth of its eventual size) bends too little
+/// for a lower ceiling to follow, and is then taken for an exponential that overshoots.
+const LOGISTIC_CAPACITIES: usize = 100;
+const LOGISTIC_MAX_CAPACITY: f64 = 50.0;
 
 impl Fit {
     fn new(kind: TrendKind, points: &[(f64, f64)], half_life_days: f64) -> Option<Fit> {
@@ -523,8 +528,8 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
                 .zip(&points)
                 .map(|(&(t, _), &(x, v))| (x, v / weekly[weekday(day_of(t))]))
                 .collect();
-            let (primary, alternatives) =
-                choose_trend(&adjusted, half_life).ok_or_else(|| too_little(used.len() as f64))?;
+            let (primary, alternatives) = choose_trend(&adjusted, half_life, Judge::HeldOut)
+                .ok_or_else(|| too_little(used.len() as f64))?;
             let growth = |t: i64| primary.slope((t - origin_ms) as f64 / DAY_MS as f64);
             let (profile, has_daily_cycle) = daily_profile(input.hourly, change, growth);
             let follows = input
@@ -613,7 +618,7 @@ fn follow(
     }
     let n_eff = sw * sw / w.iter().map(|w| w * w).sum::<f64>();
     let rest: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.2 - per_driver * r.1)).collect();
-    let (rest, _) = choose_trend(&rest, half_life)?;
+    let (rest, _) = choose_trend(&rest, half_life, Judge::HeldOut)?;
     let last = rows.last().map_or(0.0, |r| r.0);
     Some(Follows {
         driver: Box::new(driver.model.clone()),
@@ -922,11 +927,22 @@ fn weekly_factors(used: &[(i64, f64)], points: &[(f64, f64)], half_life: f64) ->
 /// Days of the most recent history that the band's recent fits are made on.
 const RECENT_DAYS: f64 = 28.0;
 
-/// Picks the trend whose forecast of the last third (fitted on the first two thirds) is
-/// closer, refits both on everything, and returns the chosen one and the others the band
-/// spans: the other shape, and both shapes fitted on the last [`RECENT_DAYS`] when the history
-/// is longer (a change in the pace of growth shows there first).
-fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Vec<Fit>)> {
+/// How [`choose_trend`] judges a shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judge {
+    /// By its forecast of the last third, fitted on the first two thirds: for noisy means.
+    HeldOut,
+    /// By its distance from every point: for points that lie on the curve (the instants a
+    /// rounded count changed), which the right shape passes through and a wrong one bends
+    /// away from, while a third of a few steps says little.
+    OnCurve,
+}
+
+/// Picks the trend shape that [`Judge`] finds closer, refits it on everything, and returns it
+/// and the others the band spans: the other shapes, and the linear and exponential ones
+/// fitted on the last [`RECENT_DAYS`] when the history is longer (a change in the pace of
+/// growth shows there first).
+fn choose_trend(points: &[(f64, f64)], half_life: f64, judge: Judge) -> Option<(Fit, Vec<Fit>)> {
     let linear = Fit::new(TrendKind::Linear, points, half_life)?;
     let last = points.last().map_or(0.0, |p| p.0);
     let recent: Vec<(f64, f64)> = points
@@ -946,20 +962,29 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64) -> Option<(Fit, Vec<Fit>)
         return Some((linear, others));
     };
     let cut = (points.len() * 2 / 3).max(3).min(points.len() - 1);
-    let (train, test) = points.split_at(cut);
+    let (fitted, judged) = match judge {
+        Judge::HeldOut => points.split_at(cut),
+        Judge::OnCurve => (points, points),
+    };
     let error = |kind| {
-        Fit::new(kind, train, half_life).map_or(f64::INFINITY, |f| {
-            test.iter()
+        Fit::new(kind, fitted, half_life).map_or(f64::INFINITY, |f| {
+            judged
+                .iter()
                 .map(|&(x, v)| (f.at(x, 0.0) - v).abs())
                 .sum::<f64>()
         })
     };
-    // The exponential must earn its place: it extrapolates faster. The logistic must be twice
+    // The exponential must earn its place: it extrapolates faster (and on the curve, where
+    // every shape is close, it must halve the line's distance). The logistic must be twice
     // as close as the better of the two: its ceiling is a third parameter, which fits any
-    // bend in the held-out days.
+    // bend.
+    let exponential_factor = match judge {
+        Judge::HeldOut => 0.9,
+        Judge::OnCurve => 0.5,
+    };
     let (linear_error, exponential_error) =
         (error(TrendKind::Linear), error(TrendKind::Exponential));
-    let (mut chosen, chosen_error) = if exponential_error < 0.9 * linear_error {
+    let (mut chosen, chosen_error) = if exponential_error < exponential_factor * linear_error {
         others.push(linear);
         (exponential, exponential_error)
     } else {
@@ -989,7 +1014,7 @@ fn step_trend(used: &[(i64, f64)], origin_ms: i64, half_life: f64) -> Option<(Fi
         .iter()
         .map(|&(t, mid)| ((t - origin_ms) as f64 / DAY_MS as f64, mid))
         .collect();
-    let (mut primary, mut alternatives) = choose_trend(&points, half_life)?;
+    let (mut primary, mut alternatives) = choose_trend(&points, half_life, Judge::OnCurve)?;
     for f in std::iter::once(&mut primary).chain(&mut alternatives) {
         f.at_least_rounding_variance();
     }
@@ -1406,6 +1431,29 @@ mod tests {
             now,
         );
         let got = days_to(model.crossing(280.0, 365).p50_ms, now);
+        assert!((got - want).abs() < 0.1 * want, "{got} days, want {want}");
+    }
+
+    #[test]
+    fn a_count_long_before_its_midpoint_is_told_from_an_exponential() {
+        // Hosted control planes rounding a logistic curve whose ceiling (70) is 18 times
+        // the count now, 75 days before its midpoint: it looks exponential, but bends enough
+        // for the instants it changed to show it. An exponential through them overshoots
+        // and reaches 25 too soon.
+        let now = T0 + 90 * DAY_MS;
+        let curve = |t: i64| {
+            let d = (t - T0) as f64 / DAY_MS as f64;
+            70.0 / (1.0 + (-0.038 * (d - 165.0)).exp())
+        };
+        let (daily, hourly) = sample(|t| curve(t).round(), 90, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert!(model.counts);
+        assert_eq!(model.trend(), TrendKind::Logistic);
+        let want = days_to(
+            (0..).map(|h| now + h * HOUR_MS).find(|&t| curve(t) >= 24.5),
+            now,
+        );
+        let got = days_to(model.crossing(25.0, 365).p50_ms, now);
         assert!((got - want).abs() < 0.1 * want, "{got} days, want {want}");
     }
 
