@@ -1027,9 +1027,11 @@ const MIN_STEPS: usize = 3;
 /// When a count changed, from its daily means, if it changed on at most a third of the days
 /// (hosted control planes, rather than pods that come and go every day): for each change by
 /// one, its instant (ms) and the level halfway between, where a smooth curve the count is a
-/// rounding of passes. A day whose mean lies between its first level and the next whole
-/// number changed at the instant that gives that mean; several changes in one day are put at
-/// one instant.
+/// rounding of passes. A day whose mean lies between two whole numbers changed at one
+/// instant from its first level to the level of the day after when that day's mean is whole
+/// and beyond it (a large tenant's clusters onboarded at once, which the day boundary must
+/// not split into two smaller jumps), else to the next whole number, at the instant that
+/// gives that mean; several changes in one day are put at one instant.
 fn steps(daily: &[(i64, f64)]) -> Vec<(i64, f64)> {
     let whole = |v: f64| ((v - v.round()).abs() < 1e-6).then(|| v.round());
     // (instant, level before, level after) of each day that changed.
@@ -1044,7 +1046,7 @@ fn steps(daily: &[(i64, f64)]) -> Vec<(i64, f64)> {
         }),
         _ => None,
     };
-    for &(t, mean) in daily {
+    for (i, &(t, mean)) in daily.iter().enumerate() {
         let Some(start) = level else {
             level = whole(mean);
             continue;
@@ -1054,7 +1056,12 @@ fn steps(daily: &[(i64, f64)]) -> Vec<(i64, f64)> {
         if m == start {
             continue;
         }
-        let end = exact.unwrap_or(if m > start { m.ceil() } else { m.floor() });
+        let next = daily.get(i + 1).and_then(|p| whole(p.1));
+        let end = exact.unwrap_or(if m > start {
+            next.filter(|n| *n > m).unwrap_or(m.ceil())
+        } else {
+            next.filter(|n| *n < m).unwrap_or(m.floor())
+        });
         // The day's mean is start + (end − start)·(1 − f) for changes at fraction f of it.
         let f = 1.0 - (m - start) / (end - start);
         changes.push((t - DAY_MS + (f * DAY_MS as f64).round() as i64, start, end));
@@ -1596,6 +1603,18 @@ mod tests {
         let (daily, hourly) = sample(tenant, 90, now);
         let model = fit_at(&daily, &hourly, now).expect("model");
         assert_eq!(model.change_point_ms, Some(T0 + 60 * DAY_MS));
+        // Five at once at 11:00 on day 70: the day's mean is between the levels before and
+        // after, and the jump is one, not three and two split at midnight.
+        let midday = |t: i64| {
+            busy(t)
+                + if t >= T0 + 70 * DAY_MS + 11 * HOUR_MS {
+                    5.0
+                } else {
+                    0.0
+                }
+        };
+        let (daily, _) = sample(midday, 90, now);
+        assert_eq!(count_jump(&daily), Some(Some(T0 + 70 * DAY_MS)));
         // Pods that change every day have no steps: their shifts are found from the weekly
         // differences.
         let pods: Vec<(i64, f64)> = (0..30)
