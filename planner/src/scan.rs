@@ -317,7 +317,7 @@ async fn scan_per_node(
     let holds = node_values(source, &p.holds, now_ms).await?;
     let max = node_values(source, &p.max, now_ms).await?;
     for (m, used) in source
-        .latest(&p.used.replace(WINDOW, "1h"), windows.hour_end, HOUR_MS)
+        .instant(&p.used.replace(WINDOW, "1h"), windows.hour_end)
         .await?
     {
         let (Some(k), Some(holds), Some(max)) = (cell_key(&m), holds.get(&m), max.get(&m)) else {
