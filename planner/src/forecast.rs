@@ -123,7 +123,12 @@ impl Fit {
     fn new(kind: TrendKind, points: &[(f64, f64)], half_life_days: f64) -> Option<Fit> {
         match kind {
             TrendKind::Logistic => Fit::logistic(points, half_life_days),
-            _ => Fit::line(kind, 0.0, points, half_life_days),
+            _ => Fit::line(
+                kind,
+                0.0,
+                points,
+                &recency_weights(points.iter().map(|p| p.0), half_life_days),
+            ),
         }
     }
 
@@ -141,8 +146,8 @@ impl Fit {
         (0..LOGISTIC_CAPACITIES)
             .filter_map(|i| {
                 let capacity = highest * (lowest + step * i as f64).exp();
-                let fit = Fit::line(TrendKind::Logistic, capacity, points, half_life_days)
-                    .filter(|f| f.b > 0.0)?;
+                let fit =
+                    Fit::line(TrendKind::Logistic, capacity, points, &w).filter(|f| f.b > 0.0)?;
                 let error: f64 = points
                     .iter()
                     .zip(&w)
@@ -172,12 +177,8 @@ impl Fit {
         }
     }
 
-    fn line(
-        kind: TrendKind,
-        capacity: f64,
-        points: &[(f64, f64)],
-        half_life_days: f64,
-    ) -> Option<Fit> {
+    /// Weighted least squares of the points (with weights `w`) in the scale of `kind`.
+    fn line(kind: TrendKind, capacity: f64, points: &[(f64, f64)], w: &[f64]) -> Option<Fit> {
         if points.len() < 3 {
             return None;
         }
@@ -185,13 +186,12 @@ impl Fit {
             .iter()
             .map(|p| Fit::transform(kind, capacity, p.1))
             .collect::<Option<_>>()?;
-        let w = recency_weights(points.iter().map(|p| p.0), half_life_days);
         let sw: f64 = w.iter().sum();
-        let x_mean = points.iter().zip(&w).map(|(p, w)| w * p.0).sum::<f64>() / sw;
-        let y_mean = ys.iter().zip(&w).map(|(y, w)| w * y).sum::<f64>() / sw;
+        let x_mean = points.iter().zip(w).map(|(p, w)| w * p.0).sum::<f64>() / sw;
+        let y_mean = ys.iter().zip(w).map(|(y, w)| w * y).sum::<f64>() / sw;
         let sxx: f64 = points
             .iter()
-            .zip(&w)
+            .zip(w)
             .map(|(p, w)| w * (p.0 - x_mean).powi(2))
             .sum();
         if sxx <= 0.0 {
@@ -200,7 +200,7 @@ impl Fit {
         let sxy: f64 = points
             .iter()
             .zip(&ys)
-            .zip(&w)
+            .zip(w)
             .map(|((p, y), w)| w * (p.0 - x_mean) * (y - y_mean))
             .sum();
         let b = sxy / sxx;
@@ -212,16 +212,10 @@ impl Fit {
             .collect();
         let sw2: f64 = w.iter().map(|w| w * w).sum();
         let n_eff = sw * sw / sw2;
-        let sigma2 = residuals
-            .iter()
-            .zip(&w)
-            .map(|(r, w)| w * r * r)
-            .sum::<f64>()
-            / sw
-            * n_eff
+        let sigma2 = residuals.iter().zip(w).map(|(r, w)| w * r * r).sum::<f64>() / sw * n_eff
             / (n_eff - 2.0).max(1.0);
         let (mut c0, mut c1, mut c2) = (0.0, 0.0, 0.0);
-        for (p, w) in points.iter().zip(&w) {
+        for (p, w) in points.iter().zip(w) {
             let dx = p.0 - x_mean;
             c0 += w * w / (sw * sw);
             c1 += w * w * dx / (sw * sxx);
