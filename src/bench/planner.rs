@@ -59,6 +59,17 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
         .as_millis() as i64;
     let at = now.div_euclid(DAY_MS) * DAY_MS;
     let anchor = format_time(at);
+    // Checked before a load that may take an hour: the planner reads the days loaded, and
+    // forecasts from as few as there are.
+    let defaults = PlannerConfig::default();
+    let config = PlannerConfig {
+        history_days: defaults.history_days.min(args.days),
+        min_history_days: defaults.min_history_days.min(args.days),
+        ..defaults
+    };
+    config
+        .validate()
+        .with_context(|| format!("cannot plan from --days {} of history", args.days))?;
     let (_guard, root) = work_root(args.work_dir.as_deref())?;
     let (url, central) = match &args.source {
         Some(url) => (url.clone(), None),
@@ -99,11 +110,6 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
             (url, Some(server))
         }
     };
-    let config = PlannerConfig {
-        history_days: PlannerConfig::default().history_days.min(args.days),
-        ..PlannerConfig::default()
-    };
-    config.validate()?;
     println!(
         "\n{:<8} {:>10} {:>8} {:>12} {:>7} {:>16} {:>9} {:>20}",
         "report",
