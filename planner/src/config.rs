@@ -453,6 +453,36 @@ impl PlannerConfig {
                     r.name
                 ));
             }
+            if let Some(p) = &r.per_node {
+                if !p.used.contains(WINDOW) {
+                    return bad(format!(
+                        "resource {:?}: per_node.used has no {WINDOW}; write e.g. sum by (region, cell, instance) (avg_over_time(metric[{WINDOW}]))",
+                        r.name
+                    ));
+                }
+                if r.per.is_some() {
+                    return bad(format!(
+                        "resource {:?}: per_node and per cannot go together; give per_node to a whole-cell resource",
+                        r.name
+                    ));
+                }
+                for (field, v) in [("holds", &p.holds), ("max", &p.max)] {
+                    if let NodeValue::Value(v) = v
+                        && !(*v > 0.0 && v.is_finite())
+                    {
+                        return bad(format!(
+                            "resource {:?}: per_node.{field} {v} is not positive; give a positive number or PromQL",
+                            r.name
+                        ));
+                    }
+                }
+                if !(p.warm >= 0.0 && p.warm.is_finite()) {
+                    return bad(format!(
+                        "resource {:?}: per_node.warm {} is not a number of spare units (0 or more)",
+                        r.name, p.warm
+                    ));
+                }
+            }
             match (&r.limit, r.limit_value) {
                 (Some(_), None) => {}
                 (None, Some(v)) if v > 0.0 && v.is_finite() => {}
@@ -468,37 +498,6 @@ impl PlannerConfig {
                         r.name
                     ));
                 }
-            }
-        }
-        for r in &self.resources {
-            let Some(p) = &r.per_node else { continue };
-            if !p.used.contains(WINDOW) {
-                return bad(format!(
-                    "resource {:?}: per_node.used has no {WINDOW}; write e.g. sum by (region, cell, instance) (avg_over_time(metric[{WINDOW}]))",
-                    r.name
-                ));
-            }
-            if r.per.is_some() {
-                return bad(format!(
-                    "resource {:?}: per_node and per cannot go together; give per_node to a whole-cell resource",
-                    r.name
-                ));
-            }
-            for (field, v) in [("holds", &p.holds), ("max", &p.max)] {
-                if let NodeValue::Value(v) = v
-                    && !(*v > 0.0 && v.is_finite())
-                {
-                    return bad(format!(
-                        "resource {:?}: per_node.{field} {v} is not positive; give a positive number or PromQL",
-                        r.name
-                    ));
-                }
-            }
-            if !(p.warm >= 0.0 && p.warm.is_finite()) {
-                return bad(format!(
-                    "resource {:?}: per_node.warm {} is not a number of spare units (0 or more)",
-                    r.name, p.warm
-                ));
             }
         }
         for r in &self.resources {
@@ -540,13 +539,14 @@ impl PlannerConfig {
         Ok(())
     }
 
+    /// The resource named `name`.
+    pub fn resource(&self, name: &str) -> Option<&ResourceConfig> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+
     /// The resource `resource` follows, if any.
     pub fn follows(&self, resource: &str) -> Option<&str> {
-        self.resources
-            .iter()
-            .find(|r| r.name == resource)?
-            .follows
-            .as_deref()
+        self.resource(resource)?.follows.as_deref()
     }
 
     pub fn tier(&self, name: &str) -> Option<usize> {

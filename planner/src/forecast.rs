@@ -647,11 +647,7 @@ impl Model {
             Some(f) => f.per_driver * f.driver.growth_per_day() + f.per_day,
             None => self.primary.slope(self.x(self.now_ms)),
         };
-        let growth = trend * self.mean_weekly();
-        match &self.units {
-            Some(u) => growth * u.per_use(self.use_band(self.now_ms).p50),
-            None => growth,
-        }
+        trend * self.mean_weekly() * self.units_per_use()
     }
 
     /// Units per use where the forecast starts (1 for a resource not allocated per node).
@@ -956,17 +952,19 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64, judge: Judge) -> Option<(
         return Some((linear, others));
     };
     let cut = (points.len() * 2 / 3).max(3).min(points.len() - 1);
-    let (fitted, judged) = match judge {
-        Judge::HeldOut => points.split_at(cut),
-        Judge::OnCurve => (points, points),
+    let (train, test) = points.split_at(cut);
+    let distance = |f: &Fit, judged: &[(f64, f64)]| {
+        judged
+            .iter()
+            .map(|&(x, v)| (f.at(x, 0.0) - v).abs())
+            .sum::<f64>()
     };
-    let error = |kind| {
-        Fit::new(kind, fitted, half_life).map_or(f64::INFINITY, |f| {
-            judged
-                .iter()
-                .map(|&(x, v)| (f.at(x, 0.0) - v).abs())
-                .sum::<f64>()
-        })
+    // On the curve, the shape fitted on every point is judged on every point.
+    let error = |kind, whole: &Fit| match judge {
+        Judge::HeldOut => {
+            Fit::new(kind, train, half_life).map_or(f64::INFINITY, |f| distance(&f, test))
+        }
+        Judge::OnCurve => distance(whole, points),
     };
     // The exponential must earn its place: it extrapolates faster (and on the curve, where
     // every shape is close, it must halve the line's distance). The logistic must be twice
@@ -976,8 +974,10 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64, judge: Judge) -> Option<(
         Judge::HeldOut => 0.9,
         Judge::OnCurve => 0.5,
     };
-    let (linear_error, exponential_error) =
-        (error(TrendKind::Linear), error(TrendKind::Exponential));
+    let (linear_error, exponential_error) = (
+        error(TrendKind::Linear, &linear),
+        error(TrendKind::Exponential, &exponential),
+    );
     let (mut chosen, chosen_error) = if exponential_error < exponential_factor * linear_error {
         others.push(linear);
         (exponential, exponential_error)
@@ -986,7 +986,7 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64, judge: Judge) -> Option<(
         (linear, linear_error)
     };
     if let Some(logistic) = Fit::new(TrendKind::Logistic, points, half_life) {
-        let logistic_error = error(TrendKind::Logistic);
+        let logistic_error = error(TrendKind::Logistic, &logistic);
         if logistic_error < 0.5 * chosen_error {
             others.push(chosen);
             chosen = logistic;

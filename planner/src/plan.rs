@@ -307,9 +307,7 @@ pub fn forecast_all(config: &PlannerConfig, observed: &Observed) -> Vec<Forecast
         };
         let own = || forecast::fit(input(&s.daily, &s.hourly));
         let warm = config
-            .resources
-            .iter()
-            .find(|r| r.name == s.resource)
+            .resource(&s.resource)
             .and_then(|r| r.per_node.as_ref())
             .map(|p| p.warm);
         let (model, warning) = match (warm, &s.per_node) {
