@@ -16,7 +16,9 @@
 //!    than `min_history_days` of them is reported as too little history, never guessed.
 //! 2. **Weekly cycle.** With three weeks or more, the median ratio of each weekday to a first
 //!    linear fit (multiplicative seasonality), over the days where that line is not near
-//!    zero; the series is divided by it.
+//!    zero; the series is divided by it. Between days the cycle is the smooth one whose daily
+//!    means these are, so a forecast hour on a rising Monday evening stands above Monday's
+//!    mean and the week's highest hour is where a threshold is first reached.
 //! 3. **Trend.** Linear, exponential (log-linear) and logistic (logit-linear against a ceiling
 //!    searched on a grid) weighted least squares, with weights halving every half of the
 //!    usable history so the slope reflects the present. The one with the smaller error on
@@ -47,9 +49,9 @@
 //!    inflated by the residuals' lag-1 autocorrelation) plus one day's residual variance;
 //!    p10 and p90 are ±1.2816 standard deviations (normal quantiles).
 //! 5. **Daily cycle.** The median ratio of each hour's mean to its day's mean over the hourly
-//!    window, so a forecast hour is trend × weekday × hour. The day's mean is taken as its
-//!    level at noon and moved by the trend's growth for each hour, so a fast trend is not
-//!    learnt as a cycle that rises through every day.
+//!    window, so a forecast hour is trend × weekly cycle × hour. The day's mean is taken as
+//!    its level at noon and moved by the trend's growth and the weekly cycle for each hour,
+//!    so neither a fast trend nor the week's rise is learnt as a cycle of every day.
 //! 6. **Crossing.** The first hour whose p90 value reaches the threshold is the p10 time, the
 //!    first whose p50 does is the p50 time, the first whose p10 does is the p90 time. Each
 //!    hour's value stands for its middle, and the instant is where the line between the
@@ -59,9 +61,10 @@
 //!    smoother use (the AWS VPC CNI attaches an ENI for every so many pod addresses on a
 //!    node, plus a warm one) stays flat for weeks and then steps when a node needs another
 //!    unit, which no trend through the cell's sum foresees. Its model forecasts the use
-//!    instead (summed over the cell's nodes), spreads it over the nodes as it is spread now,
-//!    and counts the units each node needs ([`NodeUnits`]); a threshold of units is reached
-//!    when the use reaches the least total that needs that many.
+//!    instead (summed over the cell's nodes), spreads it over the nodes as it was spread
+//!    over the hourly window, and counts the units each node needs ([`NodeUnits`]); a
+//!    threshold of units is reached when the use reaches the least total that needs that
+//!    many.
 //!
 //! Counters must be turned into rates in the query (`rate()` handles their resets); gaps are
 //! simply missing days and hours.
@@ -525,7 +528,7 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
             let (primary, alternatives) = choose_trend(&adjusted, half_life, Judge::HeldOut)
                 .ok_or_else(|| too_little(used.len() as f64))?;
             let growth = |t: i64| primary.slope((t - origin_ms) as f64 / DAY_MS as f64);
-            let (profile, has_daily_cycle) = daily_profile(input.hourly, change, growth);
+            let (profile, has_daily_cycle) = daily_profile(input.hourly, change, &weekly, growth);
             let follows = input
                 .driver
                 .and_then(|d| follow(&used, &adjusted, d, half_life));
@@ -678,7 +681,7 @@ impl Model {
     /// The band of the hour starting at `t_ms`, of the use for a resource allocated per node.
     fn use_band(&self, t_ms: i64) -> BandPoint {
         let x = self.x(t_ms + HOUR_MS / 2);
-        let season = self.weekly[weekday(t_ms.div_euclid(DAY_MS))]
+        let season = weekly_at(&self.weekly, t_ms + HOUR_MS / 2)
             * self.profile[(t_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
         let (p50, lo, hi) = match &self.follows {
             Some(f) => f.band(t_ms, x),
@@ -914,6 +917,44 @@ fn weekly_factors(used: &[(i64, f64)], points: &[(f64, f64)], half_life: f64) ->
     factors
 }
 
+/// How many of the week's slowest harmonics move the hours of each day in [`weekly_at`]: the
+/// fundamental alone, the rise and fall of the week.
+const WEEKLY_HARMONICS: u32 = 1;
+
+/// The weekly cycle at `t_ms`: the weekday's factor, moved within the day as the week's
+/// slowest harmonics move.
+///
+/// Seven daily means are exactly the harmonics 0 to 3 of the week (the discrete Fourier
+/// transform of the factors, each day's at its noon), and a day's mean of harmonic k is its
+/// value at noon times sinc(k/7): each harmonic divided by that, less its value at the
+/// day's noon, moves the hours of the day and keeps the day's mean. A weekly cycle rises
+/// through Monday and falls through Friday, so Monday evening stands above Monday's mean,
+/// and the week's highest hour, where a threshold is first reached, stands above what one
+/// factor for the whole day gives. Only the slowest harmonics are used: the faster ones
+/// carry more of the factors' noise, amplified by up to 1/sinc(3/7) = 1.37.
+fn weekly_at(factors: &[f64; 7], t_ms: i64) -> f64 {
+    use std::f64::consts::{PI, TAU};
+    let day = t_ms.rem_euclid(7 * DAY_MS) as f64 / DAY_MS as f64;
+    let weekday = day.floor();
+    let mut value = factors[weekday as usize % 7];
+    for k in 1..=WEEKLY_HARMONICS {
+        let k = f64::from(k);
+        let (mut a, mut b) = (0.0, 0.0);
+        for (j, f) in factors.iter().enumerate() {
+            let angle = TAU * k * (j as f64 + 0.5) / 7.0;
+            a += f * angle.cos();
+            b += f * angle.sin();
+        }
+        let harmonic = |day: f64| {
+            let angle = TAU * k * day / 7.0;
+            2.0 / 7.0 * (a * angle.cos() + b * angle.sin())
+        };
+        let sinc = (PI * k / 7.0).sin() / (PI * k / 7.0);
+        value += harmonic(day) / sinc - harmonic(weekday + 0.5);
+    }
+    value
+}
+
 /// Days of the most recent history that the band's recent fits are made on.
 const RECENT_DAYS: f64 = 28.0;
 
@@ -1087,11 +1128,12 @@ fn is_count(hourly: &[(i64, f64)]) -> bool {
 }
 
 /// Median ratio of each UTC hour's mean to its day's mean (moved to the hour by `growth`, the
-/// trend's growth per day at an instant), over days with at least 20 hourly means after the
-/// change point; flat when fewer than 3 such days.
+/// trend's growth per day at an instant, and by the weekly cycle within the day), over days
+/// with at least 20 hourly means after the change point; flat when fewer than 3 such days.
 fn daily_profile(
     hourly: &[(i64, f64)],
     change: Option<i64>,
+    weekly: &[f64; 7],
     growth: impl Fn(i64) -> f64,
 ) -> ([f64; 24], bool) {
     let mut days: std::collections::BTreeMap<i64, Vec<(usize, f64)>> = Default::default();
@@ -1112,10 +1154,15 @@ fn daily_profile(
             continue;
         }
         full_days += 1;
-        // The day's mean is its level at noon; the trend moves it each hour.
+        // The day's mean is its level at noon; the trend and the weekly cycle move it each
+        // hour.
         let per_hour = growth(day * DAY_MS + DAY_MS / 2) / 24.0;
+        let day_factor = weekly[weekday(day)];
         for &(h, v) in hours {
-            ratios[h].push(v / (mean + per_hour * (h as f64 + 0.5 - 12.0)));
+            let middle = day * DAY_MS + h as i64 * HOUR_MS + HOUR_MS / 2;
+            let level = (mean + per_hour * (h as f64 + 0.5 - 12.0)) * weekly_at(weekly, middle)
+                / day_factor;
+            ratios[h].push(v / level);
         }
     }
     if full_days < 3 {
@@ -1412,6 +1459,42 @@ mod tests {
         let model = fit_at(&daily, &hourly, now).expect("model");
         let low = model.weekly[3];
         assert!(low < 0.85 && model.weekly[4] > 1.0, "{:?}", model.weekly);
+    }
+
+    #[test]
+    fn the_weekly_cycle_between_noons_keeps_each_days_mean() {
+        let factors = [1.04, 1.04, 0.9, 0.9, 1.04, 1.04, 1.04];
+        for (day, want) in factors.iter().enumerate() {
+            let minutes = 24 * 60;
+            let mean = (0..minutes)
+                .map(|m| weekly_at(&factors, day as i64 * DAY_MS + m * 60_000 + 30_000))
+                .sum::<f64>()
+                / minutes as f64;
+            assert!((mean - want).abs() < 1e-6, "day {day}: {mean} vs {want}");
+        }
+        assert!((weekly_at(&[1.0; 7], T0 + 5 * HOUR_MS) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_threshold_is_reached_at_the_weeks_highest_hour() {
+        // Slow growth under a weekly cycle that peaks at the turn of a day: the threshold is
+        // first reached in the afternoon before, where the weekly cycle is still rising, eight
+        // weeks on. Taking the weekly cycle as one factor per day puts it two weeks later.
+        let now = T0 + 120 * DAY_MS;
+        let f = |t: i64| {
+            let days = (t - T0) as f64 / DAY_MS as f64;
+            let week = (std::f64::consts::TAU * days / 7.0).cos();
+            (100.0 + 0.05 * days) * (1.0 + 0.05 * week) * cycle(t)
+        };
+        let (daily, hourly) = sample(f, 90, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        let truth = (0..)
+            .map(|h| now + h * HOUR_MS)
+            .find(|&t| f(t) >= 125.0)
+            .expect("truth");
+        let want = (truth - now) as f64 / DAY_MS as f64;
+        let p50 = days_to(model.crossing(125.0, 365).p50_ms, now);
+        assert!((p50 - want).abs() < 0.05 * want, "p50 {p50} vs {want}");
     }
 
     #[test]

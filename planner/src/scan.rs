@@ -28,7 +28,7 @@ pub struct ResourceSeries {
 }
 
 /// The use a resource allocated per node is for: its daily and hourly means summed over the
-/// cell's nodes, and each node's use (the last hour's mean) and terms now.
+/// cell's nodes, and each node's use (its mean over the hourly window) and terms now.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeUse {
     pub daily: Vec<(i64, f64)>,
@@ -265,6 +265,11 @@ struct Windows {
 }
 
 impl Windows {
+    /// The span of the hourly means, as a PromQL range (`168h` for a week).
+    fn hourly_span(&self) -> String {
+        format!("{}h", (self.hour_end - self.hourly_start) / HOUR_MS + 1)
+    }
+
     /// `query`'s daily means (`$window` = `1d`) or hourly means (`1h`).
     async fn read(
         &self,
@@ -290,8 +295,11 @@ impl Windows {
 }
 
 /// Reads the use of a resource allocated per node, by cell: daily and hourly means of the sum
-/// over the cell (the same windows as the resource's own), and each node's last hourly mean
-/// (its share of the use now), `holds` and `max`. A node without all three is left out.
+/// over the cell (the same windows as the resource's own), each node's mean over the hourly
+/// window (its share of the use), and its `holds` and `max`. A node without all three is left
+/// out. The share is a mean over days, not the last hour: each node's use is a whole number,
+/// and one hour's rounding moves a node's share enough to move the use at which it needs
+/// another unit by a percent, which a slowly growing use takes weeks to cover.
 async fn scan_per_node(
     source: &Source,
     p: &PerNode,
@@ -317,7 +325,10 @@ async fn scan_per_node(
     let holds = node_values(source, &p.holds, now_ms).await?;
     let max = node_values(source, &p.max, now_ms).await?;
     for (m, used) in source
-        .instant(&p.used.replace(WINDOW, "1h"), windows.hour_end)
+        .instant(
+            &p.used.replace(WINDOW, &windows.hourly_span()),
+            windows.hour_end,
+        )
         .await?
     {
         let (Some(k), Some(holds), Some(max)) = (cell_key(&m), holds.get(&m), max.get(&m)) else {
