@@ -520,10 +520,16 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         Some((primary, alternatives)) => (primary, alternatives, [1.0; 7], [1.0; 24], false, None),
         None => {
             let weekly = weekly_factors(&used, &points, half_life);
+            // A weekday without use (a factor of 0) says nothing of the trend the weekly
+            // cycle scales, and dividing by it would leave no number.
+            let factor = |t: i64| weekly[weekday(day_of(t))];
+            let seasonal: Vec<(i64, f64)> =
+                used.iter().copied().filter(|p| factor(p.0) > 0.0).collect();
             let adjusted: Vec<(f64, f64)> = used
                 .iter()
                 .zip(&points)
-                .map(|(&(t, _), &(x, v))| (x, v / weekly[weekday(day_of(t))]))
+                .filter(|(p, _)| factor(p.0) > 0.0)
+                .map(|(p, &(x, v))| (x, v / factor(p.0)))
                 .collect();
             let (primary, alternatives) = choose_trend(&adjusted, half_life, Judge::HeldOut)
                 .ok_or_else(|| too_little(used.len() as f64))?;
@@ -531,7 +537,7 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
             let (profile, has_daily_cycle) = daily_profile(input.hourly, change, &weekly, growth);
             let follows = input
                 .driver
-                .and_then(|d| follow(&used, &adjusted, d, half_life));
+                .and_then(|d| follow(&seasonal, &adjusted, d, half_life));
             (
                 primary,
                 alternatives,
@@ -952,7 +958,8 @@ fn weekly_at(factors: &[f64; 7], t_ms: i64) -> f64 {
         let sinc = (PI * k / 7.0).sin() / (PI * k / 7.0);
         value += harmonic(day) / sinc - harmonic(weekday + 0.5);
     }
-    value
+    // A weekday near zero beside busy ones (a weekend without work) must not dip below zero.
+    value.max(0.0)
 }
 
 /// Days of the most recent history that the band's recent fits are made on.
@@ -1160,9 +1167,15 @@ fn daily_profile(
         let day_factor = weekly[weekday(day)];
         for &(h, v) in hours {
             let middle = day * DAY_MS + h as i64 * HOUR_MS + HOUR_MS / 2;
-            let level = (mean + per_hour * (h as f64 + 0.5 - 12.0)) * weekly_at(weekly, middle)
-                / day_factor;
-            ratios[h].push(v / level);
+            let week = if day_factor > 0.0 {
+                weekly_at(weekly, middle) / day_factor
+            } else {
+                1.0
+            };
+            let level = (mean + per_hour * (h as f64 + 0.5 - 12.0)) * week;
+            if level > 0.0 {
+                ratios[h].push(v / level);
+            }
         }
     }
     if full_days < 3 {
@@ -1447,14 +1460,18 @@ mod tests {
         );
     }
 
+    /// Growth from 100 by 0.2 a day, times `low` on one weekday (Sundays).
+    fn sundays_at(low: f64) -> impl Fn(i64) -> f64 {
+        move |t: i64| {
+            let day = t.div_euclid(DAY_MS);
+            (100.0 + 0.2 * (t - T0) as f64 / DAY_MS as f64) * if day % 7 == 3 { low } else { 1.0 }
+        }
+    }
+
     #[test]
     fn weekly_cycles_are_learnt() {
         let now = T0 + 100 * DAY_MS;
-        let f = |t: i64| {
-            let day = t.div_euclid(DAY_MS);
-            (100.0 + 0.2 * (t - T0) as f64 / DAY_MS as f64) * if day % 7 == 3 { 0.8 } else { 1.0 }
-        };
-        let (daily, hourly) = sample(f, 60, now);
+        let (daily, hourly) = sample(sundays_at(0.8), 60, now);
         assert_eq!(change_point(&daily), None);
         let model = fit_at(&daily, &hourly, now).expect("model");
         let low = model.weekly[3];
@@ -1473,6 +1490,22 @@ mod tests {
             assert!((mean - want).abs() < 1e-6, "day {day}: {mean} vs {want}");
         }
         assert!((weekly_at(&[1.0; 7], T0 + 5 * HOUR_MS) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_weekday_without_use_keeps_the_forecast_finite_and_not_negative() {
+        let now = T0 + 100 * DAY_MS;
+        let f = sundays_at(0.0);
+        let (daily, hourly) = sample(|t| f(t) * cycle(t), 60, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert_eq!(model.weekly[3], 0.0, "{:?}", model.weekly);
+        for b in model.bands(14, HOUR_MS) {
+            assert!(
+                b.p10.is_finite() && b.p50.is_finite() && b.p90.is_finite(),
+                "{b:?}"
+            );
+            assert!(b.p10 >= 0.0 && b.p50 >= 0.0, "{b:?}");
+        }
     }
 
     #[test]
