@@ -16,9 +16,10 @@
 //!    than `min_history_days` of them is reported as too little history, never guessed.
 //! 2. **Weekly cycle.** With three weeks or more, the median ratio of each weekday to a first
 //!    linear fit (multiplicative seasonality), over the days where that line is not near
-//!    zero; the series is divided by it. Between days the cycle is the smooth one whose daily
-//!    means these are, so a forecast hour on a rising Monday evening stands above Monday's
-//!    mean and the week's highest hour is where a threshold is first reached.
+//!    zero; the series is divided by it. When the factors follow one wave through the week,
+//!    each day's hours move with that wave, keeping the day's mean, so a forecast hour on a
+//!    rising Monday evening stands above Monday's mean and the week's highest hour is where
+//!    a threshold is first reached.
 //! 3. **Trend.** Linear, exponential (log-linear) and logistic (logit-linear against a ceiling
 //!    searched on a grid) weighted least squares, with weights halving every half of the
 //!    usable history so the slope reflects the present. The one with the smaller error on
@@ -373,11 +374,11 @@ pub struct Node {
     pub max: f64,
 }
 
-/// How many units a cell's nodes hold for a total use spread over them as it is now: each
-/// node holds `min(ceil(use / holds) + warm, max)`, the AWS VPC CNI's rule for ENIs with
-/// `WARM_ENI_TARGET` = `warm`. The use is of whole things (addresses), so a node's share of
-/// a forecast is rounded: a node needs another unit at `k × holds + 1`, which a smooth
-/// forecast of a count reaches at `k × holds + 0.5`.
+/// How many units a cell's nodes hold for a total use spread over them as it was over the
+/// hourly window: each node holds `min(ceil(use / holds) + warm, max)`, the AWS VPC CNI's
+/// rule for ENIs with `WARM_ENI_TARGET` = `warm`. The use is of whole things (addresses), so
+/// a node's share of a forecast is rounded: a node needs another unit at `k × holds + 1`,
+/// which a smooth forecast of a count reaches at `k × holds + 0.5`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeUnits {
     /// Each node's (share of the use, use one unit holds, most units).
@@ -520,15 +521,18 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         Some((primary, alternatives)) => (primary, alternatives, [1.0; 7], [1.0; 24], false, None),
         None => {
             let weekly = weekly_factors(&used, &points, half_life);
-            // A weekday without use (a factor of 0) says nothing of the trend the weekly
-            // cycle scales, and dividing by it would leave no number.
+            // A weekday with (almost) no use says nothing of the trend the weekly cycle
+            // scales, and dividing by its factor would leave no number, or a wild one.
             let factor = |t: i64| weekly[weekday(day_of(t))];
-            let seasonal: Vec<(i64, f64)> =
-                used.iter().copied().filter(|p| factor(p.0) > 0.0).collect();
+            let seasonal: Vec<(i64, f64)> = used
+                .iter()
+                .copied()
+                .filter(|p| factor(p.0) >= QUIET_WEEKDAY)
+                .collect();
             let adjusted: Vec<(f64, f64)> = used
                 .iter()
                 .zip(&points)
-                .filter(|(p, _)| factor(p.0) > 0.0)
+                .filter(|(p, _)| factor(p.0) >= QUIET_WEEKDAY)
                 .map(|(p, &(x, v))| (x, v / factor(p.0)))
                 .collect();
             let (primary, alternatives) = choose_trend(&adjusted, half_life, Judge::HeldOut)
@@ -563,6 +567,10 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         now_ms: input.now_ms,
     })
 }
+
+/// Weekly factor below which a weekday's days are left out of the trend fit: dividing by it
+/// would multiply their noise more than twentyfold.
+const QUIET_WEEKDAY: f64 = 0.05;
 
 /// How much of what a time trend leaves unexplained the driver must explain to be followed.
 const DRIVER_EXPLAINS: f64 = 0.5;
@@ -923,43 +931,45 @@ fn weekly_factors(used: &[(i64, f64)], points: &[(f64, f64)], half_life: f64) ->
     factors
 }
 
-/// How many of the week's slowest harmonics move the hours of each day in [`weekly_at`]: the
-/// fundamental alone, the rise and fall of the week.
-const WEEKLY_HARMONICS: u32 = 1;
+/// Share of the weekday factors' spread the week's fundamental wave must explain before
+/// [`weekly_at`] moves the hours of a day with it: a smooth rise and fall through the week,
+/// not a step between workdays and a quiet weekend, which one wave would turn into a sawtooth
+/// overshooting at each midnight.
+const WEEKLY_WAVE_SHARE: f64 = 0.9;
 
 /// The weekly cycle at `t_ms`: the weekday's factor, moved within the day as the week's
-/// slowest harmonics move.
+/// fundamental wave moves when the factors follow that wave.
 ///
-/// Seven daily means are exactly the harmonics 0 to 3 of the week (the discrete Fourier
-/// transform of the factors, each day's at its noon), and a day's mean of harmonic k is its
-/// value at noon times sinc(k/7): each harmonic divided by that, less its value at the
-/// day's noon, moves the hours of the day and keeps the day's mean. A weekly cycle rises
-/// through Monday and falls through Friday, so Monday evening stands above Monday's mean,
-/// and the week's highest hour, where a threshold is first reached, stands above what one
-/// factor for the whole day gives. Only the slowest harmonics are used: the faster ones
-/// carry more of the factors' noise, amplified by up to 1/sinc(3/7) = 1.37.
+/// The wave is the first term of the discrete Fourier transform of the seven factors (each
+/// day's at its noon). A day's mean of it is its value at noon times sinc(1/7), so the wave
+/// divided by that, less its value at the day's noon, moves the hours of the day and keeps
+/// the day's mean. A weekly cycle that rises through Monday and falls through Friday has
+/// Monday evening above Monday's mean, and the week's highest hour, where a threshold is
+/// first reached, above what one factor for the whole day gives. The faster terms are left
+/// out: they carry more of the factors' noise, amplified by up to 1/sinc(3/7) = 1.37.
 fn weekly_at(factors: &[f64; 7], t_ms: i64) -> f64 {
     use std::f64::consts::{PI, TAU};
     let day = t_ms.rem_euclid(7 * DAY_MS) as f64 / DAY_MS as f64;
-    let weekday = day.floor();
-    let mut value = factors[weekday as usize % 7];
-    for k in 1..=WEEKLY_HARMONICS {
-        let k = f64::from(k);
-        let (mut a, mut b) = (0.0, 0.0);
-        for (j, f) in factors.iter().enumerate() {
-            let angle = TAU * k * (j as f64 + 0.5) / 7.0;
-            a += f * angle.cos();
-            b += f * angle.sin();
-        }
-        let harmonic = |day: f64| {
-            let angle = TAU * k * day / 7.0;
-            2.0 / 7.0 * (a * angle.cos() + b * angle.sin())
-        };
-        let sinc = (PI * k / 7.0).sin() / (PI * k / 7.0);
-        value += harmonic(day) / sinc - harmonic(weekday + 0.5);
+    let weekday = (day.floor() as usize).min(6);
+    let factor = factors[weekday];
+    let mean = factors.iter().sum::<f64>() / 7.0;
+    let spread: f64 = factors.iter().map(|f| (f - mean).powi(2)).sum();
+    let (mut a, mut b) = (0.0, 0.0);
+    for (j, f) in factors.iter().enumerate() {
+        let angle = TAU * (j as f64 + 0.5) / 7.0;
+        a += f * angle.cos();
+        b += f * angle.sin();
     }
-    // A weekday near zero beside busy ones (a weekend without work) must not dip below zero.
-    value.max(0.0)
+    // The wave's share of the spread: 2/7 (a² + b²) of the sum of squares about the mean.
+    if spread <= 0.0 || 2.0 / 7.0 * (a * a + b * b) < WEEKLY_WAVE_SHARE * spread {
+        return factor;
+    }
+    let wave = |day: f64| {
+        let angle = TAU * day / 7.0;
+        2.0 / 7.0 * (a * angle.cos() + b * angle.sin())
+    };
+    let sinc = (PI / 7.0).sin() / (PI / 7.0);
+    (factor + wave(day) / sinc - wave(weekday as f64 + 0.5)).max(0.0)
 }
 
 /// Days of the most recent history that the band's recent fits are made on.
@@ -1478,18 +1488,42 @@ mod tests {
         assert!(low < 0.85 && model.weekly[4] > 1.0, "{:?}", model.weekly);
     }
 
+    /// The mean of `weekly_at` over day `day` of the week, minute by minute.
+    fn day_mean(factors: &[f64; 7], day: usize) -> f64 {
+        let minutes = 24 * 60;
+        (0..minutes)
+            .map(|m| weekly_at(factors, day as i64 * DAY_MS + m * 60_000 + 30_000))
+            .sum::<f64>()
+            / minutes as f64
+    }
+
     #[test]
-    fn the_weekly_cycle_between_noons_keeps_each_days_mean() {
-        let factors = [1.04, 1.04, 0.9, 0.9, 1.04, 1.04, 1.04];
+    fn the_weekly_wave_moves_each_days_hours_and_keeps_its_mean() {
+        let factors: [f64; 7] = std::array::from_fn(|j| {
+            1.0 + 0.05 * (std::f64::consts::TAU * (j as f64 + 0.5 - 2.4) / 7.0).cos()
+        });
         for (day, want) in factors.iter().enumerate() {
-            let minutes = 24 * 60;
-            let mean = (0..minutes)
-                .map(|m| weekly_at(&factors, day as i64 * DAY_MS + m * 60_000 + 30_000))
-                .sum::<f64>()
-                / minutes as f64;
+            let mean = day_mean(&factors, day);
             assert!((mean - want).abs() < 1e-6, "day {day}: {mean} vs {want}");
         }
+        let highest = (0..7 * 24)
+            .map(|h| weekly_at(&factors, h * HOUR_MS + HOUR_MS / 2))
+            .fold(f64::MIN, f64::max);
+        let factor_highest = factors.iter().copied().fold(f64::MIN, f64::max);
+        assert!(highest > factor_highest, "{highest} vs {factor_highest}");
         assert!((weekly_at(&[1.0; 7], T0 + 5 * HOUR_MS) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_quiet_weekend_is_a_step_not_a_wave() {
+        // Flat workdays and a quieter weekend: one wave through them would overshoot at the
+        // midnights next to the weekend, so each day keeps its factor.
+        let factors = [1.04, 1.04, 0.9, 0.9, 1.04, 1.04, 1.04];
+        for h in 0..7 * 24 {
+            let t = h * HOUR_MS + HOUR_MS / 2;
+            let day = (h / 24) as usize;
+            assert_eq!(weekly_at(&factors, t), factors[day], "hour {h}");
+        }
     }
 
     #[test]
