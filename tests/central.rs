@@ -239,9 +239,33 @@ async fn damaged_wal_and_block_are_reported_and_the_rest_is_served() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A compaction may still be replacing the cut blocks; wait until no two blocks overlap, so
+    // that the damaged block's range is held nowhere else.
+    let data = dir.path().join("central");
+    loop {
+        // Read leniently: a replaced block's directory may go while it is listed.
+        let mut ranges: Vec<(i64, i64)> = std::fs::read_dir(data.join("blocks"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let m = e.ok()?.path().join("meta.json");
+                let meta: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(m).ok()?).ok()?;
+                Some((meta["min_t"].as_i64()?, meta["max_t"].as_i64()?))
+            })
+            .collect();
+        ranges.sort();
+        if !ranges.is_empty() && ranges.windows(2).all(|w| w[0].1 < w[1].0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "blocks still overlap: {ranges:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     central.kill();
     // Flip bytes in the oldest block and cut the newest non-empty WAL segment short.
-    let data = dir.path().join("central");
     let mut blocks = files_under(&data.join("blocks"), "samples.parquet");
     blocks.sort();
     let bad = &blocks[0];
