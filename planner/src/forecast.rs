@@ -350,7 +350,7 @@ pub struct Model {
     /// The other fits the band spans: the other trend shape, and both shapes fitted on the
     /// most recent weeks only.
     alternatives: Vec<Fit>,
-    weekly: [f64; 7],
+    weekly: Weekly,
     profile: [f64; 24],
     /// Whether hourly means gave the daily cycle (else the forecast is of daily means).
     pub has_daily_cycle: bool,
@@ -518,22 +518,22 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         None
     };
     let (primary, alternatives, weekly, profile, has_daily_cycle, follows) = match stepped {
-        Some((primary, alternatives)) => (primary, alternatives, [1.0; 7], [1.0; 24], false, None),
+        Some((primary, alternatives)) => {
+            (primary, alternatives, Weekly::FLAT, [1.0; 24], false, None)
+        }
         None => {
-            let weekly = weekly_factors(&used, &points, half_life);
+            let weekly = Weekly::new(weekly_factors(&used, &points, half_life));
             // A weekday with (almost) no use says nothing of the trend the weekly cycle
             // scales, and dividing by its factor would leave no number, or a wild one.
-            let factor = |t: i64| weekly[weekday(day_of(t))];
+            let factor = |t: i64| weekly.of_day(day_of(t));
             let seasonal: Vec<(i64, f64)> = used
                 .iter()
                 .copied()
                 .filter(|p| factor(p.0) >= QUIET_WEEKDAY)
                 .collect();
-            let adjusted: Vec<(f64, f64)> = used
+            let adjusted: Vec<(f64, f64)> = seasonal
                 .iter()
-                .zip(&points)
-                .filter(|(p, _)| factor(p.0) >= QUIET_WEEKDAY)
-                .map(|(p, &(x, v))| (x, v / factor(p.0)))
+                .map(|&(t, v)| (x(t), v / factor(t)))
                 .collect();
             let (primary, alternatives) = choose_trend(&adjusted, half_life, Judge::HeldOut)
                 .ok_or_else(|| too_little(used.len() as f64))?;
@@ -664,7 +664,7 @@ impl Model {
             Some(f) => f.per_driver * f.driver.growth_per_day() + f.per_day,
             None => self.primary.slope(self.x(self.now_ms)),
         };
-        trend * self.mean_weekly() * self.units_per_use()
+        trend * self.weekly.mean() * self.units_per_use()
     }
 
     /// Units per use where the forecast starts (1 for a resource not allocated per node).
@@ -672,10 +672,6 @@ impl Model {
         self.units
             .as_ref()
             .map_or(1.0, |u| u.per_use(self.use_band(self.now_ms).p50))
-    }
-
-    fn mean_weekly(&self) -> f64 {
-        self.weekly.iter().sum::<f64>() / 7.0
     }
 
     /// The band of the hour starting at `t_ms`, in units for a resource allocated per node.
@@ -695,7 +691,7 @@ impl Model {
     /// The band of the hour starting at `t_ms`, of the use for a resource allocated per node.
     fn use_band(&self, t_ms: i64) -> BandPoint {
         let x = self.x(t_ms + HOUR_MS / 2);
-        let season = weekly_at(&self.weekly, t_ms + HOUR_MS / 2)
+        let season = self.weekly.at(t_ms + HOUR_MS / 2)
             * self.profile[(t_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize];
         let (p50, lo, hi) = match &self.follows {
             Some(f) => f.band(t_ms, x),
@@ -932,13 +928,13 @@ fn weekly_factors(used: &[(i64, f64)], points: &[(f64, f64)], half_life: f64) ->
 }
 
 /// Share of the weekday factors' spread the week's fundamental wave must explain before
-/// [`weekly_at`] moves the hours of a day with it: a smooth rise and fall through the week,
+/// [`Weekly`] moves the hours of a day with it: a smooth rise and fall through the week,
 /// not a step between workdays and a quiet weekend, which one wave would turn into a sawtooth
 /// overshooting at each midnight.
 const WEEKLY_WAVE_SHARE: f64 = 0.9;
 
-/// The weekly cycle at `t_ms`: the weekday's factor, moved within the day as the week's
-/// fundamental wave moves when the factors follow that wave.
+/// The weekly cycle: a factor per weekday (mean 1), and the week's fundamental wave through
+/// them when the factors follow it, which moves the hours of each day.
 ///
 /// The wave is the first term of the discrete Fourier transform of the seven factors (each
 /// day's at its noon). A day's mean of it is its value at noon times sinc(1/7), so the wave
@@ -947,29 +943,62 @@ const WEEKLY_WAVE_SHARE: f64 = 0.9;
 /// Monday evening above Monday's mean, and the week's highest hour, where a threshold is
 /// first reached, above what one factor for the whole day gives. The faster terms are left
 /// out: they carry more of the factors' noise, amplified by up to 1/sinc(3/7) = 1.37.
-fn weekly_at(factors: &[f64; 7], t_ms: i64) -> f64 {
-    use std::f64::consts::{PI, TAU};
-    let day = t_ms.rem_euclid(7 * DAY_MS) as f64 / DAY_MS as f64;
-    let weekday = (day.floor() as usize).min(6);
-    let factor = factors[weekday];
-    let mean = factors.iter().sum::<f64>() / 7.0;
-    let spread: f64 = factors.iter().map(|f| (f - mean).powi(2)).sum();
-    let (mut a, mut b) = (0.0, 0.0);
-    for (j, f) in factors.iter().enumerate() {
-        let angle = TAU * (j as f64 + 0.5) / 7.0;
-        a += f * angle.cos();
-        b += f * angle.sin();
-    }
-    // The wave's share of the spread: 2/7 (a² + b²) of the sum of squares about the mean.
-    if spread <= 0.0 || 2.0 / 7.0 * (a * a + b * b) < WEEKLY_WAVE_SHARE * spread {
-        return factor;
-    }
-    let wave = |day: f64| {
-        let angle = TAU * day / 7.0;
-        2.0 / 7.0 * (a * angle.cos() + b * angle.sin())
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Weekly {
+    factors: [f64; 7],
+    /// The wave's cosine and sine sums, when it explains [`WEEKLY_WAVE_SHARE`] of the spread.
+    wave: Option<(f64, f64)>,
+}
+
+impl Weekly {
+    const FLAT: Weekly = Weekly {
+        factors: [1.0; 7],
+        wave: None,
     };
-    let sinc = (PI / 7.0).sin() / (PI / 7.0);
-    (factor + wave(day) / sinc - wave(weekday as f64 + 0.5)).max(0.0)
+
+    fn new(factors: [f64; 7]) -> Self {
+        use std::f64::consts::TAU;
+        let mean = factors.iter().sum::<f64>() / 7.0;
+        let spread: f64 = factors.iter().map(|f| (f - mean).powi(2)).sum();
+        let (mut a, mut b) = (0.0, 0.0);
+        for (j, f) in factors.iter().enumerate() {
+            let angle = TAU * (j as f64 + 0.5) / 7.0;
+            a += f * angle.cos();
+            b += f * angle.sin();
+        }
+        // The wave's share of the spread: 2/7 (a² + b²) of the sum of squares about the mean.
+        let follows = spread > 0.0 && 2.0 / 7.0 * (a * a + b * b) >= WEEKLY_WAVE_SHARE * spread;
+        Self {
+            factors,
+            wave: follows.then_some((a, b)),
+        }
+    }
+
+    /// The factor of the day that `day` (days since the epoch) is.
+    fn of_day(&self, day: i64) -> f64 {
+        self.factors[weekday(day)]
+    }
+
+    /// The cycle at `t_ms`: the weekday's factor, moved within the day by the wave.
+    fn at(&self, t_ms: i64) -> f64 {
+        use std::f64::consts::{PI, TAU};
+        let day = t_ms.rem_euclid(7 * DAY_MS) as f64 / DAY_MS as f64;
+        let weekday = (day.floor() as usize).min(6);
+        let factor = self.factors[weekday];
+        let Some((a, b)) = self.wave else {
+            return factor;
+        };
+        let wave = |day: f64| {
+            let angle = TAU * day / 7.0;
+            2.0 / 7.0 * (a * angle.cos() + b * angle.sin())
+        };
+        let sinc = (PI / 7.0).sin() / (PI / 7.0);
+        (factor + wave(day) / sinc - wave(weekday as f64 + 0.5)).max(0.0)
+    }
+
+    fn mean(&self) -> f64 {
+        self.factors.iter().sum::<f64>() / 7.0
+    }
 }
 
 /// Days of the most recent history that the band's recent fits are made on.
@@ -1150,7 +1179,7 @@ fn is_count(hourly: &[(i64, f64)]) -> bool {
 fn daily_profile(
     hourly: &[(i64, f64)],
     change: Option<i64>,
-    weekly: &[f64; 7],
+    weekly: &Weekly,
     growth: impl Fn(i64) -> f64,
 ) -> ([f64; 24], bool) {
     let mut days: std::collections::BTreeMap<i64, Vec<(usize, f64)>> = Default::default();
@@ -1174,11 +1203,11 @@ fn daily_profile(
         // The day's mean is its level at noon; the trend and the weekly cycle move it each
         // hour.
         let per_hour = growth(day * DAY_MS + DAY_MS / 2) / 24.0;
-        let day_factor = weekly[weekday(day)];
+        let day_factor = weekly.of_day(day);
         for &(h, v) in hours {
             let middle = day * DAY_MS + h as i64 * HOUR_MS + HOUR_MS / 2;
             let week = if day_factor > 0.0 {
-                weekly_at(weekly, middle) / day_factor
+                weekly.at(middle) / day_factor
             } else {
                 1.0
             };
@@ -1484,15 +1513,19 @@ mod tests {
         let (daily, hourly) = sample(sundays_at(0.8), 60, now);
         assert_eq!(change_point(&daily), None);
         let model = fit_at(&daily, &hourly, now).expect("model");
-        let low = model.weekly[3];
-        assert!(low < 0.85 && model.weekly[4] > 1.0, "{:?}", model.weekly);
+        let low = model.weekly.factors[3];
+        assert!(
+            low < 0.85 && model.weekly.factors[4] > 1.0,
+            "{:?}",
+            model.weekly
+        );
     }
 
-    /// The mean of `weekly_at` over day `day` of the week, minute by minute.
-    fn day_mean(factors: &[f64; 7], day: usize) -> f64 {
+    /// The mean of the weekly cycle over day `day` of the week, minute by minute.
+    fn day_mean(weekly: &Weekly, day: usize) -> f64 {
         let minutes = 24 * 60;
         (0..minutes)
-            .map(|m| weekly_at(factors, day as i64 * DAY_MS + m * 60_000 + 30_000))
+            .map(|m| weekly.at(day as i64 * DAY_MS + m * 60_000 + 30_000))
             .sum::<f64>()
             / minutes as f64
     }
@@ -1502,16 +1535,17 @@ mod tests {
         let factors: [f64; 7] = std::array::from_fn(|j| {
             1.0 + 0.05 * (std::f64::consts::TAU * (j as f64 + 0.5 - 2.4) / 7.0).cos()
         });
+        let weekly = Weekly::new(factors);
         for (day, want) in factors.iter().enumerate() {
-            let mean = day_mean(&factors, day);
+            let mean = day_mean(&weekly, day);
             assert!((mean - want).abs() < 1e-6, "day {day}: {mean} vs {want}");
         }
         let highest = (0..7 * 24)
-            .map(|h| weekly_at(&factors, h * HOUR_MS + HOUR_MS / 2))
+            .map(|h| weekly.at(h * HOUR_MS + HOUR_MS / 2))
             .fold(f64::MIN, f64::max);
         let factor_highest = factors.iter().copied().fold(f64::MIN, f64::max);
         assert!(highest > factor_highest, "{highest} vs {factor_highest}");
-        assert!((weekly_at(&[1.0; 7], T0 + 5 * HOUR_MS) - 1.0).abs() < 1e-12);
+        assert!((Weekly::FLAT.at(T0 + 5 * HOUR_MS) - 1.0).abs() < 1e-12);
     }
 
     #[test]
@@ -1519,10 +1553,11 @@ mod tests {
         // Flat workdays and a quieter weekend: one wave through them would overshoot at the
         // midnights next to the weekend, so each day keeps its factor.
         let factors = [1.04, 1.04, 0.9, 0.9, 1.04, 1.04, 1.04];
+        let weekly = Weekly::new(factors);
         for h in 0..7 * 24 {
             let t = h * HOUR_MS + HOUR_MS / 2;
             let day = (h / 24) as usize;
-            assert_eq!(weekly_at(&factors, t), factors[day], "hour {h}");
+            assert_eq!(weekly.at(t), factors[day], "hour {h}");
         }
     }
 
@@ -1532,7 +1567,7 @@ mod tests {
         let f = sundays_at(0.0);
         let (daily, hourly) = sample(|t| f(t) * cycle(t), 60, now);
         let model = fit_at(&daily, &hourly, now).expect("model");
-        assert_eq!(model.weekly[3], 0.0, "{:?}", model.weekly);
+        assert_eq!(model.weekly.factors[3], 0.0, "{:?}", model.weekly);
         for b in model.bands(14, HOUR_MS) {
             assert!(
                 b.p10.is_finite() && b.p50.is_finite() && b.p90.is_finite(),
@@ -1617,7 +1652,7 @@ mod tests {
         let (daily, hourly) = sample(f, 90, now);
         let model = fit_at(&daily, &hourly, now).expect("model");
         assert!(
-            model.weekly.iter().all(|w| (0.9..1.1).contains(w)),
+            model.weekly.factors.iter().all(|w| (0.9..1.1).contains(w)),
             "{:?}",
             model.weekly
         );
