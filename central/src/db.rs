@@ -9,6 +9,7 @@
 //!   block ranges, are compacted into one; blocks past the retention are deleted.
 //! - Queries merge blocks and head by series, one sample per timestamp.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -177,32 +178,52 @@ fn write_marker(path: &Path, m: CutMarker) -> Result<()> {
     Ok(())
 }
 
-/// Merges per-source series into one list sorted by labels, one sample per timestamp.
-pub fn merge_series(parts: impl IntoIterator<Item = SeriesData>) -> Vec<SeriesData> {
-    let mut by_labels: BTreeMap<Vec<(String, String)>, SeriesData> = BTreeMap::new();
-    for s in parts {
-        let key: Vec<(String, String)> = s
-            .labels
-            .iter()
-            .map(|l| (l.name.clone(), l.value.clone()))
-            .collect();
-        match by_labels.get_mut(&key) {
-            Some(existing) => existing.samples.extend(s.samples),
-            None => {
-                by_labels.insert(key, s);
+/// Merges series from several sources (the head, each block) into one list sorted by labels,
+/// one sample per timestamp; a series in several sources keeps its parts in source order.
+///
+/// Each source is sorted by labels (a block's series already are, which costs one pass), then
+/// merged into what came before in one pass, so a series found in every block costs one
+/// comparison per block. Label sets are compared in place, never copied into keys.
+pub fn merge_series(sources: impl IntoIterator<Item = Vec<SeriesData>>) -> Vec<SeriesData> {
+    let mut out: Vec<SeriesData> = Vec::new();
+    for mut source in sources {
+        source.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out = merge_sorted(out, source);
+    }
+    for s in &mut out {
+        if !s.samples.is_sorted_by_key(|x| x.0) {
+            s.samples.sort_by_key(|x| x.0);
+        }
+        head::dedup_by_time(&mut s.samples, 0);
+    }
+    out
+}
+
+/// Merges two lists of series sorted by labels; a series in both gets `a`'s samples first.
+fn merge_sorted(a: Vec<SeriesData>, b: Vec<SeriesData>) -> Vec<SeriesData> {
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.labels.cmp(&y.labels),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => return out,
+        };
+        match order {
+            Ordering::Less => out.extend(a.next()),
+            Ordering::Greater => out.extend(b.next()),
+            Ordering::Equal => {
+                if let (Some(mut x), Some(y)) = (a.next(), b.next()) {
+                    x.samples.extend(y.samples);
+                    out.push(x);
+                }
             }
         }
     }
-    by_labels
-        .into_values()
-        .map(|mut s| {
-            if !s.samples.is_sorted_by_key(|x| x.0) {
-                s.samples.sort_by_key(|x| x.0);
-            }
-            head::dedup_by_time(&mut s.samples, 0);
-            s
-        })
-        .collect()
 }
 
 /// The `sources` of a block that replaces `blocks`: their ids and everything they replaced,
@@ -388,13 +409,13 @@ impl Db {
     /// samples from the head, so whatever leaves the head meanwhile is in the blocks read
     /// after it. (Blocks first would miss samples cut between the two reads.)
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>> {
-        let mut parts = self.head.select(matchers, mint, maxt);
+        let mut sources = vec![self.head.select(matchers, mint, maxt)];
         for b in self.blocks() {
             if b.overlaps(mint, maxt) {
-                parts.extend(b.select(matchers, mint, maxt)?);
+                sources.push(b.select(matchers, mint, maxt)?);
             }
         }
-        Ok(merge_series(parts))
+        Ok(merge_series(sources))
     }
 
     /// Label sets of the series matching `matchers` with samples in `[mint, maxt]` (blocks by
@@ -625,7 +646,7 @@ impl Db {
                     parts.push(std::mem::replace(h, next).ok_or(Error::Internal("cursor"))?);
                 }
             }
-            for s in merge_series(parts) {
+            for s in merge_series(parts.into_iter().map(|p| vec![p])) {
                 writer.add(s.labels, &s.samples)?;
             }
         }
@@ -798,6 +819,31 @@ mod tests {
 
     fn total(data: &[SeriesData]) -> usize {
         data.iter().map(|s| s.samples.len()).sum()
+    }
+
+    #[test]
+    fn merged_sources_are_in_label_order_and_the_first_source_wins_a_timestamp() {
+        let series = |cell: &str, samples: &[(i64, f64)]| SeriesData {
+            labels: vec![Label::new("__name__", "cpu"), Label::new("cell", cell)],
+            samples: samples.to_vec(),
+        };
+        // The head gives its series in the order they were created, a block in label order.
+        let head = vec![series("c", &[(30, 3.0)]), series("a", &[(10, 1.0)])];
+        let older = vec![
+            series("a", &[(0, 0.5), (10, 9.0)]),
+            series("b", &[(0, 2.0)]),
+        ];
+        let newer = vec![series("b", &[(20, 2.5)]), series("d", &[(0, 4.0)])];
+        let mut longer = series("a", &[(5, 7.0)]);
+        longer.labels.push(Label::new("zone", "z1"));
+        let merged = merge_series([head, older, newer, vec![longer]]);
+        let names: Vec<String> = merged
+            .iter()
+            .map(|s| s.labels[1..].iter().map(|l| l.value.as_str()).collect())
+            .collect();
+        assert_eq!(names, ["a", "az1", "b", "c", "d"]);
+        assert_eq!(merged[0].samples, [(0, 0.5), (10, 1.0)]);
+        assert_eq!(merged[2].samples, [(0, 2.0), (20, 2.5)]);
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! PromQL functions over float samples, after `promql/functions.go` of Prometheus 3.x.
 
+use std::collections::HashMap;
+
 use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 use strata_wire::Label;
@@ -360,6 +362,9 @@ struct Histogram {
 /// left out with Prometheus's warning.
 fn histograms(ann: &mut Annotations, v: Vec<Sample>) -> Vec<Histogram> {
     let mut out: Vec<Histogram> = Vec::new();
+    // Each series finds its histogram by its labels in a map, not by a scan of those made so
+    // far, which was quadratic in the histograms (a fleet's apiserver latency is thousands).
+    let mut index: HashMap<Vec<Label>, usize> = HashMap::new();
     for s in v {
         let name = get(&s.metric, METRIC_NAME).unwrap_or("");
         let le = get(&s.metric, "le");
@@ -376,12 +381,15 @@ fn histograms(ann: &mut Annotations, v: Vec<Sample>) -> Vec<Histogram> {
             .filter(|l| l.name != "le")
             .cloned()
             .collect();
-        match out.iter_mut().find(|h| h.labels == labels) {
-            Some(h) => h.buckets.push((ub, s.v)),
-            None => out.push(Histogram {
-                labels,
-                buckets: vec![(ub, s.v)],
-            }),
+        match index.get(&labels) {
+            Some(&i) => out[i].buckets.push((ub, s.v)),
+            None => {
+                index.insert(labels.clone(), out.len());
+                out.push(Histogram {
+                    labels,
+                    buckets: vec![(ub, s.v)],
+                });
+            }
         }
     }
     out
