@@ -19,6 +19,12 @@ use strata_central::db::Options as StorageOptions;
 use strata_central::server::CentralConfig;
 use strata_relay::{OverflowPolicy, QueueConfig, RelayConfig, SenderConfig};
 
+/// mimalloc instead of the system allocator: the store and the query engine allocate and free
+/// many small label strings and sample vectors per query, and glibc's malloc spent about half
+/// of a fleet-wide query consolidating and unlinking its free chunks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "strata",
