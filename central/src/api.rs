@@ -37,6 +37,7 @@ use crate::db::Db;
 use crate::index::{Matcher, parse_selector};
 use crate::promql::{self, Annotations, Engine, ErrorKind, QueryError, Value};
 use crate::server::{AppState, api_error, params, time_param};
+use crate::sync::lock;
 
 /// Prometheus's limit on the points of one series in a range query (`web/api/v1/api.go`).
 const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -215,13 +216,8 @@ pub struct QueryStats {
 
 impl QueryStats {
     fn record(&self, outcome: &'static str, seconds: f64) {
-        *self
-            .outcomes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(outcome)
-            .or_default() += 1;
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        *lock(&self.outcomes).entry(outcome).or_default() += 1;
+        let mut latency = lock(&self.latency);
         let bucket = QUERY_SECONDS_BUCKETS.partition_point(|&le| le < seconds);
         latency.0[bucket] += 1;
         latency.1 += seconds;
@@ -234,18 +230,13 @@ impl QueryStats {
             out,
             "# HELP strata_central_queries_total PromQL queries run, by outcome (success or the Prometheus error type).\n# TYPE strata_central_queries_total counter"
         );
-        for (outcome, n) in self
-            .outcomes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (outcome, n) in lock(&self.outcomes).iter() {
             let _ = writeln!(
                 out,
                 "strata_central_queries_total{{az=\"{az}\",outcome=\"{outcome}\"}} {n}"
             );
         }
-        let (counts, sum) = *self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let (counts, sum) = *lock(&self.latency);
         let _ = writeln!(
             out,
             "# HELP strata_central_query_duration_seconds Time PromQL queries took to evaluate.\n# TYPE strata_central_query_duration_seconds histogram"
@@ -579,7 +570,7 @@ impl MetadataStore {
         if entries.is_empty() {
             return;
         }
-        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let mut families = lock(&self.families);
         for m in entries {
             let entry = MetadataEntry {
                 metric_type: MetricType::try_from(m.metric_type)
@@ -612,11 +603,7 @@ async fn metadata(State(st): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> A
     };
     let (limit, per_metric) = (number("limit")?, number("limit_per_metric")?);
     let metric = param(&p, "metric");
-    let families = st
-        .metadata
-        .families
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let families = lock(&st.metadata.families);
     let out: BTreeMap<&String, &[MetadataEntry]> = families
         .iter()
         .filter(|(name, _)| metric.is_none_or(|m| m == name.as_str()))

@@ -26,6 +26,7 @@ use strata_wire::view::SeriesRef;
 use crate::block::{self, Block, BlockMeta, BlockWriter, SeriesCursor};
 use crate::head::{self, AppendMode, Head, HeadStats, Refusal, SeriesData};
 use crate::index::{self, Matcher};
+use crate::sync::{lock, read, write};
 use crate::wal::{self, Record, ReplayReport, SegmentInfo, Wal};
 use crate::{Error, Result};
 
@@ -396,10 +397,7 @@ impl Db {
     }
 
     fn blocks(&self) -> Vec<Arc<Block>> {
-        self.blocks
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        read(&self.blocks).clone()
     }
 
     /// Series matching `matchers` with samples in `[mint, maxt]`, from blocks and head,
@@ -491,7 +489,7 @@ impl Db {
 
     /// Cuts the head into blocks while it spans enough; returns the blocks written.
     pub fn cut(&self) -> Result<Vec<BlockMeta>> {
-        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let _m = lock(&self.maintenance);
         let mut written = Vec::new();
         while !self.stopping()
             && let Some(boundary) = self.cut_boundary()
@@ -567,7 +565,7 @@ impl Db {
     }
 
     fn add_block(&self, block: Block) {
-        let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+        let mut blocks = write(&self.blocks);
         blocks.push(Arc::new(block));
         blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
     }
@@ -606,7 +604,7 @@ impl Db {
 
     /// Compacts until nothing is left to compact; returns the number of compactions.
     pub fn compact(&self) -> Result<usize> {
-        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let _m = lock(&self.maintenance);
         let mut n = 0;
         while !self.stopping()
             && let Some(group) = self.plan_compaction()
@@ -656,7 +654,7 @@ impl Db {
             None => None,
         };
         {
-            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            let mut blocks = write(&self.blocks);
             blocks.retain(|b| !ids.contains(&b.meta.id));
             blocks.extend(new_block);
             blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
@@ -671,7 +669,7 @@ impl Db {
 
     /// Deletes blocks whose newest sample is older than `now_ms - retention`.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let _m = lock(&self.maintenance);
         let cutoff = now_ms - self.opts.retention.as_millis() as i64;
         let expired: Vec<Arc<Block>> = self
             .blocks()
@@ -682,7 +680,7 @@ impl Db {
             return Ok(0);
         }
         {
-            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            let mut blocks = write(&self.blocks);
             blocks.retain(|b| b.meta.max_t >= cutoff);
         }
         for b in &expired {
@@ -718,7 +716,7 @@ impl Db {
                 maxt,
             }])
             .await?;
-        let _m = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let _m = lock(&self.maintenance);
         let mut removed = self.head.delete(matchers, mint, maxt);
         for b in self.blocks() {
             if !b.overlaps(mint, maxt) || b.series_labels(matchers).is_empty() {
@@ -757,7 +755,7 @@ impl Db {
             None => None,
         };
         {
-            let mut blocks = self.blocks.write().unwrap_or_else(|p| p.into_inner());
+            let mut blocks = write(&self.blocks);
             blocks.retain(|x| x.meta.id != b.meta.id);
             blocks.extend(replacement);
             blocks.sort_by_key(|x| (x.meta.min_t, x.meta.id.clone()));

@@ -12,13 +12,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock};
 
 use strata_wire::Label;
 use strata_wire::labels::{self, LabelPair, fingerprint};
 
 use crate::chunk::{SAMPLES_PER_CHUNK, XorChunk, XorIter};
 use crate::index::{Matcher, Postings, Symbols};
+use crate::sync::{lock, read, write};
 use crate::wal::{Record, Wal};
 use crate::{Error, Result};
 
@@ -355,18 +356,6 @@ pub struct Head {
     max_t: AtomicI64,
     ooo_window_ms: i64,
     block_ms: i64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Head {

@@ -15,6 +15,7 @@ pub mod index;
 pub mod promql;
 pub mod rules;
 pub mod server;
+mod sync;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -43,6 +43,7 @@ use crate::rules::dispatch::{DispatchConfig, Dispatcher, LogEntry};
 use crate::rules::manager::{Manager, RulesConfig};
 use crate::rules::notify::{Notifier, NotifierConfig};
 use crate::rules::route::NotifyConfig;
+use crate::sync::lock;
 use crate::{Error, Result};
 
 /// Everything `strata central` is configured with.
@@ -807,7 +808,7 @@ fn render_webhook_metrics(out: &mut String, st: &AppState) {
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
-        let counts = by_receiver.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = lock(by_receiver);
         for (receiver, n) in counts.iter() {
             let _ = writeln!(out, "{name}{{az=\"{az}\",receiver={receiver:?}}} {n}");
         }

@@ -33,13 +33,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use strata_wire::Label;
 use tokio::sync::watch;
 
 use crate::index::{MatchOp, Matcher};
+use crate::sync::lock;
 use crate::{Error, Result};
 
 const FRAME_HEADER: usize = 8;
@@ -436,10 +437,6 @@ struct Shared {
     segments: Mutex<Vec<SegmentInfo>>,
     bytes_written: std::sync::atomic::AtomicU64,
     syncs: std::sync::atomic::AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -59,6 +59,7 @@ use super::notify::DRAIN_TIME;
 use super::route::{GroupOptions, NotifyConfig, Webhook};
 use crate::backfill::{peer_body, peer_err};
 use crate::server::parse_time;
+use crate::sync::lock;
 
 /// How long notification log entries are kept (Alertmanager's `--data.retention`, 120h).
 const LOG_RETENTION_MS: i64 = 120 * 3600 * 1000;
@@ -222,10 +223,6 @@ pub struct PeerStatus {
 pub struct LogPage {
     pub status: PeerStatus,
     pub entries: Vec<LogEntry>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ms(d: Duration) -> i64 {

@@ -24,6 +24,7 @@ use crate::db::Db;
 use crate::head::AppendMode;
 use crate::index::{MatchOp, Matcher};
 use crate::promql::{self, Engine};
+use crate::sync::lock;
 
 /// How the central runs rules (Prometheus's flags of the same meaning in brackets).
 #[derive(Debug, Clone)]
@@ -112,14 +113,14 @@ struct GroupRun {
 
 impl GroupRun {
     fn state(&self) -> std::sync::MutexGuard<'_, GroupState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Stops the group's task and waits for it, so its state is final.
     async fn halt(&self) {
         // Stored even before the task subscribes, so the stop cannot be lost.
         self.stop.send_replace(true);
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = lock(&self.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -231,11 +232,7 @@ impl Manager {
         }
         let restore = !self.started.load(Ordering::Relaxed);
         // The running groups stay listed until the new set replaces them.
-        let mut old = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut old = lock(&self.groups).clone();
         let mut new = BTreeMap::new();
         for spec in specs {
             let key = spec.key();
@@ -273,14 +270,14 @@ impl Manager {
             let manager = self.clone();
             tokio::spawn(async move { manager.mark_removed_stale(run).await });
         }
-        *self.groups.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        *lock(&self.groups) = new;
     }
 
     fn spawn(self: &Arc<Self>, run: Arc<GroupRun>, restore: bool) -> Arc<GroupRun> {
         let manager = self.clone();
         let task_run = run.clone();
         let task = tokio::spawn(async move { manager.run_group(task_run, restore).await });
-        *run.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        *lock(&run.task) = Some(task);
         run
     }
 
@@ -578,19 +575,14 @@ impl Manager {
     pub async fn stop(&self) {
         let _guard = self.reloading.lock().await;
         self.stopped.store(true, Ordering::Relaxed);
-        let groups = std::mem::take(&mut *self.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        let groups = std::mem::take(&mut *lock(&self.groups));
         for run in groups.values() {
             run.halt().await;
         }
     }
 
     fn runs(&self) -> Vec<Arc<GroupRun>> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.groups).values().cloned().collect()
     }
 
     /// Number of groups and of rules loaded.

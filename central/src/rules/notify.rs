@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use super::expand::query_escape;
 use super::group::Alert;
 use super::manager::RulesConfig;
+use crate::sync::lock;
 
 /// Alerts per request (Prometheus 2.42's `maxBatchSize`).
 pub const BATCH: usize = 64;
@@ -110,7 +111,7 @@ impl Notifier {
         if self.config.alertmanagers.is_empty() {
             return;
         }
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queue = lock(&self.queue);
         queue.extend(alerts.iter().cloned());
         let over = queue.len().saturating_sub(self.config.queue_capacity);
         if over > 0 {
@@ -126,7 +127,7 @@ impl Notifier {
 
     /// Alerts waiting to be sent.
     pub fn queue_length(&self) -> usize {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.queue).len()
     }
 
     /// Sends queued alerts until `stop`; what is queued then gets [`DRAIN_TIME`] to go.
@@ -152,7 +153,7 @@ impl Notifier {
     }
 
     fn next_batch(&self) -> Option<Vec<PostableAlert>> {
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queue = lock(&self.queue);
         if queue.is_empty() {
             return None;
         }
