@@ -181,6 +181,7 @@ fn write_marker(path: &Path, m: CutMarker) -> Result<()> {
 
 /// Merges series from several sources (the head, each block) into one list sorted by labels,
 /// one sample per timestamp; a series in several sources keeps its parts in source order.
+/// A source holds each series at most once (parts of one series go in separate sources).
 ///
 /// Each source is sorted by labels (a block's series already are, which costs one pass), then
 /// merged into what came before in one pass, so a series found in every block costs one
