@@ -512,14 +512,27 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
     let x = |t: i64| ((t - DAY_MS / 2) - origin_ms) as f64 / DAY_MS as f64;
     let points: Vec<(f64, f64)> = used.iter().map(|&(t, v)| (x(t), v)).collect();
     let half_life = (span_days / 2.0).max(14.0);
-    let stepped = if counts {
-        step_trend(&used, origin_ms, half_life)
-    } else {
-        None
-    };
+    // A count that changes on few days has no weekly or daily cycle, however few its steps.
+    let changes = if counts { steps(&used) } else { Vec::new() };
+    let stepped = step_trend(&changes, origin_ms, half_life);
     let (primary, alternatives, weekly, profile, has_daily_cycle, follows) = match stepped {
         Some((primary, alternatives)) => {
             (primary, alternatives, Weekly::FLAT, [1.0; 24], false, None)
+        }
+        None if !changes.is_empty() => {
+            let (primary, alternatives) = choose_trend(&points, half_life, Judge::HeldOut)
+                .ok_or_else(|| too_little(used.len() as f64))?;
+            let follows = input
+                .driver
+                .and_then(|d| follow(&used, &points, d, half_life));
+            (
+                primary,
+                alternatives,
+                Weekly::FLAT,
+                [1.0; 24],
+                false,
+                follows,
+            )
         }
         None => {
             let weekly = Weekly::new(weekly_factors(&used, &points, half_life));
@@ -1084,10 +1097,9 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64, judge: Judge) -> Option<(
     Some((chosen, others))
 }
 
-/// The trend of a count fitted through the instants it changed (see [`steps`]), with the
-/// band at least as wide as rounding makes it; `None` with fewer than [`MIN_STEPS`] changes.
-fn step_trend(used: &[(i64, f64)], origin_ms: i64, half_life: f64) -> Option<(Fit, Vec<Fit>)> {
-    let steps = steps(used);
+/// The trend of a count fitted through the instants it changed (`steps`, see [`steps`]), with
+/// the band at least as wide as rounding makes it; `None` with fewer than [`MIN_STEPS`].
+fn step_trend(steps: &[(i64, f64)], origin_ms: i64, half_life: f64) -> Option<(Fit, Vec<Fit>)> {
     if steps.len() < MIN_STEPS {
         return None;
     }
@@ -1858,6 +1870,29 @@ mod tests {
         let c = model.crossing(230.0, 365);
         let (p10, p90) = (days_to(c.p10_ms, now), days_to(c.p90_ms, now));
         assert!(p10 <= want && want <= p90 / 0.9, "{p10} {want} {p90}");
+    }
+
+    #[test]
+    fn a_count_with_too_few_steps_for_their_instants_has_no_weekly_cycle() {
+        // A new cell's first hosted control plane: none for five weeks, then one. One step is
+        // too few to fit a trend through; the daily means still say it is a count that moves
+        // on few days, and a weekday ratio to a line through 0s and a 1 is not a cycle.
+        let now = T0 + 60 * DAY_MS;
+        let first = T0 + 35 * DAY_MS + 5 * HOUR_MS;
+        let f = |t: i64| if t >= first { 1.0 } else { 0.0 };
+        let (daily, hourly) = sample(f, 60, now);
+        let model = fit_at(&daily, &hourly, now).expect("model");
+        assert!(model.counts);
+        let bands = model.bands(28, HOUR_MS);
+        for pair in bands.windows(2) {
+            assert!(
+                pair[1].p50 >= pair[0].p50 - 1e-9,
+                "a count that only grew falls from {} to {} at {}",
+                pair[0].p50,
+                pair[1].p50,
+                pair[1].t_ms
+            );
+        }
     }
 
     #[test]
