@@ -45,7 +45,9 @@
 //!    left once `per_driver × driver` is taken away (the clusters already there growing,
 //!    faster as more of them grow) gets a trend of its own, its shape chosen as
 //!    above. The forecast is `per_driver ×` the driver's forecast plus that trend, widened by
-//!    the fit's residuals, so it steps and bends when the driver does.
+//!    the fit's residuals, so it steps and bends when the driver does. When the days since the
+//!    driver's last step stand further from the fit than chance allows (a cluster much bigger
+//!    or smaller than the usual one just onboarded), the forecast starts from their level.
 //! 4. **Intervals.** The variance of the fitted trend at each future day (from the weights,
 //!    inflated by the residuals' lag-1 autocorrelation) plus one day's residual variance;
 //!    p10 and p90 are ±1.2816 standard deviations (normal quantiles).
@@ -330,6 +332,9 @@ pub struct Follows {
     pub per_day: f64,
     /// Residual standard deviation.
     sigma: f64,
+    /// How far the days since the driver's last step stand from the fit, when that is more
+    /// than chance: a cluster far bigger or smaller than the usual one just onboarded.
+    level: f64,
 }
 
 /// Why a resource has no forecast.
@@ -644,15 +649,52 @@ fn follow(
     }
     let n_eff = sw * sw / w.iter().map(|w| w * w).sum::<f64>();
     let rest: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.2 - per_driver * r.1)).collect();
-    let (rest, _) = choose_trend(&rest, half_life, Judge::HeldOut)?;
+    let (rest_fit, _) = choose_trend(&rest, half_life, Judge::HeldOut)?;
     let last = rows.last().map_or(0.0, |r| r.0);
+    let sigma = (error / sw * n_eff / (n_eff - 3.0).max(1.0)).sqrt();
+    let residuals: Vec<f64> = rest.iter().map(|&(x, v)| v - rest_fit.at(x, 0.0)).collect();
     Some(Follows {
         driver: Box::new(driver.model.clone()),
         per_driver,
-        rest,
-        per_day: rest.slope(last),
-        sigma: (error / sw * n_eff / (n_eff - 3.0).max(1.0)).sqrt(),
+        rest: rest_fit,
+        per_day: rest_fit.slope(last),
+        sigma,
+        level: since_last_step(&rows, &residuals, sigma),
     })
+}
+
+/// Most days since the driver's last step that the level moves to, and fewest before it that
+/// it is compared with.
+const STEP_DAYS: usize = 14;
+
+/// How many residual standard deviations the days since the driver's last step must stand
+/// from the days before it for the level to move.
+const STEP_SURPRISE: f64 = 3.0;
+
+/// The mean residual of the whole days since the driver last changed, less that of the
+/// [`STEP_DAYS`] before its last change, when the difference is beyond [`STEP_SURPRISE`]
+/// standard errors; else 0. The fit spreads a step bigger than the usual one over the
+/// whole history; the days since show the level it left.
+fn since_last_step(rows: &[(f64, f64, f64)], residuals: &[f64], sigma: f64) -> f64 {
+    let Some(now) = rows.last().map(|r| r.1) else {
+        return 0.0;
+    };
+    let after = rows.iter().rev().take_while(|r| r.1 == now).count();
+    // The day of the step is part old level, part new, and is left out.
+    let before_end = rows.len() - after - 1;
+    if after == 0 || after > STEP_DAYS || before_end < STEP_DAYS || after == rows.len() {
+        return 0.0;
+    }
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+    let after_mean = mean(&residuals[rows.len() - after..]);
+    let before_mean = mean(&residuals[before_end - STEP_DAYS..before_end]);
+    let difference = after_mean - before_mean;
+    let error = sigma * (1.0 / after as f64 + 1.0 / STEP_DAYS as f64).sqrt();
+    if difference.abs() > STEP_SURPRISE * error {
+        difference
+    } else {
+        0.0
+    }
 }
 
 impl Model {
@@ -801,7 +843,7 @@ impl Follows {
     fn band(&self, t_ms: i64, x: f64) -> (f64, f64, f64) {
         let d = self.driver.band(t_ms);
         let whole = |v: f64| if self.driver.counts { v.round() } else { v };
-        let rest = self.rest.at(x, 0.0);
+        let rest = self.rest.at(x, 0.0) + self.level;
         let level = |v: f64| self.per_driver * whole(v) + rest;
         let (a, b) = (level(d.p10), level(d.p90));
         (
@@ -1779,6 +1821,46 @@ mod tests {
         let (daily, hourly) = sample(other, 90, now);
         let model = following(&daily, &hourly);
         assert!(model.follows.is_none());
+    }
+
+    #[test]
+    fn a_follower_moves_to_the_level_a_bigger_cluster_than_usual_left() {
+        // Pods: 60 plus 21 for each cluster, but the cluster that onboarded three days ago
+        // brought 33 (not so many more that it is a level shift). The fit through the whole
+        // history spreads its 12 extra pods over every day; the days since it came show where
+        // the level is.
+        let clusters = |t: i64| (6.0 * (0.012 * (t - T0) as f64 / DAY_MS as f64).exp()).round();
+        let big = (0..)
+            .map(|h| T0 + 85 * DAY_MS + h * HOUR_MS)
+            .find(|&t| clusters(t) > clusters(t - HOUR_MS))
+            .expect("an onboarding");
+        let now = big + 3 * DAY_MS;
+        assert_eq!(clusters(now), clusters(big), "no other onboarding since");
+        let pods = |t: i64| 60.0 + 21.0 * clusters(t) + if t >= big { 12.0 } else { 0.0 };
+        let days = (now - T0) / DAY_MS;
+        let (driver_daily, driver_hourly) = sample(clusters, days, now);
+        let driver = fit_at(&driver_daily, &driver_hourly, now).expect("driver");
+        let (daily, hourly) = sample(pods, days, now);
+        let model = fit(Input {
+            daily: &daily,
+            hourly: &hourly,
+            now_ms: now,
+            min_history_days: 14,
+            driver: Some(Driver {
+                daily: &driver_daily,
+                model: &driver,
+            }),
+        })
+        .expect("model");
+        assert!(model.follows.is_some());
+        // The next cluster brings the usual 21.
+        let threshold = pods(now) + 20.0;
+        let truth = (0..)
+            .map(|h| now + h * HOUR_MS)
+            .find(|&t| pods(t) >= threshold);
+        let want = days_to(truth, now);
+        let got = days_to(model.crossing(threshold, 365).p50_ms, now);
+        assert!((got - want).abs() < 0.05 * want, "{got} days, want {want}");
     }
 
     #[test]
