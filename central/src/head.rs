@@ -10,7 +10,7 @@
 //! Lock order: stripe, then symbols, then postings. Readers take symbols and postings without
 //! a stripe, then stripes one at a time without symbols or postings.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
 
@@ -675,13 +675,19 @@ impl Head {
                     empty.push(id);
                 }
             }
-            for id in empty {
-                if let Some(s) = stripe.series.remove(&id) {
-                    stripe.collided.retain(|&c| c != id);
-                    stripe.by_hash.retain(|_, v| *v != id);
-                    removed.push((id, s.labels));
+            if empty.is_empty() {
+                continue;
+            }
+            for id in &empty {
+                if let Some(s) = stripe.series.remove(id) {
+                    removed.push((*id, s.labels));
                 }
             }
+            // One pass over the stripe's maps for all its removed series: a pass for each
+            // would take time in the square of the stripe's series when a cut empties it.
+            let gone: HashSet<u32> = empty.into_iter().collect();
+            stripe.collided.retain(|c| !gone.contains(c));
+            stripe.by_hash.retain(|_, v| !gone.contains(v));
         }
         let n = removed.len();
         let mut postings = write(&self.postings);
