@@ -52,8 +52,9 @@ pub enum BenchCommand {
     /// A full planner report on a large simulated fleet loaded into a strata central: seconds,
     /// queries sent, samples pulled and the store's CPU time.
     #[command(
-        after_help = "Example (release build; 200 cells and 10,000 clusters, 30 days; loading takes several minutes):
-  cargo run --release -- bench planner --regions 4 --cells-per-region 50 --clusters-per-cell 50 --days 30
+        after_help = "Examples (release build; 200 cells and 10,000 clusters, 30 days):
+  cargo run --release -- bench planner --step 12h    # loads in about 4 minutes on two cores
+  cargo run --release -- bench planner               # at 1h: loading takes about 5 hours on two cores
   strata bench planner --cells-per-region 5 --days 14 --step 1h"
     )]
     Planner(planner::PlannerArgs),
