@@ -384,11 +384,17 @@ impl Head {
     }
 
     fn find<L: LabelPair>(&self, stripe: &Stripe, hash: u64, labels: &[L]) -> Option<u32> {
-        let id = *stripe.by_hash.get(&hash)?;
         let sym = read(&self.symbols);
-        if Self::same_labels(&sym, &stripe.series.get(&id)?.labels, labels) {
+        if let Some(&id) = stripe.by_hash.get(&hash)
+            && stripe
+                .series
+                .get(&id)
+                .is_some_and(|s| Self::same_labels(&sym, &s.labels, labels))
+        {
             return Some(id);
         }
+        // A colliding series stays in `collided` when a cut removes the one `by_hash` held for
+        // their fingerprint, so it is looked for there even when `by_hash` has none.
         stripe.collided.iter().copied().find(|c| {
             stripe
                 .series
@@ -921,5 +927,32 @@ mod tests {
         let got = f.head.select(&m, i64::MIN, i64::MAX);
         assert_eq!(got[0].samples.len(), 7);
         assert!(!got[0].samples.iter().any(|s| (2000..=4000).contains(&s.0)));
+    }
+
+    #[test]
+    fn a_colliding_series_is_found_after_the_one_holding_its_fingerprint_is_cut_away() {
+        let f = Fixture::new();
+        let (a, b) = (labels("up", "a"), labels("up", "b"));
+        // Two series given one fingerprint, as a 64-bit collision would.
+        let hash = 42;
+        let (first, second) = {
+            let mut stripe = lock(&f.head.stripes[0]);
+            let first = f.head.create(&mut stripe, 0, hash, &a, None);
+            let second = f.head.create(&mut stripe, 0, hash, &b, None);
+            assert_eq!(f.head.find(&stripe, hash, &b), Some(second));
+            (first, second)
+        };
+        // The first is emptied and removed by a cut; the second keeps a sample.
+        lock(&f.head.stripes[0])
+            .series
+            .get_mut(&second)
+            .expect("second")
+            .append(HOUR, 1.0, None, 2 * HOUR)
+            .expect("append");
+        assert_eq!(f.head.finish_cut(), 1);
+        let stripe = lock(&f.head.stripes[0]);
+        assert!(!stripe.series.contains_key(&first));
+        assert_eq!(f.head.find(&stripe, hash, &b), Some(second));
+        assert_eq!(f.head.find(&stripe, hash, &a), None);
     }
 }
