@@ -526,23 +526,15 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
         Some((primary, alternatives)) => {
             (primary, alternatives, Weekly::FLAT, [1.0; 24], false, None)
         }
-        None if !changes.is_empty() => {
-            let (primary, alternatives) = choose_trend(&points, half_life, Judge::HeldOut)
-                .ok_or_else(|| too_little(used.len() as f64))?;
-            let follows = input
-                .driver
-                .and_then(|d| follow(&used, &points, d, half_life));
-            (
-                primary,
-                alternatives,
-                Weekly::FLAT,
-                [1.0; 24],
-                false,
-                follows,
-            )
-        }
         None => {
-            let weekly = Weekly::new(weekly_factors(&used, &points, half_life));
+            // Fitted through the daily means; a count here has too few steps to fit through,
+            // and no cycles.
+            let cycles = changes.is_empty();
+            let weekly = if cycles {
+                Weekly::new(weekly_factors(&used, &points, half_life))
+            } else {
+                Weekly::FLAT
+            };
             // A weekday with (almost) no use says nothing of the trend the weekly cycle
             // scales, and dividing by its factor would leave no number, or a wild one.
             let factor = |t: i64| weekly.of_day(day_of(t));
@@ -558,7 +550,11 @@ pub fn fit(input: Input<'_>) -> Result<Model, TooLittleHistory> {
             let (primary, alternatives) = choose_trend(&adjusted, half_life, Judge::HeldOut)
                 .ok_or_else(|| too_little(used.len() as f64))?;
             let growth = |t: i64| primary.slope((t - origin_ms) as f64 / DAY_MS as f64);
-            let (profile, has_daily_cycle) = daily_profile(input.hourly, change, &weekly, growth);
+            let (profile, has_daily_cycle) = if cycles {
+                daily_profile(input.hourly, change, &weekly, growth)
+            } else {
+                ([1.0; 24], false)
+            };
             let follows = input
                 .driver
                 .and_then(|d| follow(&seasonal, &adjusted, d, half_life));
@@ -681,8 +677,10 @@ fn since_last_step(rows: &[(f64, f64, f64)], residuals: &[f64], sigma: f64) -> f
     };
     let after = rows.iter().rev().take_while(|r| r.1 == now).count();
     // The day of the step is part old level, part new, and is left out.
-    let before_end = rows.len() - after - 1;
-    if after == 0 || after > STEP_DAYS || before_end < STEP_DAYS || after == rows.len() {
+    let Some(before_end) = rows.len().checked_sub(after + 1) else {
+        return 0.0;
+    };
+    if after > STEP_DAYS || before_end < STEP_DAYS {
         return 0.0;
     }
     let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
@@ -1141,7 +1139,7 @@ fn choose_trend(points: &[(f64, f64)], half_life: f64, judge: Judge) -> Option<(
     Some((chosen, others))
 }
 
-/// The trend of a count fitted through the instants it changed (`steps`, see [`steps`]), with
+/// The trend of a count fitted through `steps`, the instants it changed (see [`steps`]), with
 /// the band at least as wide as rounding makes it; `None` with fewer than [`MIN_STEPS`].
 fn step_trend(steps: &[(i64, f64)], origin_ms: i64, half_life: f64) -> Option<(Fit, Vec<Fit>)> {
     if steps.len() < MIN_STEPS {
