@@ -40,11 +40,14 @@
 //!    weekly or daily cycle, and its band is at least as wide as rounding makes it.
 //!
 //!    A resource that follows another one of its cell (its driver: the pods and requests a
-//!    cell's hosted control planes bring) is fitted as `base + per_driver × driver + per_day ×
-//!    days` when the driver explains at least half of what a line in time leaves. What is
-//!    left once `per_driver × driver` is taken away (the clusters already there growing,
-//!    faster as more of them grow) gets a trend of its own, its shape chosen as
-//!    above. The forecast is `per_driver ×` the driver's forecast plus that trend, widened by
+//!    cell's hosted control planes bring) is fitted as `base + per_driver × driver +
+//!    per_clock × clock` when the driver explains at least half of what a line in the clock
+//!    leaves. The clock is days, or driver-days (the driver summed over the days: each
+//!    cluster grows, so the clusters already there grow faster the more of them there are),
+//!    whichever the driver is the less collinear with, so that what each cluster brings is
+//!    told apart from the growth of those already there. What is left once `per_driver ×
+//!    driver` is taken away gets a trend of its own in the clock, its shape chosen as above;
+//!    ahead, driver-days add the driver's forecast. The forecast is `per_driver ×` the driver's forecast plus that trend, widened by
 //!    the fit's residuals, so it steps and bends when the driver does. When the days since the
 //!    driver's last step stand further from the fit than chance allows (a cluster much bigger
 //!    or smaller than the usual one just onboarded), the forecast starts from their level.
@@ -335,6 +338,7 @@ pub struct Follows {
     /// How far the days since the driver's last step stand from the fit, when that is more
     /// than chance: a cluster far bigger or smaller than the usual one just onboarded.
     level: f64,
+    clock: Clock,
 }
 
 /// Why a resource has no forecast.
@@ -592,9 +596,10 @@ const QUIET_WEEKDAY: f64 = 0.05;
 const DRIVER_EXPLAINS: f64 = 0.5;
 
 /// Fits `adjusted` (weekday-adjusted daily means, at the days of `used`) as `base +
-/// per_driver × driver + per_day × x` by weighted least squares, if the driver explains at
-/// least [`DRIVER_EXPLAINS`] of the squared error a line in time leaves; then fits the rest
-/// (`adjusted − per_driver × driver`) with [`choose_trend`].
+/// per_driver × driver + per_clock × clock` by weighted least squares, if the driver explains
+/// at least [`DRIVER_EXPLAINS`] of the squared error a line in the clock leaves; then fits the
+/// rest (`adjusted − per_driver × driver`) against the clock with [`choose_trend`]. The clock
+/// is days or driver-days (see [`Clock`]).
 fn follow(
     used: &[(i64, f64)],
     adjusted: &[(f64, f64)],
@@ -617,46 +622,136 @@ fn follow(
         return None;
     }
     let w = recency_weights(rows.iter().map(|r| r.0), half_life);
+    // Of days and driver-days, the clock less collinear with the driver: with it, the fit
+    // best tells what each of the driver's units brings from the growth of those already
+    // there. A driver that grows by the same each day is a line in days; one that grows by
+    // the same share each day, a line in its driver-days.
+    let (last_x, last_driver) = rows.last().map(|r| (r.0, r.1))?;
+    let by_driver_days = (last_driver > 0.0).then(|| {
+        let timed = driver_days(&rows, last_driver);
+        let clock = Clock::DriverDays {
+            last_x,
+            last: timed.last().map_or(0.0, |r| r.0),
+            driver: last_driver,
+        };
+        (clock, timed)
+    });
+    let (clock, timed, fit) = std::iter::once((Clock::Days, rows.clone()))
+        .chain(by_driver_days)
+        .filter_map(|(clock, timed)| Regression::new(&timed, &w).map(|f| (clock, timed, f)))
+        .min_by(|a, b| a.2.collinear.total_cmp(&b.2.collinear))?;
+    if fit.error > (1.0 - DRIVER_EXPLAINS) * fit.line_error {
+        return None;
+    }
     let sw: f64 = w.iter().sum();
-    let moment = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
-        rows.iter().zip(&w).map(|(r, w)| w * f(r)).sum::<f64>()
-    };
-    let (mx, md, my) = (
-        moment(&|r| r.0) / sw,
-        moment(&|r| r.1) / sw,
-        moment(&|r| r.2) / sw,
-    );
-    let sxx = moment(&|r| (r.0 - mx).powi(2));
-    let sdd = moment(&|r| (r.1 - md).powi(2));
-    let sxd = moment(&|r| (r.0 - mx) * (r.1 - md));
-    let sxy = moment(&|r| (r.0 - mx) * (r.2 - my));
-    let sdy = moment(&|r| (r.1 - md) * (r.2 - my));
-    let syy = moment(&|r| (r.2 - my).powi(2));
-    let det = sxx * sdd - sxd * sxd;
-    if sxx <= 0.0 || det <= 1e-9 * sxx * sdd {
-        return None;
-    }
-    let per_day = (sxy * sdd - sdy * sxd) / det;
-    let per_driver = (sdy * sxx - sxy * sxd) / det;
-    let line_error = syy - sxy * sxy / sxx;
-    let error = (syy - per_day * sxy - per_driver * sdy).max(0.0);
-    if error > (1.0 - DRIVER_EXPLAINS) * line_error {
-        return None;
-    }
     let n_eff = sw * sw / w.iter().map(|w| w * w).sum::<f64>();
-    let rest: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, r.2 - per_driver * r.1)).collect();
+    let rest: Vec<(f64, f64)> = timed
+        .iter()
+        .map(|r| (r.0, r.2 - fit.per_driver * r.1))
+        .collect();
     let (rest_fit, _) = choose_trend(&rest, half_life, Judge::HeldOut)?;
-    let last = rows.last().map_or(0.0, |r| r.0);
-    let sigma = (error / sw * n_eff / (n_eff - 3.0).max(1.0)).sqrt();
-    let residuals: Vec<f64> = rest.iter().map(|&(x, v)| v - rest_fit.at(x, 0.0)).collect();
+    let last = timed.last().map_or(0.0, |r| r.0);
+    let sigma = (fit.error / sw * n_eff / (n_eff - 3.0).max(1.0)).sqrt();
+    let residuals: Vec<f64> = rest.iter().map(|&(c, v)| v - rest_fit.at(c, 0.0)).collect();
     Some(Follows {
         driver: Box::new(driver.model.clone()),
-        per_driver,
+        per_driver: fit.per_driver,
         rest: rest_fit,
         per_day: rest_fit.slope(last),
         sigma,
         level: since_last_step(&rows, &residuals, sigma),
+        clock,
     })
+}
+
+/// What the rest of a follower (the resource less `per_driver ×` its driver) grows with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Clock {
+    /// Days: the rest grows with time alone.
+    Days,
+    /// Days weighted by the driver, counted in days at the driver's last value: each of the
+    /// clusters a cell hosts grows, so the rest grows faster as clusters are added.
+    DriverDays {
+        /// The follower's last day of history, and its driver-days then.
+        last_x: f64,
+        last: f64,
+        /// The driver's last value.
+        driver: f64,
+    },
+}
+
+impl Clock {
+    /// The clock at `x` days of the follower's model, when the driver is `then` there (the
+    /// driver taken to move in a straight line from its last value).
+    fn at(&self, x: f64, then: f64) -> f64 {
+        match *self {
+            Clock::Days => x,
+            Clock::DriverDays {
+                last_x,
+                last,
+                driver,
+            } => last + (x - last_x).max(0.0) * (driver + then) / 2.0 / driver,
+        }
+    }
+}
+
+/// Rows of (x, driver, value) with x replaced by the driver's integral from the first row
+/// (trapezoids between rows), in days at `per` of the driver.
+fn driver_days(rows: &[(f64, f64, f64)], per: f64) -> Vec<(f64, f64, f64)> {
+    let mut total = 0.0;
+    let mut before: Option<(f64, f64)> = None;
+    rows.iter()
+        .map(|&(x, d, v)| {
+            if let Some((bx, bd)) = before {
+                total += (x - bx) * (d + bd) / 2.0 / per;
+            }
+            before = Some((x, d));
+            (total, d, v)
+        })
+        .collect()
+}
+
+/// A weighted least-squares fit of `value = base + per_driver × driver + per_clock × clock`
+/// to rows of (clock, driver, value).
+struct Regression {
+    per_driver: f64,
+    /// Weighted squared error of the fit, and of a line in the clock alone.
+    error: f64,
+    line_error: f64,
+    /// The squared weighted correlation of the clock and the driver.
+    collinear: f64,
+}
+
+impl Regression {
+    fn new(rows: &[(f64, f64, f64)], w: &[f64]) -> Option<Regression> {
+        let sw: f64 = w.iter().sum();
+        let moment = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
+            rows.iter().zip(w).map(|(r, w)| w * f(r)).sum::<f64>()
+        };
+        let (mx, md, my) = (
+            moment(&|r| r.0) / sw,
+            moment(&|r| r.1) / sw,
+            moment(&|r| r.2) / sw,
+        );
+        let sxx = moment(&|r| (r.0 - mx).powi(2));
+        let sdd = moment(&|r| (r.1 - md).powi(2));
+        let sxd = moment(&|r| (r.0 - mx) * (r.1 - md));
+        let sxy = moment(&|r| (r.0 - mx) * (r.2 - my));
+        let sdy = moment(&|r| (r.1 - md) * (r.2 - my));
+        let syy = moment(&|r| (r.2 - my).powi(2));
+        let det = sxx * sdd - sxd * sxd;
+        if sxx <= 0.0 || det <= 1e-9 * sxx * sdd {
+            return None;
+        }
+        let per_clock = (sxy * sdd - sdy * sxd) / det;
+        let per_driver = (sdy * sxx - sxy * sxd) / det;
+        Some(Regression {
+            per_driver,
+            error: (syy - per_clock * sxy - per_driver * sdy).max(0.0),
+            line_error: syy - sxy * sxy / sxx,
+            collinear: sxd * sxd / (sxx * sdd),
+        })
+    }
 }
 
 /// Most days since the driver's last step that the level moves to, and fewest before it that
@@ -841,8 +936,10 @@ impl Follows {
     fn band(&self, t_ms: i64, x: f64) -> (f64, f64, f64) {
         let d = self.driver.band(t_ms);
         let whole = |v: f64| if self.driver.counts { v.round() } else { v };
-        let rest = self.rest.at(x, 0.0) + self.level;
-        let level = |v: f64| self.per_driver * whole(v) + rest;
+        let level = |v: f64| {
+            let v = whole(v);
+            self.per_driver * v + self.rest.at(self.clock.at(x, v), 0.0) + self.level
+        };
         let (a, b) = (level(d.p10), level(d.p90));
         (
             level(d.p50),
@@ -1369,6 +1466,30 @@ mod tests {
         })
     }
 
+    /// The model of `follower`, sampled over `days` to `now`, following `driver`, sampled
+    /// and fitted the same way.
+    fn fit_following(
+        follower: impl Fn(i64) -> f64,
+        driver: impl Fn(i64) -> f64,
+        days: i64,
+        now: i64,
+    ) -> Model {
+        let (driver_daily, driver_hourly) = sample(driver, days, now);
+        let model = fit_at(&driver_daily, &driver_hourly, now).expect("driver");
+        let (daily, hourly) = sample(follower, days, now);
+        fit(Input {
+            daily: &daily,
+            hourly: &hourly,
+            now_ms: now,
+            min_history_days: 14,
+            driver: Some(Driver {
+                daily: &driver_daily,
+                model: &model,
+            }),
+        })
+        .expect("model")
+    }
+
     fn cycle(t: i64) -> f64 {
         let hour = (t.rem_euclid(DAY_MS)) as f64 / HOUR_MS as f64;
         1.0 + 0.1 * (std::f64::consts::TAU * (hour - 15.0) / 24.0).cos()
@@ -1773,23 +1894,7 @@ mod tests {
         let now = T0 + 90 * DAY_MS;
         let clusters = |t: i64| (6.0 * (0.012 * (t - T0) as f64 / DAY_MS as f64).exp()).round();
         let pods = |t: i64| 60.0 + 21.0 * clusters(t);
-        let (driver_daily, driver_hourly) = sample(clusters, 90, now);
-        let driver = fit_at(&driver_daily, &driver_hourly, now).expect("driver");
-        let following = |daily: &[(i64, f64)], hourly: &[(i64, f64)]| {
-            fit(Input {
-                daily,
-                hourly,
-                now_ms: now,
-                min_history_days: 14,
-                driver: Some(Driver {
-                    daily: &driver_daily,
-                    model: &driver,
-                }),
-            })
-            .expect("model")
-        };
-        let (daily, hourly) = sample(pods, 90, now);
-        let model = following(&daily, &hourly);
+        let model = fit_following(pods, clusters, 90, now);
         let follows = model.follows.as_ref().expect("follows");
         assert!((follows.per_driver - 21.0).abs() < 0.5, "{follows:?}");
         // 60 + 21 × 24 = 564 is reached when the 24th cluster onboards.
@@ -1801,8 +1906,7 @@ mod tests {
         // The clusters already there grow faster and faster: the rest bends up too.
         let nodes = |t: i64| 200.0 * (0.01 * (t - T0) as f64 / DAY_MS as f64).exp();
         let busy = |t: i64| pods(t) + nodes(t);
-        let (daily, hourly) = sample(busy, 90, now);
-        let model = following(&daily, &hourly);
+        let model = fit_following(busy, clusters, 90, now);
         assert!(model.follows.is_some());
         let truth = (0..)
             .map(|h| now + h * HOUR_MS)
@@ -1816,9 +1920,39 @@ mod tests {
             let d = (t - T0) as f64 / DAY_MS as f64;
             100.0 + 0.5 * d + 3.0 * (std::f64::consts::TAU * d / 10.0).sin()
         };
-        let (daily, hourly) = sample(other, 90, now);
-        let model = following(&daily, &hourly);
+        let model = fit_following(other, clusters, 90, now);
         assert!(model.follows.is_none());
+    }
+
+    #[test]
+    fn clusters_already_there_grow_faster_the_more_of_them_there_are() {
+        // One more cluster every three days, each bringing 21 pods and then growing by 0.2 a
+        // day: the pods besides the 21 each grow by 0.2 a day times the clusters there are.
+        let now = T0 + 90 * DAY_MS;
+        let days = |t: i64| (t - T0) as f64 / DAY_MS as f64;
+        let clusters = |t: i64| (10.0 + days(t) / 3.0).floor();
+        let pods = |t: i64| {
+            let grown: f64 = (0..clusters(t) as i64)
+                .map(|k| {
+                    let onboarded = if k < 10 { -30.0 } else { 3.0 * (k - 9) as f64 };
+                    0.2 * (days(t) - onboarded)
+                })
+                .sum();
+            60.0 + 21.0 * clusters(t) + grown
+        };
+        let model = fit_following(pods, clusters, 90, now);
+        let follows = model.follows.as_ref().expect("follows");
+        assert!((follows.per_driver - 21.0).abs() < 1.0, "{follows:?}");
+        // Between onboardings, where only the growth crosses the threshold.
+        for ahead in [31, 91, 181] {
+            let threshold = pods(now + ahead * DAY_MS + DAY_MS / 2);
+            let truth = (0..)
+                .map(|h| now + h * HOUR_MS)
+                .find(|&t| pods(t) >= threshold);
+            let want = days_to(truth, now);
+            let got = days_to(model.crossing(threshold, 365).p50_ms, now);
+            assert!((got - want).abs() < 0.03 * want, "{got} days, want {want}");
+        }
     }
 
     #[test]
@@ -1836,20 +1970,7 @@ mod tests {
         assert_eq!(clusters(now), clusters(big), "no other onboarding since");
         let pods = |t: i64| 60.0 + 21.0 * clusters(t) + if t >= big { 12.0 } else { 0.0 };
         let days = (now - T0) / DAY_MS;
-        let (driver_daily, driver_hourly) = sample(clusters, days, now);
-        let driver = fit_at(&driver_daily, &driver_hourly, now).expect("driver");
-        let (daily, hourly) = sample(pods, days, now);
-        let model = fit(Input {
-            daily: &daily,
-            hourly: &hourly,
-            now_ms: now,
-            min_history_days: 14,
-            driver: Some(Driver {
-                daily: &driver_daily,
-                model: &driver,
-            }),
-        })
-        .expect("model");
+        let model = fit_following(pods, clusters, days, now);
         assert!(model.follows.is_some());
         // The next cluster brings the usual 21.
         let threshold = pods(now) + 20.0;

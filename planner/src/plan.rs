@@ -242,7 +242,7 @@ pub struct ResourceReport {
 }
 
 /// The resource a forecast follows, and how: `per_unit` more for each one more of it, and
-/// `per_day` besides (the clusters already there growing).
+/// `per_day` besides (the clusters already there growing, at the present count of them).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Following {
     pub resource: String,
