@@ -30,6 +30,10 @@ use crate::sync::{lock, read, write};
 use crate::wal::{self, Record, ReplayReport, SegmentInfo, Wal};
 use crate::{Error, Result};
 
+/// Compaction windows, in blocks, smallest first: blocks that fit in one window are merged
+/// once the head has moved past it.
+const COMPACTION_FACTORS: [i64; 2] = [3, 12];
+
 /// Storage options.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -479,13 +483,34 @@ impl Db {
         self.opts.data_dir.join("blocks")
     }
 
-    /// The next boundary to cut at, if the head is ready for a cut.
+    /// The next boundary to cut at, if the head is ready for a cut: the latest block boundary
+    /// at least half a block behind the newest sample, but no further than the end of the
+    /// largest compaction window the oldest sample is in, so that a head far behind (a
+    /// backfill) is cut a window at a time.
     fn cut_boundary(&self) -> Option<i64> {
         let block_ms = self.opts.block_ms();
         let st = self.head.stats();
         let (lo, hi) = (st.min_t?, st.max_t?);
-        let boundary = (lo.div_euclid(block_ms) + 1) * block_ms;
-        (hi - boundary >= block_ms / 2).then_some(boundary)
+        let window = block_ms * COMPACTION_FACTORS[COMPACTION_FACTORS.len() - 1];
+        let latest = (hi - block_ms / 2).div_euclid(block_ms) * block_ms;
+        let boundary = latest.min((lo.div_euclid(window) + 1) * window);
+        (boundary > lo).then_some(boundary)
+    }
+
+    /// The block a sample at `t` goes to when the head is cut at `boundary`: the largest
+    /// compaction window holding `t` that ends by the boundary, else `t`'s block. A head cut
+    /// a block at a time would write as many blocks as it spans, each with every series, and
+    /// compact them again.
+    fn cut_range(&self, t: i64, boundary: i64) -> i64 {
+        let block_ms = self.opts.block_ms();
+        COMPACTION_FACTORS
+            .iter()
+            .rev()
+            .map(|factor| block_ms * factor)
+            .chain([block_ms])
+            .map(|window| (t.div_euclid(window) * window, window))
+            .find(|&(start, window)| start + window <= boundary)
+            .map_or(t.div_euclid(block_ms) * block_ms, |(start, _)| start)
     }
 
     /// Cuts the head into blocks while it spans enough; returns the blocks written.
@@ -513,7 +538,6 @@ impl Db {
 
     /// Cuts everything older than `boundary` into blocks (with the maintenance lock held).
     fn cut_at(&self, boundary: i64) -> Result<Vec<BlockMeta>> {
-        let block_ms = self.opts.block_ms();
         let segment = self.wal.rotate()?;
         let series = self.head.start_cut(boundary);
         let mut writers: BTreeMap<i64, BlockWriter> = BTreeMap::new();
@@ -522,16 +546,15 @@ impl Db {
             let samples = self.head.cut_samples(id);
             let mut start = 0;
             while start < samples.len() {
-                let range = samples[start].0.div_euclid(block_ms);
-                let end =
-                    start + samples[start..].partition_point(|s| s.0.div_euclid(block_ms) == range);
-                let w =
-                    match writers.entry(range) {
-                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(v) => v.insert(
-                            BlockWriter::create(&blocks_dir, range * block_ms, 1, Vec::new())?,
-                        ),
-                    };
+                let range = self.cut_range(samples[start].0, boundary);
+                let end = start
+                    + samples[start..].partition_point(|s| self.cut_range(s.0, boundary) == range);
+                let w = match writers.entry(range) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(BlockWriter::create(&blocks_dir, range, 1, Vec::new())?)
+                    }
+                };
                 w.add(labels.clone(), &samples[start..end])?;
                 start = end;
             }
@@ -587,7 +610,7 @@ impl Db {
         }
         let block_ms = self.opts.block_ms();
         let head_min = self.head.stats().min_t.unwrap_or(i64::MAX);
-        for factor in [3, 12] {
+        for factor in COMPACTION_FACTORS {
             let window = block_ms * factor;
             let mut by_window: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
             for b in &blocks {
@@ -896,6 +919,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_head_far_behind_is_cut_into_the_largest_windows_that_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(opts(dir.path())).unwrap();
+        // Three days at 1h, as a backfill sends them: whole days become day blocks, the rest
+        // 6h and 2h blocks up to the last block boundary at least an hour behind 71h.
+        db.write(
+            req(20, 0, 72 * HOUR, HOUR).series_refs(),
+            AppendMode::Backfill,
+        )
+        .await
+        .unwrap();
+        let before = all(&db);
+        let cut = db.cut().unwrap();
+        let ranges: Vec<(i64, i64)> = cut
+            .iter()
+            .map(|m| (m.min_t / HOUR, m.max_t / HOUR))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                (0, 23),
+                (24, 47),
+                (48, 53),
+                (54, 59),
+                (60, 65),
+                (66, 67),
+                (68, 69)
+            ]
+        );
+        assert_eq!(db.head_stats().min_t, Some(70 * HOUR));
+        assert_eq!(db.compact().unwrap(), 0, "nothing left to compact");
+        assert_eq!(all(&db), before, "a cut changes nothing a query sees");
+    }
+
+    #[tokio::test]
     async fn label_index_reads_blocks_and_head_by_time_range() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(opts(dir.path())).unwrap();
@@ -950,7 +1008,8 @@ mod tests {
     async fn queries_see_every_sample_while_the_head_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(opts(dir.path())).unwrap();
-        // Two days at 60s for 40 series: the cut writes 23 blocks, one boundary at a time.
+        // Two days at 60s for 40 series: the cut writes a day block, then three 6h and two 2h
+        // blocks, one window at a time.
         db.write(
             req(40, 0, 48 * HOUR, 60_000).series_refs(),
             AppendMode::Live,
@@ -971,7 +1030,7 @@ mod tests {
             }
             reads
         });
-        assert!(db.block_metas().len() > 20, "{:?}", db.block_metas());
+        assert_eq!(db.block_metas().len(), 6, "{:?}", db.block_metas());
         assert_eq!(total(&all(&db)), want, "after {reads} reads during the cut");
     }
 
@@ -979,10 +1038,14 @@ mod tests {
     async fn a_replaced_block_is_readable_until_its_last_reader_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(opts(dir.path())).unwrap();
-        db.write(req(3, 0, 8 * HOUR, 60_000).series_refs(), AppendMode::Live)
-            .await
-            .unwrap();
-        db.cut().unwrap();
+        // Written and cut as time passes, two hours at a time: three blocks of one window.
+        for from in [0, 4 * HOUR, 6 * HOUR] {
+            let to = if from == 0 { 4 * HOUR } else { from + 2 * HOUR };
+            db.write(req(3, from, to, 60_000).series_refs(), AppendMode::Live)
+                .await
+                .unwrap();
+            db.cut().unwrap();
+        }
         let taken = db.blocks();
         assert_eq!(taken.len(), 3);
         assert_eq!(db.compact().unwrap(), 1);
