@@ -47,8 +47,8 @@ pub struct ResourceQueries {
     pub per_node: Option<String>,
 }
 
-/// A customer cluster's size: the peak of the last day and the peak over the demotion
-/// window, per dimension; `None` where the store had nothing.
+/// A customer cluster's size: the peak of the last day and the highest daily peak over the
+/// demotion window, per dimension; `None` where the store had nothing.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClusterSeries {
     pub region: String,
@@ -103,7 +103,7 @@ pub async fn scan(
         .iter()
         .filter(|r| r.per_node.is_some())
         .count();
-    let total = config.resources.len() * 4 + per_node * 3 + CLUSTER_DIMENSIONS.len() * 3 + 2;
+    let total = config.resources.len() * 4 + per_node * 3 + CLUSTER_DIMENSIONS.len() * 2 + 2;
     let mut done = 0;
     let mut tick = |n: usize| {
         done += n;
@@ -403,26 +403,29 @@ async fn scan_clusters(
     let window_days = config.resize.demote_after_days.max(1);
     let now_ms = now_ms - BOUNDARY_MS;
     let window_start = now_ms - i64::from(window_days - 1) * DAY_MS;
+    // Each dimension's last daily peak, and its daily peaks over the demotion window in one
+    // range query (demotion needs every daily peak below; a window as long as the demotion
+    // period in one instant query would make the store load every raw sample of it at once).
     for (i, query) in q.dimensions().into_iter().enumerate() {
         let day = query.replace(WINDOW, "1d");
-        let window = query.replace(WINDOW, &format!("{window_days}d"));
-        for (text, at, slot) in [
-            (&day, now_ms, 0),
-            (&window, now_ms, 1),
-            (&day, window_start, 2),
-        ] {
-            for (m, v) in source.instant(text, at).await? {
-                let Some(k) = cluster_key(&m) else { continue };
-                let c = cluster_mut(&mut clusters, k);
-                let value = v.is_finite().then_some(v);
-                match slot {
-                    0 => c.last_day[i] = value,
-                    1 => c.window[i] = value,
-                    _ => c.window_start[i] = value,
-                }
+        for (m, v) in source.instant(&day, now_ms).await? {
+            if let Some(k) = cluster_key(&m) {
+                cluster_mut(&mut clusters, k).last_day[i] = v.is_finite().then_some(v);
             }
-            tick(1);
         }
+        tick(1);
+        let span = i64::from(config.max_days_per_query) * DAY_MS;
+        for (m, points) in source
+            .range(&day, window_start, now_ms, DAY_MS, span)
+            .await?
+        {
+            let Some(k) = cluster_key(&m) else { continue };
+            let c = cluster_mut(&mut clusters, k);
+            let finite = points.iter().filter(|p| p.1.is_finite());
+            c.window_start[i] = finite.clone().find(|p| p.0 == window_start).map(|p| p.1);
+            c.window[i] = finite.map(|p| p.1).reduce(f64::max);
+        }
+        tick(1);
     }
     let latency = q.apiserver_latency_p99_seconds.replace(WINDOW, "1d");
     for (m, v) in source.instant(&latency, now_ms).await? {

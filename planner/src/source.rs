@@ -120,7 +120,8 @@ impl Source {
 
     /// A range query from `start_ms` to `end_ms` every `step_ms`, asked for in pieces of at
     /// most `max_span_ms` so that no single query makes the store load too much; pieces of
-    /// the same series are joined.
+    /// the same series are joined. A piece the store refuses for the samples it would load
+    /// is asked for again in halves (and so are the pieces after it).
     pub async fn range(
         &self,
         query: &str,
@@ -130,12 +131,12 @@ impl Source {
         max_span_ms: i64,
     ) -> Result<Vec<Series>> {
         let mut joined: BTreeMap<Metric, Vec<(i64, f64)>> = BTreeMap::new();
-        let per_piece = (max_span_ms / step_ms).max(1);
+        let mut per_piece = (max_span_ms / step_ms).max(1);
         let mut from = start_ms;
         while from <= end_ms {
             let to = (from + (per_piece - 1) * step_ms).min(end_ms);
             let (start, end, step) = (seconds(from), seconds(to), seconds(step_ms));
-            let data = self
+            let answer = self
                 .post(
                     "/api/v1/query_range",
                     query,
@@ -146,7 +147,16 @@ impl Source {
                         ("step", &step),
                     ],
                 )
-                .await?;
+                .await;
+            let data = match answer {
+                Err(Error::QueryFailed { message, .. })
+                    if message.contains(TOO_MANY_SAMPLES) && to > from =>
+                {
+                    per_piece = ((to - from) / step_ms + 1) / 2;
+                    continue;
+                }
+                other => other?,
+            };
             let QueryData::Matrix(series) = data else {
                 return Err(self.bad(query, format!("expected a matrix, got {}", kind(&data))));
             };
@@ -220,6 +230,10 @@ impl Source {
     }
 }
 
+/// What Prometheus answers (`errorType` `execution`) when a query would load more samples
+/// than `--query.max-samples` allows; strata central answers the same.
+const TOO_MANY_SAMPLES: &str = "query processing would load too many samples";
+
 fn kind(data: &QueryData) -> &'static str {
     match data {
         QueryData::Matrix(_) => "a matrix",
@@ -232,4 +246,63 @@ fn kind(data: &QueryData) -> &'static str {
 /// The API's time format: seconds since the epoch, with milliseconds.
 fn seconds(ms: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that refuses range queries of more than `max_steps` steps as Prometheus does,
+    /// and otherwise answers one series whose value at each step is its time in seconds.
+    async fn store(max_steps: i64) -> String {
+        let app = axum::Router::new().route(
+            "/api/v1/query_range",
+            axum::routing::post(move |body: String| async move {
+                let form: BTreeMap<String, String> = serde_urlencoded::from_str(&body).unwrap();
+                let number = |k: &str| form[k].parse::<f64>().unwrap() as i64;
+                let (start, end, step) = (number("start"), number("end"), number("step"));
+                if (end - start) / step + 1 > max_steps {
+                    return (
+                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                        r#"{"status":"error","errorType":"execution","error":"query processing would load too many samples into memory in query execution"}"#.to_string(),
+                    );
+                }
+                let values: Vec<String> = (0..=(end - start) / step)
+                    .map(|i| format!(r#"[{0},"{0}"]"#, start + i * step))
+                    .collect();
+                (
+                    axum::http::StatusCode::OK,
+                    format!(
+                        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{"cell":"c1"}},"values":[{}]}}]}}}}"#,
+                        values.join(",")
+                    ),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_range_the_store_finds_too_big_is_asked_for_in_halves() {
+        let source = Source::new(&store(7).await, Duration::from_secs(10), None).unwrap();
+        let day = 86_400_000;
+        // 30 daily steps in one piece of 30: refused, then pieces of 15, 7 and 3 days.
+        let series = source.range("q", 0, 29 * day, day, 30 * day).await.unwrap();
+        assert_eq!(series.len(), 1);
+        let times: Vec<i64> = series[0].1.iter().map(|p| p.0).collect();
+        assert_eq!(times, (0..30).map(|d| d * day).collect::<Vec<_>>());
+        assert!(series[0].1.iter().all(|&(t, v)| v == (t / 1000) as f64));
+        // 30 → 15 → 7 refused twice; then 7 + 7 + 7 + 7 + 2 answered.
+        assert_eq!(source.stats().queries, 2 + 5);
+
+        let strict = Source::new(&store(0).await, Duration::from_secs(10), None).unwrap();
+        let refused = strict.range("q", 0, 2 * day, day, 3 * day).await;
+        assert!(
+            matches!(&refused, Err(Error::QueryFailed { message, .. }) if message.contains(TOO_MANY_SAMPLES)),
+            "a single step the store refuses is an error: {refused:?}"
+        );
+    }
 }
