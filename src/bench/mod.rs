@@ -53,8 +53,8 @@ pub enum BenchCommand {
     /// queries sent, samples pulled and the store's CPU time.
     #[command(
         after_help = "Examples (release build; 200 cells and 10,000 clusters, 30 days):
-  cargo run --release -- bench planner --step 12h    # loads in about 4 minutes on two cores
-  cargo run --release -- bench planner               # at 1h: loading takes about 5 hours on two cores
+  cargo run --release -- bench planner               # at 1h: loads in about 31 minutes on two cores
+  cargo run --release -- bench planner --step 12h    # loads in about 4 minutes
   strata bench planner --cells-per-region 5 --days 14 --step 1h"
     )]
     Planner(planner::PlannerArgs),
