@@ -206,29 +206,44 @@ pub fn merge_series(sources: impl IntoIterator<Item = Vec<SeriesData>>) -> Vec<S
 }
 
 /// Merges two lists of series sorted by labels; a series in both gets `a`'s samples first.
-fn merge_sorted(a: Vec<SeriesData>, b: Vec<SeriesData>) -> Vec<SeriesData> {
+/// The series of `b` that `a` has (with blocks of one fleet, nearly all of them) are added in
+/// place; only those it lacks are interleaved, so a merge of many blocks does not move every
+/// series once per block.
+fn merge_sorted(mut a: Vec<SeriesData>, b: Vec<SeriesData>) -> Vec<SeriesData> {
     if a.is_empty() {
         return b;
     }
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    loop {
-        let order = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => x.labels.cmp(&y.labels),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => return out,
-        };
-        match order {
-            Ordering::Less => out.extend(a.next()),
-            Ordering::Greater => out.extend(b.next()),
-            Ordering::Equal => {
-                if let (Some(mut x), Some(y)) = (a.next(), b.next()) {
-                    x.samples.extend(y.samples);
-                    out.push(x);
+    let mut missing = Vec::new();
+    let mut i = 0;
+    for y in b {
+        loop {
+            match a.get(i).map(|x| x.labels.cmp(&y.labels)) {
+                Some(Ordering::Less) => i += 1,
+                Some(Ordering::Equal) => {
+                    a[i].samples.extend(y.samples);
+                    i += 1;
+                    break;
+                }
+                _ => {
+                    missing.push(y);
+                    break;
                 }
             }
         }
+    }
+    if missing.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + missing.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), missing.into_iter().peekable());
+    loop {
+        let a_first = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.labels < y.labels,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        out.extend(if a_first { a.next() } else { b.next() });
     }
 }
 
@@ -858,7 +873,9 @@ mod tests {
         let newer = vec![series("b", &[(20, 2.5)]), series("d", &[(0, 4.0)])];
         let mut longer = series("a", &[(5, 7.0)]);
         longer.labels.push(Label::new("zone", "z1"));
-        let merged = merge_series([head, older, newer, vec![longer]]);
+        // A source whose series all came before is added in place.
+        let latest = vec![series("c", &[(40, 3.5)])];
+        let merged = merge_series([head, older, newer, vec![longer], latest]);
         let names: Vec<String> = merged
             .iter()
             .map(|s| s.labels[1..].iter().map(|l| l.value.as_str()).collect())
@@ -866,6 +883,7 @@ mod tests {
         assert_eq!(names, ["a", "az1", "b", "c", "d"]);
         assert_eq!(merged[0].samples, [(0, 0.5), (10, 1.0)]);
         assert_eq!(merged[2].samples, [(0, 2.0), (20, 2.5)]);
+        assert_eq!(merged[3].samples, [(30, 3.0), (40, 3.5)]);
     }
 
     #[tokio::test]
