@@ -512,20 +512,21 @@ impl Db {
         (boundary > lo).then_some(boundary)
     }
 
-    /// The block a sample at `t` goes to when the head is cut at `boundary`: the largest
-    /// compaction window holding `t` that ends by the boundary, else `t`'s block. A head cut
-    /// a block at a time would write as many blocks as it spans, each with every series, and
-    /// compact them again.
-    fn cut_range(&self, t: i64, boundary: i64) -> i64 {
+    /// The block a sample at `t` goes to when the head is cut at `boundary`, as its start
+    /// and end: the largest compaction window holding `t` that ends by the boundary, else
+    /// `t`'s block. A head cut a block at a time would write as many blocks as it spans, each
+    /// with every series, and compact them again.
+    fn cut_range(&self, t: i64, boundary: i64) -> (i64, i64) {
         let block_ms = self.opts.block_ms();
-        COMPACTION_FACTORS
-            .iter()
-            .rev()
-            .map(|factor| block_ms * factor)
-            .chain([block_ms])
-            .map(|window| (t.div_euclid(window) * window, window))
-            .find(|&(start, window)| start + window <= boundary)
-            .map_or(t.div_euclid(block_ms) * block_ms, |(start, _)| start)
+        for factor in COMPACTION_FACTORS.iter().rev() {
+            let window = block_ms * factor;
+            let start = t.div_euclid(window) * window;
+            if start + window <= boundary {
+                return (start, start + window);
+            }
+        }
+        let start = t.div_euclid(block_ms) * block_ms;
+        (start, start + block_ms)
     }
 
     /// Cuts the head into blocks while it spans enough; returns the blocks written.
@@ -561,9 +562,8 @@ impl Db {
             let samples = self.head.cut_samples(id);
             let mut start = 0;
             while start < samples.len() {
-                let range = self.cut_range(samples[start].0, boundary);
-                let end = start
-                    + samples[start..].partition_point(|s| self.cut_range(s.0, boundary) == range);
+                let (range, range_end) = self.cut_range(samples[start].0, boundary);
+                let end = start + samples[start..].partition_point(|s| s.0 < range_end);
                 let w = match writers.entry(range) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {

@@ -47,10 +47,11 @@
 //!    whichever the driver is the less collinear with, so that what each cluster brings is
 //!    told apart from the growth of those already there. What is left once `per_driver ×
 //!    driver` is taken away gets a trend of its own in the clock, its shape chosen as above;
-//!    ahead, driver-days add the driver's forecast. The forecast is `per_driver ×` the driver's forecast plus that trend, widened by
-//!    the fit's residuals, so it steps and bends when the driver does. When the days since the
-//!    driver's last step stand further from the fit than chance allows (a cluster much bigger
-//!    or smaller than the usual one just onboarded), the forecast starts from their level.
+//!    ahead, driver-days add the driver's forecast. The forecast is `per_driver ×` the
+//!    driver's forecast plus that trend, widened by the fit's residuals, so it steps and
+//!    bends when the driver does. When the days since the driver's last step stand further
+//!    from the fit than chance allows (a cluster much bigger or smaller than the usual one
+//!    just onboarded), the forecast starts from their level.
 //! 4. **Intervals.** The variance of the fitted trend at each future day (from the weights,
 //!    inflated by the residuals' lag-1 autocorrelation) plus one day's residual variance;
 //!    p10 and p90 are ±1.2816 standard deviations (normal quantiles).

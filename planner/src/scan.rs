@@ -406,6 +406,7 @@ async fn scan_clusters(
     // Each dimension's last daily peak, and its daily peaks over the demotion window in one
     // range query (demotion needs every daily peak below; a window as long as the demotion
     // period in one instant query would make the store load every raw sample of it at once).
+    let span = i64::from(config.max_days_per_query) * DAY_MS;
     for (i, query) in q.dimensions().into_iter().enumerate() {
         let day = query.replace(WINDOW, "1d");
         for (m, v) in source.instant(&day, now_ms).await? {
@@ -414,7 +415,6 @@ async fn scan_clusters(
             }
         }
         tick(1);
-        let span = i64::from(config.max_days_per_query) * DAY_MS;
         for (m, points) in source
             .range(&day, window_start, now_ms, DAY_MS, span)
             .await?

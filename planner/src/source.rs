@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use strata_wire::api::{Envelope, Metric, QueryData, Status};
+use strata_wire::api::{Envelope, Metric, QueryData, Status, TOO_MANY_SAMPLES};
 
 use crate::{Error, Result};
 
@@ -230,10 +230,6 @@ impl Source {
     }
 }
 
-/// What Prometheus answers (`errorType` `execution`) when a query would load more samples
-/// than `--query.max-samples` allows; strata central answers the same.
-const TOO_MANY_SAMPLES: &str = "query processing would load too many samples";
-
 fn kind(data: &QueryData) -> &'static str {
     match data {
         QueryData::Matrix(_) => "a matrix",
@@ -264,7 +260,9 @@ mod tests {
                 if (end - start) / step + 1 > max_steps {
                     return (
                         axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                        r#"{"status":"error","errorType":"execution","error":"query processing would load too many samples into memory in query execution"}"#.to_string(),
+                        format!(
+                            r#"{{"status":"error","errorType":"execution","error":"{TOO_MANY_SAMPLES}"}}"#
+                        ),
                     );
                 }
                 let values: Vec<String> = (0..=(end - start) / step)

@@ -20,6 +20,11 @@ pub enum Status {
     Error,
 }
 
+/// The `error` Prometheus answers (with `errorType` `execution`) when a query would load more
+/// samples than `--query.max-samples` allows (`promql.ErrTooManySamples`).
+pub const TOO_MANY_SAMPLES: &str =
+    "query processing would load too many samples into memory in query execution";
+
 /// `errorType` values, with the HTTP status code Prometheus answers each with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -515,9 +515,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             }
         }
         if self.samples_loaded > self.opts.max_samples {
-            return Err(QueryError::execution(
-                "query processing would load too many samples into memory in query execution",
-            ));
+            return Err(QueryError::execution(strata_wire::api::TOO_MANY_SAMPLES));
         }
         let found = Arc::new(found);
         self.loaded.insert(key, found.clone());
