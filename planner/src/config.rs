@@ -66,6 +66,10 @@ pub struct PlannerConfig {
     /// Longest range one `query_range` covers; longer ranges are asked for in pieces, so no
     /// single query loads too many samples in the store.
     pub max_days_per_query: u32,
+    /// Queries the planner has in flight at once. More make a report of a large fleet quicker
+    /// where the store has the cores for them (Prometheus runs up to 20 at once by default,
+    /// `--query.max-concurrency`); fewer leave more to the store's other users.
+    pub max_concurrent_queries: u32,
     pub resources: Vec<ResourceConfig>,
     /// Customer-cluster size classes, smallest first.
     pub tiers: Vec<TierConfig>,
@@ -195,6 +199,7 @@ impl Default for PlannerConfig {
             horizon_days: 365,
             split_planning_days: 180,
             max_days_per_query: 30,
+            max_concurrent_queries: crate::source::DEFAULT_CONCURRENCY as u32,
             resources: default_resources(),
             tiers: default_tiers(),
             resize: ResizeConfig::default(),
@@ -436,8 +441,14 @@ impl PlannerConfig {
                 self.profile_days, self.history_days
             ));
         }
-        if self.horizon_days == 0 || self.max_days_per_query == 0 {
-            return bad("horizon_days and max_days_per_query must be at least 1".into());
+        if self.horizon_days == 0
+            || self.max_days_per_query == 0
+            || self.max_concurrent_queries == 0
+        {
+            return bad(
+                "horizon_days, max_days_per_query and max_concurrent_queries must be at least 1"
+                    .into(),
+            );
         }
         if self.resources.is_empty() {
             return bad("resources is empty; remove it to use the defaults".into());

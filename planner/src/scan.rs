@@ -5,6 +5,9 @@
 //! (history days + profile hours)) plus a handful per cluster, whatever the scrape interval.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use futures_util::future::try_join_all;
 
 use crate::config::{NodeValue, PerNode, PlannerConfig, ResourceConfig, WINDOW};
 use crate::forecast::{DAY_MS, HOUR_MS, Node};
@@ -91,23 +94,29 @@ pub struct Progress {
     pub total: usize,
 }
 
-/// Reads everything a report at `now_ms` needs.
+/// Reads everything a report at `now_ms` needs, with up to `max_concurrent_queries` queries
+/// in flight.
 pub async fn scan(
     source: &Source,
     config: &PlannerConfig,
     now_ms: i64,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> Result<Observed> {
+    let source = &source.with_concurrency(config.max_concurrent_queries as usize);
     let per_node = config
         .resources
         .iter()
         .filter(|r| r.per_node.is_some())
         .count();
     let total = config.resources.len() * 4 + per_node * 3 + CLUSTER_DIMENSIONS.len() * 2 + 2;
-    let mut done = 0;
-    let mut tick = |n: usize| {
-        done += n;
-        progress(Progress { done, total });
+    // The queries run concurrently within this task, each ticking when it is answered; the
+    // lock is never held across an await.
+    let progress = Mutex::new((0, progress));
+    let tick = |n: usize| {
+        let mut guard = progress.lock().unwrap_or_else(PoisonError::into_inner);
+        let (done, report) = &mut *guard;
+        *done += n;
+        report(Progress { done: *done, total });
     };
     // Windows end a second before the hour, so that a sample exactly on the boundary falls
     // in one window whether the store's windows are closed at the start (Prometheus 2) or
@@ -121,57 +130,109 @@ pub async fn scan(
         hour_end,
         max_span: i64::from(config.max_days_per_query) * DAY_MS,
     };
+    let (resources, clusters) = tokio::try_join!(
+        try_join_all(
+            config
+                .resources
+                .iter()
+                .map(|r| scan_resource(source, r, windows, now_ms, &tick))
+        ),
+        scan_clusters(source, config, now_ms, &tick),
+    )?;
     let mut observed = Observed {
         now_ms,
+        clusters,
         ..Default::default()
     };
-    for r in &config.resources {
-        let daily_query = r.used.replace(WINDOW, "1d");
-        let hourly_query = r.used.replace(WINDOW, "1h");
-        let daily = windows.read(source, &r.used, false).await?;
-        tick(1);
-        let hourly = windows.read(source, &r.used, true).await?;
-        tick(1);
-        let limits = match (&r.limit, r.limit_value) {
-            (Some(q), _) => Some(source.latest(q, now_ms, HOUR_MS).await?),
-            _ => None,
-        };
-        tick(1);
-        let mut series = join(r, daily, hourly, limits.as_deref())?;
-        let mut per_node_query = None;
-        if let Some(p) = &r.per_node {
-            let mut uses = scan_per_node(source, p, windows, now_ms, &mut tick).await?;
-            for s in &mut series {
-                s.per_node = uses.remove(&(s.region.clone(), s.cell.clone()));
-            }
-            per_node_query = Some(cell_use(p).replace(WINDOW, "1d"));
-        }
+    for (r, (series, queries, shares)) in config.resources.iter().zip(resources) {
         observed.resources.extend(series);
-        if let Some(q) = &r.share {
-            let mut parts = BTreeMap::new();
-            for (m, v) in source.latest(q, now_ms, HOUR_MS).await? {
-                if let Some(key) = cluster_key(&m) {
-                    parts.insert(key, v);
-                }
-            }
+        observed.queries.insert(r.name.clone(), queries);
+        if let Some(parts) = shares {
             observed.shares.insert(r.name.clone(), parts);
         }
-        tick(1);
-        observed.queries.insert(
-            r.name.clone(),
-            ResourceQueries {
-                daily: daily_query,
-                hourly: hourly_query,
-                limit: r
-                    .limit
-                    .clone()
-                    .unwrap_or_else(|| format!("{} (limit_value)", r.limit_value.unwrap_or(0.0))),
-                per_node: per_node_query,
-            },
-        );
     }
-    observed.clusters = scan_clusters(source, config, now_ms, &mut tick).await?;
     Ok(observed)
+}
+
+/// One resource as read: its series, the queries sent for it, and each hosted cluster's
+/// part of it when it has a `share` query.
+type ResourceScan = (
+    Vec<ResourceSeries>,
+    ResourceQueries,
+    Option<BTreeMap<ClusterKey, f64>>,
+);
+
+/// Reads one resource: its daily and hourly means, its limit, the use of a resource
+/// allocated per node and the clusters' shares, all at once.
+async fn scan_resource(
+    source: &Source,
+    r: &ResourceConfig,
+    windows: Windows,
+    now_ms: i64,
+    tick: &impl Fn(usize),
+) -> Result<ResourceScan> {
+    let (daily, hourly, limits, uses, shares) = tokio::try_join!(
+        async {
+            let daily = windows.read(source, &r.used, false).await?;
+            tick(1);
+            Ok::<_, Error>(daily)
+        },
+        async {
+            let hourly = windows.read(source, &r.used, true).await?;
+            tick(1);
+            Ok::<_, Error>(hourly)
+        },
+        async {
+            let limits = match (&r.limit, r.limit_value) {
+                (Some(q), _) => Some(source.latest(q, now_ms, HOUR_MS).await?),
+                _ => None,
+            };
+            tick(1);
+            Ok::<_, Error>(limits)
+        },
+        async {
+            match &r.per_node {
+                Some(p) => scan_per_node(source, p, windows, now_ms, tick)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            let shares = match &r.share {
+                Some(q) => Some(
+                    source
+                        .latest(q, now_ms, HOUR_MS)
+                        .await?
+                        .into_iter()
+                        .filter_map(|(m, v)| Some((cluster_key(&m)?, v)))
+                        .collect(),
+                ),
+                None => None,
+            };
+            tick(1);
+            Ok::<_, Error>(shares)
+        },
+    )?;
+    let mut series = join(r, daily, hourly, limits.as_deref())?;
+    if let Some(mut uses) = uses {
+        for s in &mut series {
+            s.per_node = uses.remove(&(s.region.clone(), s.cell.clone()));
+        }
+    }
+    let queries = ResourceQueries {
+        daily: r.used.replace(WINDOW, "1d"),
+        hourly: r.used.replace(WINDOW, "1h"),
+        limit: r
+            .limit
+            .clone()
+            .unwrap_or_else(|| format!("{} (limit_value)", r.limit_value.unwrap_or(0.0))),
+        per_node: r
+            .per_node
+            .as_ref()
+            .map(|p| cell_use(p).replace(WINDOW, "1d")),
+    };
+    Ok((series, queries, shares))
 }
 
 type Metric = strata_wire::api::Metric;
@@ -305,12 +366,25 @@ async fn scan_per_node(
     p: &PerNode,
     windows: Windows,
     now_ms: i64,
-    tick: &mut impl FnMut(usize),
+    tick: &impl Fn(usize),
 ) -> Result<BTreeMap<(String, String), NodeUse>> {
+    let cell = &cell_use(p);
+    let read = |hourly| async move {
+        let series = windows.read(source, cell, hourly).await?;
+        tick(1);
+        Ok::<_, Error>(series)
+    };
+    let used = p.used.replace(WINDOW, &windows.hourly_span());
+    let (daily, hourly, holds, max, nodes) = tokio::try_join!(
+        read(false),
+        read(true),
+        node_values(source, &p.holds, now_ms),
+        node_values(source, &p.max, now_ms),
+        source.instant(&used, windows.hour_end),
+    )?;
     let mut out: BTreeMap<(String, String), NodeUse> = BTreeMap::new();
-    let cell = cell_use(p);
-    for hourly in [false, true] {
-        for (m, points) in windows.read(source, &cell, hourly).await? {
+    for (hourly, series) in [(false, daily), (true, hourly)] {
+        for (m, points) in series {
             if let Some(k) = cell_key(&m) {
                 let u = out.entry(k).or_default();
                 if hourly {
@@ -320,17 +394,8 @@ async fn scan_per_node(
                 }
             }
         }
-        tick(1);
     }
-    let holds = node_values(source, &p.holds, now_ms).await?;
-    let max = node_values(source, &p.max, now_ms).await?;
-    for (m, used) in source
-        .instant(
-            &p.used.replace(WINDOW, &windows.hourly_span()),
-            windows.hour_end,
-        )
-        .await?
-    {
+    for (m, used) in nodes {
         let (Some(k), Some(holds), Some(max)) = (cell_key(&m), holds.get(&m), max.get(&m)) else {
             continue;
         };
@@ -390,50 +455,75 @@ async fn scan_clusters(
     source: &Source,
     config: &PlannerConfig,
     now_ms: i64,
-    tick: &mut impl FnMut(usize),
+    tick: &impl Fn(usize),
 ) -> Result<Vec<ClusterSeries>> {
     let q = &config.clusters;
-    let mut clusters: BTreeMap<ClusterKey, ClusterSeries> = BTreeMap::new();
-    for (m, _) in source.latest(&q.size, now_ms, HOUR_MS).await? {
-        if let Some(k) = cluster_key(&m) {
-            cluster_mut(&mut clusters, k).size = m.get(&q.size_label).cloned();
-        }
-    }
-    tick(1);
     let window_days = config.resize.demote_after_days.max(1);
-    let now_ms = now_ms - BOUNDARY_MS;
-    let window_start = now_ms - i64::from(window_days - 1) * DAY_MS;
+    let end_ms = now_ms - BOUNDARY_MS;
+    let window_start = end_ms - i64::from(window_days - 1) * DAY_MS;
     // Each dimension's last daily peak, and its daily peaks over the demotion window in one
     // range query (demotion needs every daily peak below; a window as long as the demotion
     // period in one instant query would make the store load every raw sample of it at once).
     let span = i64::from(config.max_days_per_query) * DAY_MS;
-    for (i, query) in q.dimensions().into_iter().enumerate() {
+    let dimension = |query: &str| {
         let day = query.replace(WINDOW, "1d");
-        for (m, v) in source.instant(&day, now_ms).await? {
+        async move {
+            let (last_day, peaks) = tokio::try_join!(
+                async {
+                    let last_day = source.instant(&day, end_ms).await?;
+                    tick(1);
+                    Ok::<_, Error>(last_day)
+                },
+                async {
+                    let peaks = source
+                        .range(&day, window_start, end_ms, DAY_MS, span)
+                        .await?;
+                    tick(1);
+                    Ok::<_, Error>(peaks)
+                },
+            )?;
+            Ok::<_, Error>((last_day, peaks))
+        }
+    };
+    let latency = q.apiserver_latency_p99_seconds.replace(WINDOW, "1d");
+    let (sizes, dimensions, latencies) = tokio::try_join!(
+        async {
+            let sizes = source.latest(&q.size, now_ms, HOUR_MS).await?;
+            tick(1);
+            Ok::<_, Error>(sizes)
+        },
+        try_join_all(q.dimensions().into_iter().map(dimension)),
+        async {
+            let latencies = source.instant(&latency, end_ms).await?;
+            tick(1);
+            Ok::<_, Error>(latencies)
+        },
+    )?;
+    let mut clusters: BTreeMap<ClusterKey, ClusterSeries> = BTreeMap::new();
+    for (m, _) in sizes {
+        if let Some(k) = cluster_key(&m) {
+            cluster_mut(&mut clusters, k).size = m.get(&q.size_label).cloned();
+        }
+    }
+    for (i, (last_day, peaks)) in dimensions.into_iter().enumerate() {
+        for (m, v) in last_day {
             if let Some(k) = cluster_key(&m) {
                 cluster_mut(&mut clusters, k).last_day[i] = v.is_finite().then_some(v);
             }
         }
-        tick(1);
-        for (m, points) in source
-            .range(&day, window_start, now_ms, DAY_MS, span)
-            .await?
-        {
+        for (m, points) in peaks {
             let Some(k) = cluster_key(&m) else { continue };
             let c = cluster_mut(&mut clusters, k);
             let finite = points.iter().filter(|p| p.1.is_finite());
             c.window_start[i] = finite.clone().find(|p| p.0 == window_start).map(|p| p.1);
             c.window[i] = finite.map(|p| p.1).reduce(f64::max);
         }
-        tick(1);
     }
-    let latency = q.apiserver_latency_p99_seconds.replace(WINDOW, "1d");
-    for (m, v) in source.instant(&latency, now_ms).await? {
+    for (m, v) in latencies {
         if let (Some(k), true) = (cluster_key(&m), v.is_finite()) {
             cluster_mut(&mut clusters, k).latency_p99_seconds = Some(v);
         }
     }
-    tick(1);
     Ok(clusters.into_values().collect())
 }
 
@@ -447,4 +537,66 @@ fn cluster_mut(
         cluster: k.2,
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A store that answers every query with no series, holding each answer until `gate`
+    /// queries are in flight (or a moment has passed, for the last few), and counts the most
+    /// in flight at once.
+    async fn store(gate: usize) -> (String, Arc<AtomicUsize>) {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let answer = |kind: &'static str| {
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            move || async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                for _ in 0..30 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if in_flight.load(Ordering::SeqCst) >= gate {
+                        break;
+                    }
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                format!(r#"{{"status":"success","data":{{"resultType":"{kind}","result":[]}}}}"#)
+            }
+        };
+        let app = axum::Router::new()
+            .route("/api/v1/query", axum::routing::post(answer("vector")))
+            .route("/api/v1/query_range", axum::routing::post(answer("matrix")));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}"), most)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_has_as_many_queries_in_flight_as_configured_and_no_more() {
+        for limit in [1, 3] {
+            let (url, most) = store(limit).await;
+            let source = Source::new(&url, Duration::from_secs(10), None).unwrap();
+            let config = PlannerConfig {
+                max_concurrent_queries: limit as u32,
+                ..Default::default()
+            };
+            let mut ticks = Vec::new();
+            let observed = scan(&source, &config, 100 * DAY_MS, |p| ticks.push(p))
+                .await
+                .unwrap();
+            assert!(observed.resources.is_empty() && observed.clusters.is_empty());
+            assert_eq!(most.load(Ordering::SeqCst), limit, "limit {limit}");
+            // Every step of the progress bar is reported once, in order, up to its total.
+            let total = ticks[0].total;
+            let done: Vec<usize> = ticks.iter().map(|p| p.done).collect();
+            assert_eq!(done, (1..=total).collect::<Vec<_>>());
+            assert!(source.stats().queries >= total as u64);
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! A client of any Prometheus-compatible query API (Prometheus, VictoriaMetrics, Thanos,
 //! Mimir, strata central): `POST /api/v1/query` and `/api/v1/query_range` with form-encoded
 //! parameters, as the Prometheus HTTP API documents them. It counts the queries it issues and
-//! the samples it receives, which the scale benchmark reports.
+//! the samples it receives, which the scale benchmark reports, and has at most so many of them
+//! in flight at once, so a report is quick without crowding the store's other users.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use strata_wire::api::{Envelope, Metric, QueryData, Status, TOO_MANY_SAMPLES};
+use tokio::sync::Semaphore;
 
 use crate::{Error, Result};
 
@@ -29,7 +31,12 @@ pub struct Source {
     bearer_token: Option<String>,
     queries: Arc<AtomicU64>,
     samples: Arc<AtomicU64>,
+    /// One permit per query in flight.
+    permits: Arc<Semaphore>,
 }
+
+/// Queries a source has in flight at once unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 4;
 
 impl Source {
     /// `url` is the API's base, e.g. `http://127.0.0.1:9090` (without `/api/v1`).
@@ -54,7 +61,16 @@ impl Source {
             bearer_token,
             queries: Arc::default(),
             samples: Arc::default(),
+            permits: Arc::new(Semaphore::new(DEFAULT_CONCURRENCY)),
         })
+    }
+
+    /// The same source (counting into the same totals) with at most `queries` in flight.
+    pub fn with_concurrency(&self, queries: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(queries.max(1))),
+            ..self.clone()
+        }
     }
 
     /// The same source with its counts of queries and samples starting from zero, to
@@ -174,8 +190,17 @@ impl Source {
     }
 
     async fn post(&self, path: &str, query: &str, form: &[(&str, &str)]) -> Result<QueryData> {
-        self.queries.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}{path}", self.base);
+        // The semaphore is never closed.
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        self.queries.fetch_add(1, Ordering::Relaxed);
         let body = serde_urlencoded::to_string(form)
             .map_err(|e| self.bad(query, format!("cannot encode the form: {e}")))?;
         let mut request = self

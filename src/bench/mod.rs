@@ -55,7 +55,8 @@ pub enum BenchCommand {
         after_help = "Examples (release build; 200 cells and 10,000 clusters, 30 days):
   cargo run --release -- bench planner               # at 1h: loads in about 31 minutes on two cores
   cargo run --release -- bench planner --step 12h    # loads in about 4 minutes
-  strata bench planner --cells-per-region 5 --days 14 --step 1h"
+  strata bench planner --cells-per-region 5 --days 14 --step 1h
+  strata bench planner --source http://127.0.0.1:9090 --max-concurrent-queries 1   # one query at a time"
     )]
     Planner(planner::PlannerArgs),
 }

@@ -40,6 +40,9 @@ pub struct PlannerArgs {
     /// Reports to time, one after another.
     #[arg(long, default_value_t = 2)]
     repeat: u32,
+    /// Queries each report has in flight at once (the planner's `max_concurrent_queries`).
+    #[arg(long, default_value_t = PlannerConfig::default().max_concurrent_queries)]
+    max_concurrent_queries: u32,
     /// Plan from this Prometheus-compatible API, already loaded with the same fleet (same
     /// seed, sizes and days ending at the start of today, UTC), instead of starting a strata
     /// central and backfilling it.
@@ -51,8 +54,8 @@ pub struct PlannerArgs {
 }
 
 pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
-    if args.repeat == 0 || args.days == 0 {
-        bail!("--repeat and --days must be at least 1");
+    if args.repeat == 0 || args.days == 0 || args.max_concurrent_queries == 0 {
+        bail!("--repeat, --days and --max-concurrent-queries must be at least 1");
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -65,6 +68,7 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
     let config = PlannerConfig {
         history_days: defaults.history_days.min(args.days),
         min_history_days: defaults.min_history_days.min(args.days),
+        max_concurrent_queries: args.max_concurrent_queries,
         ..defaults
     };
     config
@@ -111,7 +115,11 @@ pub async fn run(args: PlannerArgs) -> anyhow::Result<()> {
         }
     };
     println!(
-        "\n{:<8} {:>10} {:>8} {:>12} {:>7} {:>16} {:>9} {:>20}",
+        "\nreports with up to {} queries in flight",
+        config.max_concurrent_queries
+    );
+    println!(
+        "{:<8} {:>10} {:>8} {:>12} {:>7} {:>16} {:>9} {:>20}",
         "report",
         "seconds",
         "queries",
