@@ -628,7 +628,7 @@ impl Block {
                     current = Some(id);
                     out.push(SeriesData {
                         labels: self.labels(id),
-                        samples: Vec::new(),
+                        samples: Vec::with_capacity(self.series[id as usize].rows as usize),
                     });
                 }
                 let t = ts.value(i);

@@ -498,6 +498,8 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 })
                 .collect::<QueryResult<_>>()?
         };
+        // Series matched by several `or` groups count once; one group has nothing to remember.
+        let several = groups.len() > 1;
         let mut seen = std::collections::HashSet::new();
         for g in groups {
             let series = self
@@ -508,7 +510,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                     message: e.to_string(),
                 })?;
             for s in series {
-                if seen.insert(s.labels.clone()) {
+                if !several || seen.insert(s.labels.clone()) {
                     self.samples_loaded += s.samples.len();
                     found.push(Loaded::new(metric_of(s.labels), s.samples));
                 }
