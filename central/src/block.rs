@@ -577,6 +577,16 @@ impl Block {
 
     /// Reads the samples in `[mint, maxt]` of the given series ids (sorted), in id order.
     fn read_series(&self, ids: &[u32], mint: i64, maxt: i64) -> Result<Vec<SeriesData>> {
+        Ok(self
+            .read_samples(ids, mint, maxt)?
+            .into_iter()
+            .map(|s| s.into_series())
+            .collect())
+    }
+
+    /// Reads the samples in `[mint, maxt]` of the given series ids (sorted), in id order,
+    /// leaving their labels in the block until they are needed.
+    fn read_samples(&self, ids: &[u32], mint: i64, maxt: i64) -> Result<Vec<BlockPart<'_>>> {
         let path = self.dir.join(SAMPLES_FILE);
         let mut selectors = Vec::new();
         let mut at = 0u64;
@@ -604,7 +614,7 @@ impl Block {
                     .build()
             })
             .map_err(|e| block_err(&path, e))?;
-        let mut out: Vec<SeriesData> = Vec::with_capacity(ids.len());
+        let mut out: Vec<BlockPart<'_>> = Vec::with_capacity(ids.len());
         let mut current: Option<u32> = None;
         for batch in reader {
             let batch = batch.map_err(|e| block_err(&path, e))?;
@@ -626,8 +636,9 @@ impl Block {
                 let id = sid.value(i);
                 if current != Some(id) {
                     current = Some(id);
-                    out.push(SeriesData {
-                        labels: self.labels(id),
+                    out.push(BlockPart {
+                        block: self,
+                        id,
                         samples: Vec::with_capacity(self.series[id as usize].rows as usize),
                     });
                 }
@@ -644,8 +655,8 @@ impl Block {
         Ok(out)
     }
 
-    /// Series matching `matchers` with their samples in `[mint, maxt]`.
-    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>> {
+    /// Series matching `matchers` with their samples in `[mint, maxt]`, in label order.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<BlockPart<'_>>> {
         if !self.overlaps(mint, maxt) {
             return Ok(Vec::new());
         }
@@ -653,7 +664,7 @@ impl Block {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.read_series(&ids, mint, maxt)
+        self.read_samples(&ids, mint, maxt)
     }
 
     /// Every series of the block in label order (for deletion rewrites).
@@ -673,6 +684,35 @@ impl Block {
 
 /// Reads a block's series in label order, a batch of series at a time, so compaction and
 /// rewrites hold only one batch per source block in memory.
+/// A series' samples read from a block, its labels still the block's symbols: a query over
+/// many blocks builds each label set once, from the first block that has the series.
+#[derive(Debug)]
+pub struct BlockPart<'a> {
+    block: &'a Block,
+    id: u32,
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl BlockPart<'_> {
+    /// Orders the series' labels against `labels` as [`crate::head::label_order`] does, without
+    /// building them.
+    pub fn label_order(&self, labels: &[Label]) -> std::cmp::Ordering {
+        let symbols = &self.block.symbols;
+        self.block.series[self.id as usize]
+            .labels
+            .iter()
+            .map(|&(n, v)| (symbols.resolve(n), symbols.resolve(v)))
+            .cmp(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+    }
+
+    pub fn into_series(self) -> SeriesData {
+        SeriesData {
+            labels: self.block.labels(self.id),
+            samples: self.samples,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct SeriesCursor<'a> {
     block: &'a Block,
@@ -815,7 +855,16 @@ mod tests {
         let got = block.select(&m, i64::MIN, i64::MAX).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].samples.len(), 5);
-        assert_eq!(got[0].labels[1], Label::new("cell", "hz-02"));
+        let labels = [
+            Label::new("__name__", "up"),
+            Label::new("cell", "hz-02"),
+            Label::new("job", "node"),
+        ];
+        assert!(got[0].label_order(&labels).is_eq());
+        assert!(got[0].label_order(&labels[..2]).is_gt());
+        let later = [Label::new("__name__", "up"), Label::new("cell", "hz-03")];
+        assert!(got[0].label_order(&later).is_lt());
+        assert_eq!(got.into_iter().next().unwrap().into_series().labels, labels);
         let m = [Matcher::new(MatchOp::Regex, "cell", "hz-.*").unwrap()];
         let got = block.select(&m, 15_000, 30_000).unwrap();
         assert_eq!(got.len(), 2);

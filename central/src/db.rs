@@ -23,7 +23,7 @@ use strata_wire::Label;
 use strata_wire::labels::LabelPair;
 use strata_wire::view::SeriesRef;
 
-use crate::block::{self, Block, BlockMeta, BlockWriter, SeriesCursor};
+use crate::block::{self, Block, BlockMeta, BlockPart, BlockWriter, SeriesCursor};
 use crate::head::{self, AppendMode, Head, HeadStats, Refusal, SeriesData};
 use crate::index::{self, Matcher};
 use crate::sync::{lock, read, write};
@@ -193,39 +193,81 @@ fn write_marker(path: &Path, m: CutMarker) -> Result<()> {
 pub fn merge_series(sources: impl IntoIterator<Item = Vec<SeriesData>>) -> Vec<SeriesData> {
     let mut out: Vec<SeriesData> = Vec::new();
     for mut source in sources {
-        source.sort_by(|a, b| a.labels.cmp(&b.labels));
+        source.sort_by(|a, b| head::label_order(&a.labels, &b.labels));
         out = merge_sorted(out, source);
     }
-    for s in &mut out {
+    by_time(&mut out);
+    out
+}
+
+/// Sorts each merged series' samples by time, one per timestamp (the first source's).
+fn by_time(series: &mut [SeriesData]) {
+    for s in series {
         if !s.samples.is_sorted_by_key(|x| x.0) {
             s.samples.sort_by_key(|x| x.0);
         }
         head::dedup_by_time(&mut s.samples, 0);
     }
-    out
+}
+
+/// One series' samples from one source of a merge.
+trait Part {
+    /// Orders its labels against `labels` as [`head::label_order`] does.
+    fn label_order(&self, labels: &[Label]) -> Ordering;
+    fn into_samples(self) -> Vec<(i64, f64)>;
+    fn into_series(self) -> SeriesData;
+}
+
+impl Part for SeriesData {
+    fn label_order(&self, labels: &[Label]) -> Ordering {
+        head::label_order(&self.labels, labels)
+    }
+
+    fn into_samples(self) -> Vec<(i64, f64)> {
+        self.samples
+    }
+
+    fn into_series(self) -> SeriesData {
+        self
+    }
+}
+
+/// A block's series builds its labels only when the merge does not have them yet.
+impl Part for BlockPart<'_> {
+    fn label_order(&self, labels: &[Label]) -> Ordering {
+        BlockPart::label_order(self, labels)
+    }
+
+    fn into_samples(self) -> Vec<(i64, f64)> {
+        self.samples
+    }
+
+    fn into_series(self) -> SeriesData {
+        BlockPart::into_series(self)
+    }
 }
 
 /// Merges two lists of series sorted by labels; a series in both gets `a`'s samples first.
 /// The series of `b` that `a` has (with blocks of one fleet, nearly all of them) are added in
 /// place; only those it lacks are interleaved, so a merge of many blocks does not move every
 /// series once per block.
-fn merge_sorted(mut a: Vec<SeriesData>, b: Vec<SeriesData>) -> Vec<SeriesData> {
+fn merge_sorted<P: Part>(mut a: Vec<SeriesData>, b: Vec<P>) -> Vec<SeriesData> {
     if a.is_empty() {
-        return b;
+        return b.into_iter().map(P::into_series).collect();
     }
     let mut missing = Vec::new();
     let mut i = 0;
     for y in b {
         loop {
-            match a.get(i).map(|x| x.labels.cmp(&y.labels)) {
+            match a.get(i).map(|x| y.label_order(&x.labels).reverse()) {
                 Some(Ordering::Less) => i += 1,
                 Some(Ordering::Equal) => {
-                    a[i].samples.extend(y.samples);
+                    a[i].samples.extend(y.into_samples());
                     i += 1;
                     break;
                 }
                 _ => {
-                    missing.push(y);
+                    missing.push(y.into_series());
                     break;
                 }
             }
@@ -238,7 +280,7 @@ fn merge_sorted(mut a: Vec<SeriesData>, b: Vec<SeriesData>) -> Vec<SeriesData> {
     let (mut a, mut b) = (a.into_iter().peekable(), missing.into_iter().peekable());
     loop {
         let a_first = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => x.labels < y.labels,
+            (Some(x), Some(y)) => head::label_order(&x.labels, &y.labels).is_lt(),
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => return out,
@@ -427,13 +469,15 @@ impl Db {
     /// samples from the head, so whatever leaves the head meanwhile is in the blocks read
     /// after it. (Blocks first would miss samples cut between the two reads.)
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>> {
-        let mut sources = vec![self.head.select(matchers, mint, maxt)];
+        let mut out = self.head.select(matchers, mint, maxt);
+        out.sort_by(|a, b| head::label_order(&a.labels, &b.labels));
         for b in self.blocks() {
             if b.overlaps(mint, maxt) {
-                sources.push(b.select(matchers, mint, maxt)?);
+                out = merge_sorted(out, b.select(matchers, mint, maxt)?);
             }
         }
-        Ok(merge_series(sources))
+        by_time(&mut out);
+        Ok(out)
     }
 
     /// Label sets of the series matching `matchers` with samples in `[mint, maxt]` (blocks by
@@ -1053,6 +1097,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_query_over_blocks_holding_different_series_gets_each_once_in_label_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(opts(dir.path())).unwrap();
+        let some = |cells: &[usize], from: i64, to: i64| {
+            let all = req(4, from, to, 60_000);
+            WriteRequest {
+                timeseries: cells.iter().map(|&i| all.timeseries[i].clone()).collect(),
+                metadata: vec![],
+            }
+        };
+        // c002 is in every block, c000 only in the first and the head, c001 only in the
+        // second, c003 only in the third and the head.
+        for (cells, from, to) in [
+            (&[0, 2][..], 0, 4 * HOUR),
+            (&[1, 2][..], 4 * HOUR, 6 * HOUR),
+            (&[2, 3][..], 6 * HOUR, 8 * HOUR),
+        ] {
+            db.write(some(cells, from, to).series_refs(), AppendMode::Live)
+                .await
+                .unwrap();
+            db.cut().unwrap();
+        }
+        assert!(db.blocks().len() >= 3, "{:?}", db.block_metas());
+        db.write(
+            some(&[3, 0], 8 * HOUR, 9 * HOUR).series_refs(),
+            AppendMode::Live,
+        )
+        .await
+        .unwrap();
+        let got = all(&db);
+        let cells: Vec<&str> = got.iter().map(|s| s.labels[1].value.as_str()).collect();
+        assert_eq!(cells, ["c000", "c001", "c002", "c003"]);
+        let minutes = |hours: i64| (hours * 60) as usize;
+        let lengths: Vec<usize> = got.iter().map(|s| s.samples.len()).collect();
+        assert_eq!(lengths, [minutes(5), minutes(2), minutes(8), minutes(3)]);
+        for s in &got {
+            assert!(
+                s.samples.windows(2).all(|w| w[0].0 < w[1].0),
+                "{:?}",
+                s.labels
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_replaced_block_is_readable_until_its_last_reader_lets_go() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(opts(dir.path())).unwrap();
@@ -1070,12 +1159,11 @@ mod tests {
         let m = Matcher::new(MatchOp::Equal, "__name__", "cpu").unwrap();
         let read: usize = taken
             .iter()
-            .map(|b| {
-                total(
-                    &b.select(std::slice::from_ref(&m), i64::MIN, i64::MAX)
-                        .unwrap(),
-                )
+            .flat_map(|b| {
+                b.select(std::slice::from_ref(&m), i64::MIN, i64::MAX)
+                    .unwrap()
             })
+            .map(|s| s.samples.len())
             .sum();
         assert_eq!(read, 3 * 6 * 60);
         let dirs: Vec<PathBuf> = taken.iter().map(|b| b.dir.clone()).collect();
