@@ -302,6 +302,101 @@ fn replaced_by_any(blocks: &[Arc<Block>]) -> Vec<String> {
     out
 }
 
+/// Opens every block in `blocks_dir`, as many at once as there are cores. A block that
+/// cannot be read is moved aside (`<id>.corrupt`) and reported in the second list.
+fn open_blocks(blocks_dir: &Path) -> Result<(Vec<Arc<Block>>, Vec<String>)> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(blocks_dir).map_err(io_err(blocks_dir))? {
+        let entry = entry.map_err(io_err(blocks_dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() && !name.ends_with(".corrupt") {
+            dirs.push((name, entry.path()));
+        }
+    }
+    dirs.sort();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut opened: Vec<(usize, Result<Block>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.min(dirs.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((_, dir)) = dirs.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, Block::open(dir)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    opened.sort_by_key(|o| o.0);
+    let (mut blocks, mut problems) = (Vec::new(), Vec::new());
+    for ((name, dir), (_, block)) in dirs.iter().zip(opened) {
+        match block {
+            Ok(b) => blocks.push(Arc::new(b)),
+            Err(e) => {
+                let aside = blocks_dir.join(format!("{name}.corrupt"));
+                let msg = format!(
+                    "block {name} is unreadable and was moved to {}: {e}; its time range is \
+                     missing until peer backfill refills it",
+                    aside.display()
+                );
+                tracing::error!("{msg}");
+                let _ = fs::rename(dir, &aside);
+                problems.push(msg);
+            }
+        }
+    }
+    Ok((blocks, problems))
+}
+
+/// The head as the WAL in `wal_dir` leaves it, the replay's report, the segments the WAL
+/// keeps (with their newest sample) and how many samples referred to unknown series.
+fn replay_wal(
+    opts: &Options,
+    wal_dir: &Path,
+) -> Result<(Head, ReplayReport, Vec<SegmentInfo>, usize)> {
+    let marker = read_marker(&opts.data_dir.join("head.json"))?;
+    let head = Head::new(opts.out_of_order_window.as_millis() as i64, opts.block_ms());
+    let mut segments: HashMap<u64, Option<i64>> = HashMap::new();
+    let mut unknown = 0usize;
+    let replay = wal::replay(wal_dir, |seg, rec| match rec {
+        Record::Series { id, labels } => head.replay_series(id, &labels),
+        Record::Samples(samples) => {
+            if seg > 0 {
+                let max = samples.iter().map(|s| s.1).max();
+                let e = segments.entry(seg).or_default();
+                *e = max.max(*e);
+            }
+            let persisted = |t: i64| seg < marker.segment && t < marker.boundary;
+            unknown += head.replay_samples(&samples, persisted);
+        }
+        Record::Delete {
+            matchers,
+            mint,
+            maxt,
+        } => {
+            head.delete(&matchers, mint, maxt);
+        }
+    })?;
+    let mut known: Vec<SegmentInfo> = segments
+        .into_iter()
+        .map(|(id, max_t)| SegmentInfo { id, max_t })
+        .collect();
+    known.sort_by_key(|s| s.id);
+    Ok((head, replay, known, unknown))
+}
+
 impl Db {
     /// Opens (or creates) the store in `opts.data_dir`: loads blocks, replays the WAL.
     pub fn open(opts: Options) -> Result<Self> {
@@ -309,29 +404,18 @@ impl Db {
         let wal_dir = opts.data_dir.join("wal");
         fs::create_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
         block::remove_partial(&blocks_dir)?;
-        let mut problems = Vec::new();
-        let mut blocks = Vec::new();
-        for entry in fs::read_dir(&blocks_dir).map_err(io_err(&blocks_dir))? {
-            let entry = entry.map_err(io_err(&blocks_dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !entry.path().is_dir() || name.ends_with(".corrupt") {
-                continue;
-            }
-            match Block::open(&entry.path()) {
-                Ok(b) => blocks.push(Arc::new(b)),
-                Err(e) => {
-                    let aside = blocks_dir.join(format!("{name}.corrupt"));
-                    let msg = format!(
-                        "block {name} is unreadable and was moved to {}: {e}; its time range is \
-                         missing until peer backfill refills it",
-                        aside.display()
-                    );
-                    tracing::error!("{msg}");
-                    let _ = fs::rename(entry.path(), &aside);
-                    problems.push(msg);
-                }
-            }
-        }
+        let started = std::time::Instant::now();
+        // The blocks are opened (several at once) while the WAL is replayed.
+        let (opened, replayed) = std::thread::scope(|s| {
+            let blocks = s.spawn(|| open_blocks(&blocks_dir));
+            let replayed = replay_wal(&opts, &wal_dir);
+            let blocks = blocks
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (blocks, replayed)
+        });
+        let (mut blocks, mut problems) = opened?;
+        let (head, replay, known, unknown) = replayed?;
         let replaced: HashSet<String> = blocks
             .iter()
             .flat_map(|b| b.meta.sources.iter().cloned())
@@ -342,29 +426,6 @@ impl Db {
         }
         blocks.retain(|b| !replaced.contains(&b.meta.id));
         blocks.sort_by_key(|b| (b.meta.min_t, b.meta.id.clone()));
-        let marker = read_marker(&opts.data_dir.join("head.json"))?;
-        let head = Head::new(opts.out_of_order_window.as_millis() as i64, opts.block_ms());
-        let mut segments: HashMap<u64, Option<i64>> = HashMap::new();
-        let mut unknown = 0usize;
-        let replay = wal::replay(&wal_dir, |seg, rec| match rec {
-            Record::Series { id, labels } => head.replay_series(id, &labels),
-            Record::Samples(samples) => {
-                if seg > 0 {
-                    let max = samples.iter().map(|s| s.1).max();
-                    let e = segments.entry(seg).or_default();
-                    *e = max.max(*e);
-                }
-                let persisted = |t: i64| seg < marker.segment && t < marker.boundary;
-                unknown += head.replay_samples(&samples, persisted);
-            }
-            Record::Delete {
-                matchers,
-                mint,
-                maxt,
-            } => {
-                head.delete(&matchers, mint, maxt);
-            }
-        })?;
         problems.extend(replay.problems.iter().cloned());
         if unknown > 0 {
             let msg = format!(
@@ -374,17 +435,13 @@ impl Db {
             tracing::error!("{msg}");
             problems.push(msg);
         }
-        let mut known: Vec<SegmentInfo> = segments
-            .into_iter()
-            .map(|(id, max_t)| SegmentInfo { id, max_t })
-            .collect();
-        known.sort_by_key(|s| s.id);
         let wal = Wal::open(&wal_dir, opts.wal_segment_bytes, known)?;
         let stats = head.stats();
         tracing::info!(
             blocks = blocks.len(),
             head_series = stats.series,
             wal_records = replay.records,
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
             "store opened"
         );
         Ok(Self {
