@@ -614,6 +614,8 @@ impl Block {
                     .build()
             })
             .map_err(|e| block_err(&path, e))?;
+        // A read of the whole block knows each series' length; a part of it does not.
+        let whole = mint <= self.meta.min_t && maxt >= self.meta.max_t;
         let mut out: Vec<BlockPart<'_>> = Vec::with_capacity(ids.len());
         let mut current: Option<u32> = None;
         for batch in reader {
@@ -639,7 +641,11 @@ impl Block {
                     out.push(BlockPart {
                         block: self,
                         id,
-                        samples: Vec::with_capacity(self.series[id as usize].rows as usize),
+                        samples: if whole {
+                            Vec::with_capacity(self.series[id as usize].rows as usize)
+                        } else {
+                            Vec::new()
+                        },
                     });
                 }
                 let t = ts.value(i);
@@ -682,15 +688,22 @@ impl Block {
     }
 }
 
-/// Reads a block's series in label order, a batch of series at a time, so compaction and
-/// rewrites hold only one batch per source block in memory.
 /// A series' samples read from a block, its labels still the block's symbols: a query over
 /// many blocks builds each label set once, from the first block that has the series.
-#[derive(Debug)]
 pub struct BlockPart<'a> {
     block: &'a Block,
     id: u32,
     pub samples: Vec<(i64, f64)>,
+}
+
+impl std::fmt::Debug for BlockPart<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockPart")
+            .field("block", &self.block.meta.id)
+            .field("id", &self.id)
+            .field("samples", &self.samples.len())
+            .finish()
+    }
 }
 
 impl BlockPart<'_> {
@@ -713,6 +726,8 @@ impl BlockPart<'_> {
     }
 }
 
+/// Reads a block's series in label order, a batch of series at a time, so compaction and
+/// rewrites hold only one batch per source block in memory.
 #[derive(Debug)]
 pub struct SeriesCursor<'a> {
     block: &'a Block,

@@ -66,7 +66,7 @@ pub struct PlannerConfig {
     /// Longest range one `query_range` covers; longer ranges are asked for in pieces, so no
     /// single query loads too many samples in the store.
     pub max_days_per_query: u32,
-    /// Queries the planner has in flight at once. More make a report of a large fleet quicker
+    /// Queries a report has in flight at once. More make a report of a large fleet quicker
     /// where the store has the cores for them (Prometheus runs up to 20 at once by default,
     /// `--query.max-concurrency`); fewer leave more to the store's other users.
     pub max_concurrent_queries: u32,
