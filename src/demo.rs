@@ -416,11 +416,22 @@ struct Reading {
     central_appended: [f64; 2],
     edge_queued: f64,
     cascade_queued: f64,
+    /// Of `cascade_queued`, the aggregation input each cascade keeps until every window it
+    /// can feed has closed (about 11 minutes of it), by design rather than a backlog.
+    cascade_held: f64,
     dropped: f64,
 }
 
-async fn metric_sum(client: &reqwest::Client, addr: SocketAddr, names: &[&str]) -> Vec<f64> {
-    let mut out = vec![0.0; names.len()];
+/// A metric name and the labels a series of it must have to be counted.
+type Selector<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+/// The sum over the series each selector picks from `addr`'s `/metrics` (0 when unreadable).
+async fn metric_sum(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    selectors: &[Selector<'_>],
+) -> Vec<f64> {
+    let mut out = vec![0.0; selectors.len()];
     let Ok(resp) = client.get(format!("http://{addr}/metrics")).send().await else {
         return out;
     };
@@ -432,8 +443,15 @@ async fn metric_sum(client: &reqwest::Client, addr: SocketAddr, names: &[&str]) 
         return out;
     };
     for s in scrape.samples {
-        if let Some(i) = names.iter().position(|n| s.labels[0].value == *n) {
-            out[i] += s.value;
+        let has = |(name, value): &(&str, &str)| {
+            s.labels
+                .iter()
+                .any(|l| l.name == *name && l.value == *value)
+        };
+        for (i, (name, labels)) in selectors.iter().enumerate() {
+            if s.labels[0].value == *name && labels.iter().all(has) {
+                out[i] += s.value;
+            }
         }
     }
     out
@@ -441,10 +459,10 @@ async fn metric_sum(client: &reqwest::Client, addr: SocketAddr, names: &[&str]) 
 
 async fn read(client: &reqwest::Client, ports: &Ports) -> Reading {
     let mut r = Reading::default();
-    let relay = [
-        "strata_relay_samples_sent_total",
-        "strata_relay_queue_pending_samples",
-        "strata_relay_samples_dropped_total",
+    let relay: [Selector; 3] = [
+        ("strata_relay_samples_sent_total", &[]),
+        ("strata_relay_queue_pending_samples", &[]),
+        ("strata_relay_samples_dropped_total", &[]),
     ];
     for addr in &ports.edges {
         let v = metric_sum(client, *addr, &relay).await;
@@ -453,16 +471,25 @@ async fn read(client: &reqwest::Client, ports: &Ports) -> Reading {
         r.dropped += v[2];
     }
     for addr in &ports.cascades {
-        let mut names = vec!["strata_cascade_samples_received_total"];
-        names.extend(&relay[1..]);
-        let v = metric_sum(client, *addr, &names).await;
+        let mut selectors: Vec<Selector> = vec![("strata_cascade_samples_received_total", &[])];
+        selectors.extend(&relay[1..]);
+        selectors.push((
+            "strata_relay_queue_pending_samples",
+            &[("destination", "aggregation")],
+        ));
+        let v = metric_sum(client, *addr, &selectors).await;
         r.cascade_received += v[0];
         r.cascade_queued += v[1];
         r.dropped += v[2];
+        r.cascade_held += v[3];
     }
     for (i, addr) in ports.central.iter().enumerate() {
-        r.central_appended[i] =
-            metric_sum(client, *addr, &["strata_central_samples_appended_total"]).await[0];
+        r.central_appended[i] = metric_sum(
+            client,
+            *addr,
+            &[("strata_central_samples_appended_total", &[])],
+        )
+        .await[0];
     }
     r
 }
@@ -673,13 +700,14 @@ pub async fn run(
                 let seconds = last.0.elapsed().as_secs_f64();
                 let before = &last.1;
                 println!(
-                    "edges {} -> cascades {} -> central az-a {} az-b {} | queued: edges {} cascades {} | dropped {}",
+                    "edges {} -> cascades {} -> central az-a {} az-b {} | queued: edges {} cascades {} (+{} held for aggregation windows) | dropped {}",
                     rate(now.edge_sent, before.edge_sent, seconds),
                     rate(now.cascade_received, before.cascade_received, seconds),
                     rate(now.central_appended[0], before.central_appended[0], seconds),
                     rate(now.central_appended[1], before.central_appended[1], seconds),
                     now.edge_queued,
-                    now.cascade_queued,
+                    now.cascade_queued - now.cascade_held,
+                    now.cascade_held,
                     now.dropped,
                 );
                 last = (Instant::now(), now);
