@@ -605,8 +605,8 @@ impl Db {
     /// backfill) is cut a window at a time.
     fn cut_boundary(&self) -> Option<i64> {
         let block_ms = self.opts.block_ms();
-        let st = self.head.stats();
-        let (lo, hi) = (st.min_t?, st.max_t?);
+        let (lo, hi) = self.head.time_range();
+        let (lo, hi) = (lo?, hi?);
         let window = block_ms * COMPACTION_FACTORS[COMPACTION_FACTORS.len() - 1];
         let latest = (hi - block_ms / 2).div_euclid(block_ms) * block_ms;
         let boundary = latest.min((lo.div_euclid(window) + 1) * window);
@@ -725,7 +725,7 @@ impl Db {
             }
         }
         let block_ms = self.opts.block_ms();
-        let head_min = self.head.stats().min_t.unwrap_or(i64::MAX);
+        let head_min = self.head.time_range().0.unwrap_or(i64::MAX);
         for factor in COMPACTION_FACTORS {
             let window = block_ms * factor;
             let mut by_window: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();

@@ -743,6 +743,19 @@ impl Head {
         removed
     }
 
+    /// The oldest and newest sample time in the head, `None` when it is empty: what
+    /// maintenance needs, without [`Head::stats`]' walk of every chunk.
+    pub fn time_range(&self) -> (Option<i64>, Option<i64>) {
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for stripe in self.stripes.iter() {
+            for s in lock(stripe).series.values() {
+                lo = lo.min(s.min_t());
+                hi = hi.max(s.max_t());
+            }
+        }
+        ((lo < i64::MAX).then_some(lo), (hi > i64::MIN).then_some(hi))
+    }
+
     /// Counts and sizes, walking every stripe.
     pub fn stats(&self) -> HeadStats {
         let mut st = HeadStats::default();
@@ -883,10 +896,12 @@ mod tests {
     #[test]
     fn chunks_do_not_cross_block_boundaries_and_cuts_drop_only_what_was_copied() {
         let mut f = Fixture::new();
+        assert_eq!(f.head.time_range(), (None, None));
         let l = labels("up", "node");
         // 3 hours at 60s: 180 samples across the 2h boundary.
         let samples: Vec<(i64, f64)> = (0..180).map(|i| (i * 60_000, i as f64)).collect();
         f.append(&l, &samples, AppendMode::Live);
+        assert_eq!(f.head.time_range(), (Some(0), Some(179 * 60_000)));
         let cut = f.head.start_cut(2 * HOUR);
         assert_eq!(cut.len(), 1);
         let samples = f.head.cut_samples(cut[0].1);
@@ -899,6 +914,9 @@ mod tests {
         let rest = f.head.select(&[], 0, i64::MAX);
         assert_eq!(rest[0].samples.len(), 60);
         assert_eq!(rest[0].samples[0].0, 2 * HOUR);
+        assert_eq!(f.head.time_range(), (Some(2 * HOUR), Some(179 * 60_000)));
+        let stats = f.head.stats();
+        assert_eq!(f.head.time_range(), (stats.min_t, stats.max_t));
     }
 
     #[test]
