@@ -172,24 +172,17 @@ async fn scan_resource(
     tick: &impl Fn(usize),
 ) -> Result<ResourceScan> {
     let (daily, hourly, limits, uses, shares) = tokio::try_join!(
-        async {
-            let daily = windows.read(source, &r.used, false).await?;
-            tick(1);
-            Ok::<_, Error>(daily)
-        },
-        async {
-            let hourly = windows.read(source, &r.used, true).await?;
-            tick(1);
-            Ok::<_, Error>(hourly)
-        },
-        async {
-            let limits = match (&r.limit, r.limit_value) {
-                (Some(q), _) => Some(source.latest(q, now_ms, HOUR_MS).await?),
-                _ => None,
-            };
-            tick(1);
-            Ok::<_, Error>(limits)
-        },
+        ticked(windows.read(source, &r.used, false), tick),
+        ticked(windows.read(source, &r.used, true), tick),
+        ticked(
+            async {
+                Ok(match (&r.limit, r.limit_value) {
+                    (Some(q), _) => Some(source.latest(q, now_ms, HOUR_MS).await?),
+                    _ => None,
+                })
+            },
+            tick
+        ),
         async {
             match &r.per_node {
                 Some(p) => scan_per_node(source, p, windows, now_ms, tick)
@@ -198,21 +191,22 @@ async fn scan_resource(
                 None => Ok(None),
             }
         },
-        async {
-            let shares = match &r.share {
-                Some(q) => Some(
-                    source
-                        .latest(q, now_ms, HOUR_MS)
-                        .await?
-                        .into_iter()
-                        .filter_map(|(m, v)| Some((cluster_key(&m)?, v)))
-                        .collect(),
-                ),
-                None => None,
-            };
-            tick(1);
-            Ok::<_, Error>(shares)
-        },
+        ticked(
+            async {
+                Ok(match &r.share {
+                    Some(q) => Some(
+                        source
+                            .latest(q, now_ms, HOUR_MS)
+                            .await?
+                            .into_iter()
+                            .filter_map(|(m, v)| Some((cluster_key(&m)?, v)))
+                            .collect(),
+                    ),
+                    None => None,
+                })
+            },
+            tick
+        ),
     )?;
     let mut series = join(r, daily, hourly, limits.as_deref())?;
     if let Some(mut uses) = uses {
@@ -233,6 +227,13 @@ async fn scan_resource(
             .map(|p| cell_use(p).replace(WINDOW, "1d")),
     };
     Ok((series, queries, shares))
+}
+
+/// `read`'s answer, ticking the progress bar once it is in.
+async fn ticked<T>(read: impl Future<Output = Result<T>>, tick: &impl Fn(usize)) -> Result<T> {
+    let answer = read.await?;
+    tick(1);
+    Ok(answer)
 }
 
 type Metric = strata_wire::api::Metric;
@@ -369,15 +370,10 @@ async fn scan_per_node(
     tick: &impl Fn(usize),
 ) -> Result<BTreeMap<(String, String), NodeUse>> {
     let cell = &cell_use(p);
-    let read = |hourly| async move {
-        let series = windows.read(source, cell, hourly).await?;
-        tick(1);
-        Ok::<_, Error>(series)
-    };
     let used = p.used.replace(WINDOW, &windows.hourly_span());
     let (daily, hourly, holds, max, nodes) = tokio::try_join!(
-        read(false),
-        read(true),
+        ticked(windows.read(source, cell, false), tick),
+        ticked(windows.read(source, cell, true), tick),
         node_values(source, &p.holds, now_ms),
         node_values(source, &p.max, now_ms),
         source.instant(&used, windows.hour_end),
@@ -468,36 +464,17 @@ async fn scan_clusters(
     let dimension = |query: &str| {
         let day = query.replace(WINDOW, "1d");
         async move {
-            let (last_day, peaks) = tokio::try_join!(
-                async {
-                    let last_day = source.instant(&day, end_ms).await?;
-                    tick(1);
-                    Ok::<_, Error>(last_day)
-                },
-                async {
-                    let peaks = source
-                        .range(&day, window_start, end_ms, DAY_MS, span)
-                        .await?;
-                    tick(1);
-                    Ok::<_, Error>(peaks)
-                },
-            )?;
-            Ok::<_, Error>((last_day, peaks))
+            tokio::try_join!(
+                ticked(source.instant(&day, end_ms), tick),
+                ticked(source.range(&day, window_start, end_ms, DAY_MS, span), tick),
+            )
         }
     };
     let latency = q.apiserver_latency_p99_seconds.replace(WINDOW, "1d");
     let (sizes, dimensions, latencies) = tokio::try_join!(
-        async {
-            let sizes = source.latest(&q.size, now_ms, HOUR_MS).await?;
-            tick(1);
-            Ok::<_, Error>(sizes)
-        },
+        ticked(source.latest(&q.size, now_ms, HOUR_MS), tick),
         try_join_all(q.dimensions().into_iter().map(dimension)),
-        async {
-            let latencies = source.instant(&latency, end_ms).await?;
-            tick(1);
-            Ok::<_, Error>(latencies)
-        },
+        ticked(source.instant(&latency, end_ms), tick),
     )?;
     let mut clusters: BTreeMap<ClusterKey, ClusterSeries> = BTreeMap::new();
     for (m, _) in sizes {
