@@ -222,6 +222,12 @@ struct CentralArgs {
     /// Blocks whose newest sample is older than this are deleted.
     #[arg(long, default_value = "15d", value_parser = humantime::parse_duration)]
     retention: std::time::Duration,
+    /// Longest time range compaction makes one block span (Prometheus's
+    /// --storage.tsdb.max-block-duration). Longer blocks take less memory and make long
+    /// queries quicker; a block is deleted whole, so its oldest samples outlive --retention by
+    /// up to this much. Default: a tenth of --retention, at most 31d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_block_duration: Option<std::time::Duration>,
     /// Samples up to this much older than the newest are accepted out of order.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     out_of_order_window: std::time::Duration,
@@ -309,6 +315,16 @@ impl CentralArgs {
         if self.retention < self.block_duration {
             anyhow::bail!("--retention must be at least --block-duration");
         }
+        let max_block_duration = self
+            .max_block_duration
+            .unwrap_or_else(|| StorageOptions::default_max_block_duration(self.retention));
+        if self.max_block_duration.is_some() && max_block_duration < self.block_duration {
+            anyhow::bail!(
+                "--max-block-duration ({}) must be at least --block-duration ({})",
+                humantime::format_duration(max_block_duration),
+                humantime::format_duration(self.block_duration)
+            );
+        }
         let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
         let flags = [
             ("listen", self.listen.to_string()),
@@ -320,6 +336,7 @@ impl CentralArgs {
             ("backfill-settle", d(self.backfill_settle)),
             ("maintenance-interval", d(self.maintenance_interval)),
             ("block-duration", d(self.block_duration)),
+            ("max-block-duration", d(max_block_duration)),
             ("retention", d(self.retention)),
             ("out-of-order-window", d(self.out_of_order_window)),
             ("read-sample-limit", self.read_sample_limit.to_string()),
@@ -410,6 +427,7 @@ impl CentralArgs {
                 retention: self.retention,
                 out_of_order_window: self.out_of_order_window,
                 wal_segment_bytes: 128 << 20,
+                max_block_duration,
             },
             az: self.az,
             backfill,
@@ -543,11 +561,12 @@ fn try_main() -> anyhow::Result<()> {
                         anyhow::anyhow!("rule files have errors:\n  {}", reasons.join("\n  "))
                     })?;
                 println!(
-                    "valid central flags: az {}, listen {}, data {}, retention {}, {} rule groups, {} webhook receivers",
+                    "valid central flags: az {}, listen {}, data {}, retention {}, blocks up to {}, {} rule groups, {} webhook receivers",
                     config.az,
                     config.listen,
                     config.storage.data_dir.display(),
                     humantime::format_duration(config.storage.retention),
+                    humantime::format_duration(config.storage.max_block_duration),
                     groups.len(),
                     receivers.len()
                 );

@@ -5,8 +5,9 @@
 //!   oldest, everything before that boundary is cut into blocks (one per aligned block range
 //!   the samples fall in, so old out-of-order or backfilled samples land in their own range),
 //!   then `head.json` records the cut and the WAL is checkpointed and truncated.
-//! - Blocks that overlap, and blocks that fit together in an aligned window of 3 and then 12
-//!   block ranges, are compacted into one; blocks past the retention are deleted.
+//! - Blocks that overlap, and blocks that fit together in an aligned window of 3, 12, 36, 108
+//!   and then 324 block ranges (no longer than `max_block_duration`), are compacted into one;
+//!   blocks past the retention are deleted.
 //! - Queries merge blocks and head by series, one sample per timestamp.
 
 use std::cmp::Ordering;
@@ -30,9 +31,13 @@ use crate::sync::{lock, read, write};
 use crate::wal::{self, Record, ReplayReport, SegmentInfo, Wal};
 use crate::{Error, Result};
 
-/// Compaction windows, in blocks, smallest first: blocks that fit in one window are merged
-/// once the head has moved past it.
-const COMPACTION_FACTORS: [i64; 2] = [3, 12];
+/// Compaction windows, in blocks, smallest first, each a multiple of the one before: blocks
+/// that fit in one window are merged once the head has moved past it. With 2-hour blocks they
+/// are 6 hours, a day, then 3, 9 and 27 days; only those up to `max_block_duration` are used.
+const COMPACTION_FACTORS: [i64; 5] = [3, 12, 36, 108, 324];
+
+/// The longest block by default, whatever the retention (Prometheus's 31 days).
+const MAX_BLOCK_DURATION_CAP: Duration = Duration::from_secs(31 * 24 * 3600);
 
 /// Storage options.
 #[derive(Debug, Clone)]
@@ -42,11 +47,31 @@ pub struct Options {
     pub retention: Duration,
     pub out_of_order_window: Duration,
     pub wal_segment_bytes: u64,
+    /// The longest time range compaction makes one block span. A block is deleted whole once
+    /// its newest sample is past the retention, so its oldest can outlive it by this much;
+    /// fewer, longer blocks hold fewer copies of each series' labels and postings.
+    pub max_block_duration: Duration,
 }
 
 impl Options {
+    /// Prometheus's default for `--storage.tsdb.max-block-duration`: a tenth of the
+    /// retention, at most 31 days.
+    pub fn default_max_block_duration(retention: Duration) -> Duration {
+        (retention / 10).min(MAX_BLOCK_DURATION_CAP)
+    }
+
     fn block_ms(&self) -> i64 {
         self.block_duration.as_millis() as i64
+    }
+
+    /// The compaction windows in use, in milliseconds, smallest first.
+    fn windows(&self) -> impl DoubleEndedIterator<Item = i64> {
+        let block_ms = self.block_ms();
+        let longest = self.max_block_duration.as_millis() as i64;
+        COMPACTION_FACTORS
+            .into_iter()
+            .map(move |factor| block_ms * factor)
+            .filter(move |&window| window <= longest)
     }
 }
 
@@ -607,7 +632,7 @@ impl Db {
         let block_ms = self.opts.block_ms();
         let (lo, hi) = self.head.time_range();
         let (lo, hi) = (lo?, hi?);
-        let window = block_ms * COMPACTION_FACTORS[COMPACTION_FACTORS.len() - 1];
+        let window = self.opts.windows().last().unwrap_or(block_ms);
         let latest = (hi - block_ms / 2).div_euclid(block_ms) * block_ms;
         let boundary = latest.min((lo.div_euclid(window) + 1) * window);
         (boundary > lo).then_some(boundary)
@@ -619,8 +644,7 @@ impl Db {
     /// with every series, and compact them again.
     fn cut_range(&self, t: i64, boundary: i64) -> (i64, i64) {
         let block_ms = self.opts.block_ms();
-        for factor in COMPACTION_FACTORS.iter().rev() {
-            let window = block_ms * factor;
+        for window in self.opts.windows().rev() {
             let start = t.div_euclid(window) * window;
             if start + window <= boundary {
                 return (start, start + window);
@@ -711,7 +735,7 @@ impl Db {
     }
 
     /// Groups of blocks to compact: overlapping blocks first, then blocks sharing an aligned
-    /// window of 3 and then 12 block ranges that ends before the head starts.
+    /// compaction window, smallest first, that ends before the head starts.
     fn plan_compaction(&self) -> Option<Vec<Arc<Block>>> {
         let blocks = self.blocks();
         for (i, a) in blocks.iter().enumerate() {
@@ -724,10 +748,8 @@ impl Db {
                 return Some(group);
             }
         }
-        let block_ms = self.opts.block_ms();
         let head_min = self.head.time_range().0.unwrap_or(i64::MAX);
-        for factor in COMPACTION_FACTORS {
-            let window = block_ms * factor;
+        for window in self.opts.windows() {
             let mut by_window: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
             for b in &blocks {
                 let w = b.meta.min_t.div_euclid(window);
@@ -925,6 +947,7 @@ mod tests {
             retention: Duration::from_secs(30 * 24 * 3600),
             out_of_order_window: Duration::from_secs(600),
             wal_segment_bytes: 1 << 20,
+            max_block_duration: Duration::from_secs(3 * 24 * 3600),
         }
     }
 
@@ -1070,6 +1093,57 @@ mod tests {
         assert_eq!(db.head_stats().min_t, Some(70 * HOUR));
         assert_eq!(db.compact().unwrap(), 0, "nothing left to compact");
         assert_eq!(all(&db), before, "a cut changes nothing a query sees");
+    }
+
+    #[tokio::test]
+    async fn blocks_are_compacted_into_windows_up_to_the_longest_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let day_blocks = Options {
+            max_block_duration: Duration::from_secs(24 * 3600),
+            ..opts(dir.path())
+        };
+        let db = Db::open(day_blocks).unwrap();
+        // Seven days at 1h, cut into day blocks where blocks may be a day at most.
+        db.write(
+            req(20, 0, 7 * 24 * HOUR, HOUR).series_refs(),
+            AppendMode::Backfill,
+        )
+        .await
+        .unwrap();
+        db.cut().unwrap();
+        assert_eq!(db.compact().unwrap(), 0);
+        let ranges = |db: &Db| -> Vec<(i64, i64)> {
+            db.block_metas()
+                .iter()
+                .map(|m| (m.min_t / HOUR, m.max_t / HOUR))
+                .collect()
+        };
+        let days: Vec<(i64, i64)> = (0..6).map(|d| (d * 24, d * 24 + 23)).collect();
+        assert_eq!(ranges(&db)[..6], days[..]);
+        let before = all(&db);
+        db.close();
+        drop(db);
+        // Reopened where blocks may be three days, the day blocks of each whole 3-day window
+        // the head has left behind are merged into one.
+        let db = Db::open(opts(dir.path())).unwrap();
+        assert_eq!(db.compact().unwrap(), 2);
+        assert_eq!(ranges(&db)[..2], [(0, 71), (72, 143)]);
+        assert!(
+            ranges(&db)[2..]
+                .iter()
+                .all(|&(lo, hi)| lo >= 144 && hi - lo < 24),
+            "{:?}",
+            ranges(&db)
+        );
+        assert_eq!(all(&db), before, "compaction changes nothing a query sees");
+        assert_eq!(
+            Options::default_max_block_duration(Duration::from_secs(15 * 24 * 3600)),
+            Duration::from_secs(36 * 3600)
+        );
+        assert_eq!(
+            Options::default_max_block_duration(Duration::from_secs(3650 * 24 * 3600)),
+            MAX_BLOCK_DURATION_CAP
+        );
     }
 
     #[tokio::test]
