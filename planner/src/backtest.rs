@@ -12,6 +12,7 @@
 //! the cut and the crossing) cannot be foretold from history; the figures are given for all
 //! cases and for the foreseeable ones.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -57,6 +58,10 @@ pub struct Figures {
     pub p50_within_10pct: usize,
     /// `None` for methods without a band.
     pub band_contains: Option<usize>,
+    /// Reached cases whose p50 is more than 10% after the truth (or never comes), and more
+    /// than 10% before it.
+    pub p50_late: usize,
+    pub p50_early: usize,
     /// Cases not reached within the window.
     pub not_reached: usize,
     pub false_alarms: usize,
@@ -69,6 +74,8 @@ impl Figures {
             reached: 0,
             p50_within_10pct: 0,
             band_contains: band.then_some(0),
+            p50_late: 0,
+            p50_early: 0,
             not_reached: 0,
             false_alarms: 0,
         }
@@ -82,6 +89,8 @@ impl Figures {
                 (Some(x), Some(y)) => Some(x + y),
                 _ => None,
             },
+            p50_late: self.p50_late + other.p50_late,
+            p50_early: self.p50_early + other.p50_early,
             not_reached: self.not_reached + other.not_reached,
             false_alarms: self.false_alarms + other.false_alarms,
         }
@@ -116,6 +125,32 @@ impl Methods {
     }
 }
 
+/// Both methods' figures over all cases, over the foreseeable ones, and over the foreseeable
+/// ones of each resource.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Totals {
+    pub all: Methods,
+    /// Without the cases reached after a surprise.
+    pub foreseeable: Methods,
+    /// The foreseeable cases by resource (without the pool).
+    pub by_resource: BTreeMap<String, Methods>,
+}
+
+impl Totals {
+    fn plus(mut self, other: &Totals) -> Totals {
+        self.all = self.all.plus(other.all);
+        self.foreseeable = self.foreseeable.plus(other.foreseeable);
+        for (kind, m) in &other.by_resource {
+            let sum = match self.by_resource.get(kind) {
+                Some(mine) => mine.plus(*m),
+                None => *m,
+            };
+            self.by_resource.insert(kind.clone(), sum);
+        }
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Backtest {
     pub cut: String,
@@ -125,10 +160,19 @@ pub struct Backtest {
     pub skipped: usize,
     /// Already at the utilisation at the cut (not scored).
     pub already_reached: usize,
-    pub all: Methods,
-    /// Without the cases reached after a surprise.
-    pub foreseeable: Methods,
+    #[serde(flatten)]
+    pub totals: Totals,
     pub cases: Vec<Case>,
+}
+
+/// How a forecast time in days stands against the true one: within 10% of it (`Equal`), more
+/// than 10% after it or never (`Greater`), more than 10% before it (`Less`).
+fn side(got: Option<f64>, truth: f64) -> Ordering {
+    match got {
+        Some(d) if d < 0.9 * truth => Ordering::Less,
+        Some(d) if d <= 1.1 * truth => Ordering::Equal,
+        _ => Ordering::Greater,
+    }
 }
 
 /// Scores forecasts made at `cut_ms` against `truths`.
@@ -153,7 +197,8 @@ pub fn score(
             )
         })
         .collect();
-    let mut cases = Vec::new();
+    // Each case with its resource's name.
+    let mut cases: Vec<(&str, Case)> = Vec::new();
     let (mut skipped, mut already) = (0, 0);
     let days = |t: Option<i64>| t.map(|t| (t - cut_ms) as f64 / DAY_MS as f64);
     for truth in truths {
@@ -189,98 +234,134 @@ pub fn score(
             window_days * 4,
         ));
         let (p10, p50, p90) = (days(c.p10_ms), days(c.p50_ms), days(c.p90_ms));
-        let within = |got: Option<f64>| match (got, in_window) {
-            (Some(g), Some(t)) => (g - t).abs() <= 0.1 * t,
-            _ => false,
-        };
+        let within = |got: Option<f64>| in_window.is_some_and(|t| side(got, t).is_eq());
         let band = match in_window {
             Some(t) => p10.is_some_and(|lo| lo <= t) && p90.is_none_or(|hi| t <= hi),
             None => false,
         };
-        cases.push(Case {
-            cell: truth.cell.clone(),
-            resource: label(&truth.resource, truth.pool.as_deref()),
-            utilisation: truth.utilisation,
-            truth_days: in_window,
-            surprise: truth.surprise.clone().filter(|_| in_window.is_some()),
-            p10_days: p10,
-            p50_days: p50,
-            p90_days: p90,
-            predict_linear_days: naive,
-            p50_within_10pct: within(p50),
-            band_contains: band,
-            predict_linear_within_10pct: within(naive),
-        });
+        cases.push((
+            &truth.resource,
+            Case {
+                cell: truth.cell.clone(),
+                resource: label(&truth.resource, truth.pool.as_deref()),
+                utilisation: truth.utilisation,
+                truth_days: in_window,
+                surprise: truth.surprise.clone().filter(|_| in_window.is_some()),
+                p10_days: p10,
+                p50_days: p50,
+                p90_days: p90,
+                predict_linear_days: naive,
+                p50_within_10pct: within(p50),
+                band_contains: band,
+                predict_linear_within_10pct: within(naive),
+            },
+        ));
     }
     let window = f64::from(window_days);
     let methods = |cases: &[&Case]| {
-        let figures = |p50: &dyn Fn(&Case) -> bool, alarm: &dyn Fn(&Case) -> bool, band: bool| {
+        let figures = |p50: &dyn Fn(&Case) -> Option<f64>, band: bool| {
             let reached: Vec<&&Case> = cases.iter().filter(|c| c.truth_days.is_some()).collect();
             let not: Vec<&&Case> = cases.iter().filter(|c| c.truth_days.is_none()).collect();
+            let count = |want: Ordering| {
+                reached
+                    .iter()
+                    .filter(|c| side(p50(c), c.truth_days.unwrap_or(0.0)) == want)
+                    .count()
+            };
             Figures {
                 reached: reached.len(),
-                p50_within_10pct: reached.iter().filter(|c| p50(c)).count(),
+                p50_within_10pct: count(Ordering::Equal),
                 band_contains: band.then(|| reached.iter().filter(|c| c.band_contains).count()),
+                p50_late: count(Ordering::Greater),
+                p50_early: count(Ordering::Less),
                 not_reached: not.len(),
-                false_alarms: not.iter().filter(|c| alarm(c)).count(),
+                false_alarms: not
+                    .iter()
+                    .filter(|c| p50(c).is_some_and(|d| d <= window))
+                    .count(),
             }
         };
         Methods {
-            planner: figures(
-                &|c| c.p50_within_10pct,
-                &|c| c.p50_days.is_some_and(|d| d <= window),
-                true,
-            ),
-            predict_linear: figures(
-                &|c| c.predict_linear_within_10pct,
-                &|c| c.predict_linear_days.is_some_and(|d| d <= window),
-                false,
-            ),
+            planner: figures(&|c| c.p50_days, true),
+            predict_linear: figures(&|c| c.predict_linear_days, false),
         }
     };
-    let all: Vec<&Case> = cases.iter().collect();
-    let foreseeable: Vec<&Case> = cases.iter().filter(|c| c.surprise.is_none()).collect();
+    let all: Vec<&Case> = cases.iter().map(|c| &c.1).collect();
+    let foreseeable: Vec<&Case> = all
+        .iter()
+        .copied()
+        .filter(|c| c.surprise.is_none())
+        .collect();
+    let mut kinds: BTreeMap<String, Vec<&Case>> = BTreeMap::new();
+    for (kind, case) in cases.iter().filter(|c| c.1.surprise.is_none()) {
+        kinds.entry((*kind).to_string()).or_default().push(case);
+    }
     Backtest {
         cut: crate::plan::format_time(cut_ms),
         window_days,
         min_days,
         skipped,
         already_reached: already,
-        all: methods(&all),
-        foreseeable: methods(&foreseeable),
-        cases,
+        totals: Totals {
+            all: methods(&all),
+            foreseeable: methods(&foreseeable),
+            by_resource: kinds
+                .into_iter()
+                .map(|(kind, cases)| (kind, methods(&cases)))
+                .collect(),
+        },
+        cases: cases.into_iter().map(|c| c.1).collect(),
     }
 }
 
-/// The figures of several backtests added up: all cases, and the foreseeable ones.
-pub fn combine(all: &[Backtest]) -> [Methods; 2] {
+/// The figures of several backtests added up.
+pub fn combine(all: &[Backtest]) -> Totals {
     let zero = Methods {
         planner: Figures::zero(true),
         predict_linear: Figures::zero(false),
     };
-    let sum = |pick: fn(&Backtest) -> Methods| all.iter().map(pick).fold(zero, Methods::plus);
-    [sum(|b| b.all), sum(|b| b.foreseeable)]
+    let totals = Totals {
+        all: zero,
+        foreseeable: zero,
+        by_resource: BTreeMap::new(),
+    };
+    all.iter().fold(totals, |sum, b| sum.plus(&b.totals))
 }
 
-/// The two methods' figures side by side, over all cases and over the foreseeable ones.
-pub fn summary(title: &str, figures: &[Methods; 2]) -> String {
+/// The two methods' figures side by side, over all cases, over the foreseeable ones, and over
+/// the foreseeable ones of each resource.
+pub fn summary(title: &str, totals: &Totals) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let pct = |v: f64| format!("{:.1}%", v * 100.0);
+    // A share of no cases is no figure.
+    let of = |n: usize, reached: usize, share: f64| {
+        if reached == 0 {
+            "-".to_string()
+        } else {
+            format!("{n}/{reached} = {}", pct(share))
+        }
+    };
     let _ = writeln!(
         out,
-        "{:<16} {:>22} {:>22} {:>14}",
-        title, "p50 within 10%", "p10-p90 contains", "false alarms"
+        "{:<18} {:>20} {:>11} {:>20} {:>14}",
+        title, "p50 within 10%", "late/early", "p10-p90 contains", "false alarms"
     );
-    let [all, foreseeable] = figures;
-    let surprises = all.planner.reached - foreseeable.planner.reached;
-    for (heading, m) in [
-        ("all cases".to_string(), all),
+    let surprises = totals.all.planner.reached - totals.foreseeable.planner.reached;
+    let mut sections = vec![
+        ("all cases".to_string(), &totals.all),
         (
             format!("foreseeable ({surprises} reached after a surprise left out)"),
-            foreseeable,
+            &totals.foreseeable,
         ),
-    ] {
+    ];
+    sections.extend(
+        totals
+            .by_resource
+            .iter()
+            .map(|(kind, m)| (format!("foreseeable {kind}"), m)),
+    );
+    for (heading, m) in sections {
         let _ = writeln!(out, "{heading}");
         for (name, f) in [
             ("  planner", &m.planner),
@@ -288,22 +369,13 @@ pub fn summary(title: &str, figures: &[Methods; 2]) -> String {
         ] {
             let _ = writeln!(
                 out,
-                "{:<16} {:>22} {:>22} {:>14}",
+                "{:<18} {:>20} {:>11} {:>20} {:>14}",
                 name,
-                format!(
-                    "{}/{} = {}",
-                    f.p50_within_10pct,
-                    f.reached,
-                    pct(f.p50_share())
-                ),
+                of(f.p50_within_10pct, f.reached, f.p50_share()),
+                format!("{}/{}", f.p50_late, f.p50_early),
                 f.band_share().map_or_else(
                     || "no band".to_string(),
-                    |s| format!(
-                        "{}/{} = {}",
-                        f.band_contains.unwrap_or(0),
-                        f.reached,
-                        pct(s)
-                    )
+                    |s| of(f.band_contains.unwrap_or(0), f.reached, s)
                 ),
                 format!("{}/{}", f.false_alarms, f.not_reached),
             );
@@ -324,9 +396,12 @@ pub fn table(b: &Backtest) -> String {
     let _ = writeln!(
         out,
         "{} utilisations reached in the window, {} not reached, {} already reached at the cut, {} cell resources skipped (too little history or no limit)\n",
-        b.all.planner.reached, b.all.planner.not_reached, b.already_reached, b.skipped
+        b.totals.all.planner.reached,
+        b.totals.all.planner.not_reached,
+        b.already_reached,
+        b.skipped
     );
-    out += &summary("method", &[b.all, b.foreseeable]);
+    out += &summary("method", &b.totals);
     let _ = writeln!(
         out,
         "\n{:<22} {:<30} {:>6} {:>8} {:>26} {:>15}  surprise",
@@ -430,22 +505,41 @@ mod tests {
         ];
         let b = score(&forecasts, &truths, CUT, 90, 30);
         assert_eq!(b.skipped, 1);
-        assert_eq!(b.all.planner.reached, 2);
-        assert_eq!(b.all.planner.p50_within_10pct, 1, "{:?}", b.cases);
-        assert_eq!(b.all.planner.band_contains, Some(1));
-        assert_eq!(b.all.planner.not_reached, 1);
-        assert_eq!(b.all.planner.false_alarms, 0);
-        assert_eq!(b.all.predict_linear.p50_within_10pct, 1);
-        assert_eq!(b.foreseeable.planner.reached, 1);
-        assert_eq!(b.foreseeable.planner.p50_within_10pct, 1);
-        assert_eq!(b.foreseeable.planner.not_reached, 1);
-        let [all, foreseeable] = combine(&[b.clone(), b]);
-        assert_eq!(all.planner.reached, 4);
-        assert_eq!(foreseeable.planner.p50_within_10pct, 2);
-        let text = summary("method", &[all, foreseeable]);
+        let t = &b.totals;
+        assert_eq!(t.all.planner.reached, 2);
+        assert_eq!(t.all.planner.p50_within_10pct, 1, "{:?}", b.cases);
+        assert_eq!(t.all.planner.band_contains, Some(1));
+        assert_eq!(t.all.planner.not_reached, 1);
+        assert_eq!(t.all.planner.false_alarms, 0);
+        assert_eq!(t.all.predict_linear.p50_within_10pct, 1);
+        assert_eq!(t.foreseeable.planner.reached, 1);
+        assert_eq!(t.foreseeable.planner.p50_within_10pct, 1);
+        assert_eq!(t.foreseeable.planner.not_reached, 1);
+        // The surprise's p50 (80 days) came long after the truth (10 days).
+        assert_eq!((t.all.planner.p50_late, t.all.planner.p50_early), (1, 0));
+        assert_eq!(t.foreseeable.planner.p50_late, 0);
+        let kinds: Vec<&str> = t.by_resource.keys().map(String::as_str).collect();
+        assert_eq!(kinds, ["cpu_requests"]);
+        assert_eq!(t.by_resource["cpu_requests"], t.foreseeable);
+        let all = combine(&[b.clone(), b]);
+        assert_eq!(all.all.planner.reached, 4);
+        assert_eq!(all.all.planner.p50_late, 2);
+        assert_eq!(all.foreseeable.planner.p50_within_10pct, 2);
+        assert_eq!(all.by_resource["cpu_requests"].planner.reached, 2);
+        let text = summary("method", &all);
         assert!(
             text.contains("foreseeable (2 reached after a surprise left out)"),
             "{text}"
         );
+        assert!(text.contains("foreseeable cpu_requests"), "{text}");
+    }
+
+    #[test]
+    fn a_p50_is_early_late_or_within_a_tenth_of_the_truth() {
+        assert_eq!(side(Some(9.0), 10.0), Ordering::Equal);
+        assert_eq!(side(Some(11.0), 10.0), Ordering::Equal);
+        assert_eq!(side(Some(8.9), 10.0), Ordering::Less);
+        assert_eq!(side(Some(11.1), 10.0), Ordering::Greater);
+        assert_eq!(side(None, 10.0), Ordering::Greater, "never reached is late");
     }
 }
