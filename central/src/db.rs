@@ -216,22 +216,65 @@ fn write_marker(path: &Path, m: CutMarker) -> Result<()> {
 /// merged into what came before in one pass, so a series found in every block costs one
 /// comparison per block. Label sets are compared in place, never copied into keys.
 pub fn merge_series(sources: impl IntoIterator<Item = Vec<SeriesData>>) -> Vec<SeriesData> {
-    let mut out: Vec<SeriesData> = Vec::new();
+    let mut out: Vec<Merging> = Vec::new();
     for mut source in sources {
         source.sort_by(|a, b| head::label_order(&a.labels, &b.labels));
         out = merge_sorted(out, source);
     }
-    by_time(&mut out);
-    out
+    out.into_iter().map(Merging::finish).collect()
 }
 
-/// Sorts each merged series' samples by time, one per timestamp (the first source's).
-fn by_time(series: &mut [SeriesData]) {
-    for s in series {
-        if !s.samples.is_sorted_by_key(|x| x.0) {
-            s.samples.sort_by_key(|x| x.0);
+/// A series being merged: its labels, and its samples from each source in source order.
+struct Merging {
+    labels: Vec<Label>,
+    parts: Vec<Vec<(i64, f64)>>,
+}
+
+impl Merging {
+    fn new(series: SeriesData) -> Self {
+        Self {
+            labels: series.labels,
+            parts: vec![series.samples],
         }
-        head::dedup_by_time(&mut s.samples, 0);
+    }
+
+    /// The series with its samples by time, one per timestamp (the first source's). Parts
+    /// that follow one another in time (blocks and the head, as a store holds them) are laid
+    /// end to end in one allocation; parts that overlap are sorted together.
+    fn finish(self) -> SeriesData {
+        let mut parts = self.parts;
+        parts.retain(|p| !p.is_empty());
+        let mut samples = if parts.len() == 1 {
+            parts.swap_remove(0)
+        } else {
+            let total = parts.iter().map(Vec::len).sum();
+            let mut samples = Vec::with_capacity(total);
+            let mut by_start: Vec<&Vec<(i64, f64)>> = parts.iter().collect();
+            // Stable, so parts starting together keep their source order.
+            by_start.sort_by_key(|p| p[0].0);
+            let apart = by_start.iter().all(|p| p.is_sorted_by_key(|x| x.0))
+                && by_start
+                    .windows(2)
+                    .all(|w| w[0][w[0].len() - 1].0 < w[1][0].0);
+            if apart {
+                for p in by_start {
+                    samples.extend_from_slice(p);
+                }
+            } else {
+                for p in &parts {
+                    samples.extend_from_slice(p);
+                }
+            }
+            samples
+        };
+        if !samples.is_sorted_by_key(|x| x.0) {
+            samples.sort_by_key(|x| x.0);
+        }
+        head::dedup_by_time(&mut samples, 0);
+        SeriesData {
+            labels: self.labels,
+            samples,
+        }
     }
 }
 
@@ -276,9 +319,12 @@ impl Part for BlockPart<'_> {
 /// The series of `b` that `a` has (with blocks of one fleet, nearly all of them) are added in
 /// place; only those it lacks are interleaved, so a merge of many blocks does not move every
 /// series once per block.
-fn merge_sorted<P: Part>(mut a: Vec<SeriesData>, b: Vec<P>) -> Vec<SeriesData> {
+fn merge_sorted<P: Part>(mut a: Vec<Merging>, b: Vec<P>) -> Vec<Merging> {
     if a.is_empty() {
-        return b.into_iter().map(P::into_series).collect();
+        return b
+            .into_iter()
+            .map(|p| Merging::new(p.into_series()))
+            .collect();
     }
     let mut missing = Vec::new();
     let mut i = 0;
@@ -287,12 +333,12 @@ fn merge_sorted<P: Part>(mut a: Vec<SeriesData>, b: Vec<P>) -> Vec<SeriesData> {
             match a.get(i).map(|x| y.label_order(&x.labels).reverse()) {
                 Some(Ordering::Less) => i += 1,
                 Some(Ordering::Equal) => {
-                    a[i].samples.extend(y.into_samples());
+                    a[i].parts.push(y.into_samples());
                     i += 1;
                     break;
                 }
                 _ => {
-                    missing.push(y.into_series());
+                    missing.push(Merging::new(y.into_series()));
                     break;
                 }
             }
@@ -551,15 +597,15 @@ impl Db {
     /// samples from the head, so whatever leaves the head meanwhile is in the blocks read
     /// after it. (Blocks first would miss samples cut between the two reads.)
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<SeriesData>> {
-        let mut out = self.head.select(matchers, mint, maxt);
-        out.sort_by(|a, b| head::label_order(&a.labels, &b.labels));
+        let mut newest = self.head.select(matchers, mint, maxt);
+        newest.sort_by(|a, b| head::label_order(&a.labels, &b.labels));
+        let mut out: Vec<Merging> = newest.into_iter().map(Merging::new).collect();
         for b in self.blocks() {
             if b.overlaps(mint, maxt) {
                 out = merge_sorted(out, b.select(matchers, mint, maxt)?);
             }
         }
-        by_time(&mut out);
-        Ok(out)
+        Ok(out.into_iter().map(Merging::finish).collect())
     }
 
     /// Label sets of the series matching `matchers` with samples in `[mint, maxt]` (blocks by
@@ -989,12 +1035,21 @@ mod tests {
             samples: samples.to_vec(),
         };
         // The head gives its series in the order they were created, a block in label order.
-        let head = vec![series("c", &[(30, 3.0)]), series("a", &[(10, 1.0)])];
+        let head = vec![
+            series("c", &[(30, 3.0)]),
+            series("a", &[(10, 1.0)]),
+            series("e", &[(50, 5.0), (60, 6.0)]),
+        ];
         let older = vec![
             series("a", &[(0, 0.5), (10, 9.0)]),
             series("b", &[(0, 2.0)]),
+            series("e", &[(0, 1.0), (10, 2.0)]),
         ];
-        let newer = vec![series("b", &[(20, 2.5)]), series("d", &[(0, 4.0)])];
+        let newer = vec![
+            series("b", &[(20, 2.5)]),
+            series("d", &[(0, 4.0)]),
+            series("e", &[(20, 3.0), (30, 4.0)]),
+        ];
         let mut longer = series("a", &[(5, 7.0)]);
         longer.labels.push(Label::new("zone", "z1"));
         // A source whose series all came before is added in place.
@@ -1004,10 +1059,22 @@ mod tests {
             .iter()
             .map(|s| s.labels[1..].iter().map(|l| l.value.as_str()).collect())
             .collect();
-        assert_eq!(names, ["a", "az1", "b", "c", "d"]);
+        assert_eq!(names, ["a", "az1", "b", "c", "d", "e"]);
         assert_eq!(merged[0].samples, [(0, 0.5), (10, 1.0)]);
         assert_eq!(merged[2].samples, [(0, 2.0), (20, 2.5)]);
         assert_eq!(merged[3].samples, [(30, 3.0), (40, 3.5)]);
+        // Parts apart in time, from sources not in time order, are laid out by time.
+        assert_eq!(
+            merged[5].samples,
+            [
+                (0, 1.0),
+                (10, 2.0),
+                (20, 3.0),
+                (30, 4.0),
+                (50, 5.0),
+                (60, 6.0)
+            ]
+        );
     }
 
     #[tokio::test]
