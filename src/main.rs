@@ -225,7 +225,8 @@ struct CentralArgs {
     /// Longest time range compaction makes one block span (Prometheus's
     /// --storage.tsdb.max-block-duration). Longer blocks take less memory and make long
     /// queries quicker; a block is deleted whole, so its oldest samples outlive --retention by
-    /// up to this much. Default: a tenth of --retention, at most 31d.
+    /// up to this much. Default: a tenth of --retention, at most 31d, at least 12 blocks (a
+    /// day of 2h blocks).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_block_duration: Option<std::time::Duration>,
     /// Samples up to this much older than the newest are accepted out of order.
@@ -315,14 +316,21 @@ impl CentralArgs {
         if self.retention < self.block_duration {
             anyhow::bail!("--retention must be at least --block-duration");
         }
-        let max_block_duration = self
-            .max_block_duration
-            .unwrap_or_else(|| StorageOptions::default_max_block_duration(self.retention));
-        if self.max_block_duration.is_some() && max_block_duration < self.block_duration {
+        let max_block_duration = self.max_block_duration.unwrap_or_else(|| {
+            StorageOptions::default_max_block_duration(self.retention, self.block_duration)
+        });
+        if max_block_duration < self.block_duration {
             anyhow::bail!(
                 "--max-block-duration ({}) must be at least --block-duration ({})",
                 humantime::format_duration(max_block_duration),
                 humantime::format_duration(self.block_duration)
+            );
+        }
+        if self.max_block_duration.is_some() && max_block_duration > self.retention {
+            anyhow::bail!(
+                "--max-block-duration ({}) must be at most --retention ({}): a block is deleted whole, so a longer one would keep its oldest samples for more than twice the retention",
+                humantime::format_duration(max_block_duration),
+                humantime::format_duration(self.retention)
             );
         }
         let d = |d: std::time::Duration| humantime::format_duration(d).to_string();

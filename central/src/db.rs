@@ -34,7 +34,15 @@ use crate::{Error, Result};
 /// Compaction windows, in blocks, smallest first, each a multiple of the one before: blocks
 /// that fit in one window are merged once the head has moved past it. With 2-hour blocks they
 /// are 6 hours, a day, then 3, 9 and 27 days; only those up to `max_block_duration` are used.
+/// Prometheus steps by 3 from the block (6h, 18h, 54h, ...); these keep a day window, which
+/// the cut of a head far behind reaches directly (see [`CUT_WINDOW_FACTOR`]) and which lines
+/// blocks up with the days that queries and retention are counted in.
 const COMPACTION_FACTORS: [i64; 5] = [3, 12, 36, 108, 324];
+
+/// A head far behind (a backfill) is cut at most this many blocks at a time, a day with
+/// 2-hour blocks, so that a cut in progress stops soon when the store stops and the WAL is
+/// checkpointed often; longer blocks come from compaction.
+const CUT_WINDOW_FACTOR: i64 = 12;
 
 /// The longest block by default, whatever the retention (Prometheus's 31 days).
 const MAX_BLOCK_DURATION_CAP: Duration = Duration::from_secs(31 * 24 * 3600);
@@ -54,10 +62,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// Prometheus's default for `--storage.tsdb.max-block-duration`: a tenth of the
-    /// retention, at most 31 days.
-    pub fn default_max_block_duration(retention: Duration) -> Duration {
-        (retention / 10).min(MAX_BLOCK_DURATION_CAP)
+    /// The default longest block: as Prometheus's `--storage.tsdb.max-block-duration`, a
+    /// tenth of the retention, at most 31 days; and at least the day window (12 blocks) that
+    /// cuts reach anyway, so a short retention still gets its blocks compacted into days.
+    pub fn default_max_block_duration(retention: Duration, block: Duration) -> Duration {
+        (retention / 10)
+            .min(MAX_BLOCK_DURATION_CAP)
+            .max(block * CUT_WINDOW_FACTOR as u32)
     }
 
     fn block_ms(&self) -> i64 {
@@ -672,13 +683,17 @@ impl Db {
 
     /// The next boundary to cut at, if the head is ready for a cut: the latest block boundary
     /// at least half a block behind the newest sample, but no further than the end of the
-    /// largest compaction window the oldest sample is in, so that a head far behind (a
-    /// backfill) is cut a window at a time.
+    /// largest compaction window of at most [`CUT_WINDOW_FACTOR`] blocks (else the block) the
+    /// oldest sample is in, so that a head far behind (a backfill) is cut a window at a time.
     fn cut_boundary(&self) -> Option<i64> {
         let block_ms = self.opts.block_ms();
         let (lo, hi) = self.head.time_range();
         let (lo, hi) = (lo?, hi?);
-        let window = self.opts.windows().last().unwrap_or(block_ms);
+        let window = self
+            .opts
+            .windows()
+            .rfind(|&w| w <= block_ms * CUT_WINDOW_FACTOR)
+            .unwrap_or(block_ms);
         let latest = (hi - block_ms / 2).div_euclid(block_ms) * block_ms;
         let boundary = latest.min((lo.div_euclid(window) + 1) * window);
         (boundary > lo).then_some(boundary)
@@ -1203,13 +1218,20 @@ mod tests {
             ranges(&db)
         );
         assert_eq!(all(&db), before, "compaction changes nothing a query sees");
+        let two_hours = Duration::from_secs(2 * 3600);
+        let days = |d: u64| Duration::from_secs(d * 24 * 3600);
         assert_eq!(
-            Options::default_max_block_duration(Duration::from_secs(15 * 24 * 3600)),
+            Options::default_max_block_duration(days(15), two_hours),
             Duration::from_secs(36 * 3600)
         );
         assert_eq!(
-            Options::default_max_block_duration(Duration::from_secs(3650 * 24 * 3600)),
+            Options::default_max_block_duration(days(3650), two_hours),
             MAX_BLOCK_DURATION_CAP
+        );
+        assert_eq!(
+            Options::default_max_block_duration(days(2), two_hours),
+            days(1),
+            "a short retention still compacts into days"
         );
     }
 

@@ -58,9 +58,9 @@ pub struct Figures {
     pub p50_within_10pct: usize,
     /// `None` for methods without a band.
     pub band_contains: Option<usize>,
-    /// Reached cases whose p50 is more than 10% after the truth (or never comes), and more
-    /// than 10% before it.
+    /// Reached cases whose p50 is more than 10% after the truth, or never comes.
     pub p50_late: usize,
+    /// Reached cases whose p50 is more than 10% before the truth.
     pub p50_early: usize,
     /// Cases not reached within the window.
     pub not_reached: usize,
@@ -169,8 +169,8 @@ pub struct Backtest {
 /// than 10% after it or never (`Greater`), more than 10% before it (`Less`).
 fn side(got: Option<f64>, truth: f64) -> Ordering {
     match got {
-        Some(d) if d < 0.9 * truth => Ordering::Less,
-        Some(d) if d <= 1.1 * truth => Ordering::Equal,
+        Some(d) if (d - truth).abs() <= 0.1 * truth => Ordering::Equal,
+        Some(d) if d < truth => Ordering::Less,
         _ => Ordering::Greater,
     }
 }
@@ -344,8 +344,8 @@ pub fn summary(title: &str, totals: &Totals) -> String {
     };
     let _ = writeln!(
         out,
-        "{:<18} {:>20} {:>11} {:>20} {:>14}",
-        title, "p50 within 10%", "late/early", "p10-p90 contains", "false alarms"
+        "{:<18} {:>20} {:>18} {:>20} {:>14}",
+        title, "p50 within 10%", "misses", "p10-p90 contains", "false alarms"
     );
     let surprises = totals.all.planner.reached - totals.foreseeable.planner.reached;
     let mut sections = vec![
@@ -369,10 +369,10 @@ pub fn summary(title: &str, totals: &Totals) -> String {
         ] {
             let _ = writeln!(
                 out,
-                "{:<18} {:>20} {:>11} {:>20} {:>14}",
+                "{:<18} {:>20} {:>18} {:>20} {:>14}",
                 name,
                 of(f.p50_within_10pct, f.reached, f.p50_share()),
-                format!("{}/{}", f.p50_late, f.p50_early),
+                format!("{} late, {} early", f.p50_late, f.p50_early),
                 f.band_share().map_or_else(
                     || "no band".to_string(),
                     |s| of(f.band_contains.unwrap_or(0), f.reached, s)
