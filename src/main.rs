@@ -316,24 +316,24 @@ impl CentralArgs {
         if self.retention < self.block_duration {
             anyhow::bail!("--retention must be at least --block-duration");
         }
+        let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
         let max_block_duration = self.max_block_duration.unwrap_or_else(|| {
             StorageOptions::default_max_block_duration(self.retention, self.block_duration)
         });
         if max_block_duration < self.block_duration {
             anyhow::bail!(
                 "--max-block-duration ({}) must be at least --block-duration ({})",
-                humantime::format_duration(max_block_duration),
-                humantime::format_duration(self.block_duration)
+                d(max_block_duration),
+                d(self.block_duration)
             );
         }
         if self.max_block_duration.is_some() && max_block_duration > self.retention {
             anyhow::bail!(
                 "--max-block-duration ({}) must be at most --retention ({}): a block is deleted whole, so a longer one would keep its oldest samples for more than twice the retention",
-                humantime::format_duration(max_block_duration),
-                humantime::format_duration(self.retention)
+                d(max_block_duration),
+                d(self.retention)
             );
         }
-        let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
         let flags = [
             ("listen", self.listen.to_string()),
             ("data-dir", self.data_dir.display().to_string()),

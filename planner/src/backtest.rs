@@ -141,11 +141,10 @@ impl Totals {
         self.all = self.all.plus(other.all);
         self.foreseeable = self.foreseeable.plus(other.foreseeable);
         for (kind, m) in &other.by_resource {
-            let sum = match self.by_resource.get(kind) {
-                Some(mine) => mine.plus(*m),
-                None => *m,
-            };
-            self.by_resource.insert(kind.clone(), sum);
+            self.by_resource
+                .entry(kind.clone())
+                .and_modify(|mine| *mine = mine.plus(*m))
+                .or_insert(*m);
         }
         self
     }
@@ -292,9 +291,9 @@ pub fn score(
         .copied()
         .filter(|c| c.surprise.is_none())
         .collect();
-    let mut kinds: BTreeMap<String, Vec<&Case>> = BTreeMap::new();
+    let mut kinds: BTreeMap<&str, Vec<&Case>> = BTreeMap::new();
     for (kind, case) in cases.iter().filter(|c| c.1.surprise.is_none()) {
-        kinds.entry((*kind).to_string()).or_default().push(case);
+        kinds.entry(kind).or_default().push(case);
     }
     Backtest {
         cut: crate::plan::format_time(cut_ms),
@@ -307,7 +306,7 @@ pub fn score(
             foreseeable: methods(&foreseeable),
             by_resource: kinds
                 .into_iter()
-                .map(|(kind, cases)| (kind, methods(&cases)))
+                .map(|(kind, cases)| (kind.to_string(), methods(&cases)))
                 .collect(),
         },
         cases: cases.into_iter().map(|c| c.1).collect(),
