@@ -397,8 +397,9 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-/// One poll: seconds after the first sample, then the labels and state of each alert.
-type Poll = (f64, Vec<(BTreeMap<String, String>, State)>);
+/// One poll: when it was sent and when its answer came (seconds after the first sample),
+/// then the labels and state of each alert. The store may answer for any moment in between.
+type Poll = ((f64, f64), Vec<(BTreeMap<String, String>, State)>);
 
 /// What was seen while the cases ran: polls of `/api/v1/alerts` and of `ALERTS`.
 #[derive(Default)]
@@ -415,14 +416,15 @@ fn state_of(s: &str) -> State {
     }
 }
 
-/// Whether `seen` is a state `e` should have had at some time within one interval and the
-/// slack before `t` (a sample takes effect at the next evaluation).
-fn plausible(e: &Expected, t: f64, seen: State) -> bool {
-    let from = t - INTERVAL - SLACK;
+/// Whether `seen` is a state `e` should have had at some time from one interval and the
+/// slack before the poll was sent (a sample takes effect at the next evaluation) until its
+/// answer came.
+fn plausible(e: &Expected, (sent, answered): (f64, f64), seen: State) -> bool {
+    let from = sent - INTERVAL - SLACK;
     seen == e.state(from)
         || e.states
             .iter()
-            .any(|(at, s)| *at > from && *at <= t && *s == seen)
+            .any(|(at, s)| *at > from && *at <= answered && *s == seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,11 +480,11 @@ async fn the_alert_generator_compliance_cases_pass() {
 
     let mut seen = Seen::default();
     while !writer.is_finished() {
-        let t = now() - zero;
+        let sent = now() - zero;
         let alerts = get_json(&format!("{base}/api/v1/alerts"), &[]).await;
         let list = alerts["data"]["alerts"].as_array().unwrap();
         seen.api.push((
-            t,
+            (sent, now() - zero),
             list.iter()
                 .map(|a| {
                     (
@@ -492,13 +494,14 @@ async fn the_alert_generator_compliance_cases_pass() {
                 })
                 .collect(),
         ));
+        let sent = now() - zero;
         let r = get_json(
             &format!("{base}/api/v1/query"),
             &[("query", "ALERTS".to_string())],
         )
         .await;
         seen.series.push((
-            t,
+            (sent, now() - zero),
             r["data"]["result"]
                 .as_array()
                 .unwrap()
@@ -531,15 +534,20 @@ async fn the_alert_generator_compliance_cases_pass() {
                     .map_or(State::Inactive, |s| s.1);
                 if !plausible(e, *t, state) {
                     failures.push(format!(
-                        "{what} at {t:.1}s: {} is {state:?}, want {:?}",
+                        "{what} at {:.1}-{:.1}s: {} is {state:?}, want {:?}",
+                        t.0,
+                        t.1,
                         e.labels["alertname"],
-                        e.state(*t)
+                        e.state(t.1)
                     ));
                 }
             }
             for (labels, _) in list {
                 if !expected.iter().any(|e| e.labels == *labels) {
-                    failures.push(format!("{what} at {t:.1}s: unexpected alert {labels:?}"));
+                    failures.push(format!(
+                        "{what} at {:.1}-{:.1}s: unexpected alert {labels:?}",
+                        t.0, t.1
+                    ));
                 }
             }
         }
