@@ -182,20 +182,28 @@ async fn node_exporter_through_edge_reaches_victoria_metrics_as_prometheus_scrap
         async move { f.await.as_array().is_some_and(|a| a.len() > 100) }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let from_edge = series_of(vm.base()).await;
-    for s in from_edge.as_array().unwrap() {
-        assert_eq!(s["region"], "cn-hangzhou", "{s}");
-        assert_eq!(s["cell"], "hz-07", "{s}");
-    }
-    let from_edge = label_sets(&from_edge, &["region", "cell"]);
-    let from_prometheus = label_sets(&series_of(prom.base()).await, &[]);
-    let only_edge: Vec<_> = from_edge.difference(&from_prometheus).collect();
-    let only_prom: Vec<_> = from_prometheus.difference(&from_edge).collect();
-    assert!(
-        only_edge.is_empty() && only_prom.is_empty(),
-        "label sets differ\nonly from strata edge: {only_edge:?}\nonly in Prometheus: {only_prom:?}"
-    );
+    // The rest of a scrape may still be in a later batch or in VictoriaMetrics' buffers, and
+    // Prometheus' own first scrape may come later: compare until they agree, for a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let from_edge = loop {
+        let from_edge = series_of(vm.base()).await;
+        for s in from_edge.as_array().unwrap() {
+            assert_eq!(s["region"], "cn-hangzhou", "{s}");
+            assert_eq!(s["cell"], "hz-07", "{s}");
+        }
+        let from_edge = label_sets(&from_edge, &["region", "cell"]);
+        let from_prometheus = label_sets(&series_of(prom.base()).await, &[]);
+        let only_edge: Vec<_> = from_edge.difference(&from_prometheus).collect();
+        let only_prom: Vec<_> = from_prometheus.difference(&from_edge).collect();
+        if only_edge.is_empty() && only_prom.is_empty() {
+            break from_edge;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "label sets differ\nonly from strata edge: {only_edge:?}\nonly in Prometheus: {only_prom:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     assert!(
         from_edge
             .iter()

@@ -343,12 +343,12 @@ remote_write:
 
     // Label names and the values of every label agree (Grafana's label browser). Prometheus
     // keeps scraping itself, so a label value it just created (the status code of a query
-    // above) may still be on its way to the central: compare until both agree, for 10 s.
+    // above) may still be on its way to the central: compare until both agree, for 30 s.
     let agree = |path: String| {
         let (ours, theirs) = (central.base(), prom.base());
         async move {
             let mut pair = (Value::Null, Value::Null);
-            for _ in 0..40 {
+            for _ in 0..120 {
                 pair = (
                     get_json(&format!("{ours}{path}"), &[]).await["data"].clone(),
                     get_json(&format!("{theirs}{path}"), &[]).await["data"].clone(),

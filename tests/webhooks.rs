@@ -376,12 +376,14 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(hook.posts("/hook").len(), 5, "{:#?}", hook.posts("/hook"));
 
-    // Every message of the group came at least a group interval after the one before (the
-    // first one was retried 500 ms into its interval, so it is left out).
+    // Every message of the group came in an interval of its own (the first one was retried
+    // 500 ms into its interval, so it is left out). Flushes are due a group interval (2 s)
+    // after the one before started, and a late delivery shortens the next gap, so the gap
+    // checked is half of it.
     let times: Vec<f64> = hook.timed_posts("/hook").iter().map(|(t, _)| *t).collect();
     for pair in times[1..].windows(2) {
         assert!(
-            pair[1] - pair[0] >= 1.5,
+            pair[1] - pair[0] >= 1.0,
             "two notifications in one interval: {times:?}"
         );
     }
