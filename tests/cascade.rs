@@ -593,7 +593,7 @@ async fn aggregation_outputs_equal_prometheus_over_the_same_raw_data() {
     let config = format!(
         r#"
 stream_aggregation:
-  lateness: 2s
+  lateness: 5s
   rules:
     - match: 'agg_test_total{{job=~"j.*"}}'
       interval: 10s
@@ -636,8 +636,8 @@ remote_write:
         let next = (ts / 1000 + 1) * 1000 + 437;
         tokio::time::sleep(Duration::from_millis((next - now_ms()).max(0) as u64)).await;
     }
-    // Let the last windows close (lateness 2s, a flush every second) and reach Prometheus.
-    tokio::time::sleep(Duration::from_secs(16)).await;
+    // Let the last windows close (lateness 5s, a flush every second) and reach Prometheus.
+    tokio::time::sleep(Duration::from_secs(20)).await;
 
     let base = prom.base();
     let checks = [

@@ -82,8 +82,8 @@ async fn the_golden_table_is_what_prometheus_does() {
     let mut cases = table();
     let dir = tempfile::tempdir().unwrap();
     let prom = start_prometheus_with(dir.path(), &scrape_configs(&cases)).await;
-    // Discovery reaches the scrape manager a few seconds after start; wait until the
-    // answer stops changing.
+    // Discovery reaches the scrape manager a few seconds after start (its updates are sent
+    // every 5 s); wait until the answer holds targets and stops changing for longer than that.
     let mut answer = Value::Null;
     let mut stable_since = Instant::now();
     let started = Instant::now();
@@ -98,7 +98,10 @@ async fn the_golden_table_is_what_prometheus_does() {
             answer = now;
             stable_since = Instant::now();
         } else if started.elapsed() > Duration::from_secs(8)
-            && stable_since.elapsed() > Duration::from_secs(3)
+            && stable_since.elapsed() > Duration::from_secs(6)
+            && ["activeTargets", "droppedTargets"]
+                .iter()
+                .any(|k| answer[k].as_array().is_some_and(|a| !a.is_empty()))
         {
             break;
         }
