@@ -95,7 +95,20 @@ struct GroupCache {
     /// The key of each input series seen so far, by the address of its shared labels; the
     /// labels are held here so that the address cannot be reused by other labels.
     by_metric: HashMap<usize, (Metric, usize), BuildHasherDefault<AddrHasher>>,
+    /// The address and key of each input series of the last step, in its order, and of the
+    /// step being read so far. The steps of a range query list their series in the same
+    /// order, but for a series without a sample at some step: each series is looked for a
+    /// few places after the one found before it, in memory read in order, and only then in
+    /// `by_metric`, where each lookup of a large aggregation misses the cache. `by_metric`
+    /// holds every address listed here, so none of them can be reused by other labels.
+    last_step: Vec<(usize, usize)>,
+    this_step: Vec<(usize, usize)>,
+    /// Where in `last_step` the next series is looked for.
+    cursor: usize,
 }
+
+/// How many places after the last one found a series is looked for in the step before.
+const GROUP_CACHE_LOOKAHEAD: usize = 4;
 
 /// Hashes an address with one multiplication, which spreads it over the high bits the hash
 /// table looks at.
@@ -119,14 +132,42 @@ impl Hasher for AddrHasher {
 }
 
 impl GroupCache {
-    /// The index in `keys` of the group of `m`, whose labels `member` selects.
+    /// The index in `keys` of the group of `m`, the next input series of a step, whose
+    /// labels `member` selects.
     fn key_of(&mut self, m: &Metric, member: impl Fn(&Label) -> bool) -> usize {
         let addr = Arc::as_ptr(m) as *const Label as usize;
+        let ahead = self
+            .last_step
+            .iter()
+            .skip(self.cursor)
+            .take(GROUP_CACHE_LOOKAHEAD);
+        if let Some((k, &(_, id))) = ahead.enumerate().find(|(_, seen)| seen.0 == addr) {
+            self.cursor += k + 1;
+            self.this_step.push((addr, id));
+            return id;
+        }
+        let id = self.key_by_metric(addr, m, member);
+        self.this_step.push((addr, id));
+        id
+    }
+
+    /// Ends a step: the next one is read against this one's order.
+    fn end_step(&mut self) {
+        std::mem::swap(&mut self.last_step, &mut self.this_step);
+        self.this_step.clear();
+        self.cursor = 0;
+    }
+
+    fn key_by_metric(&mut self, addr: usize, m: &Metric, member: impl Fn(&Label) -> bool) -> usize {
         if let Some(&(_, id)) = self.by_metric.get(&addr) {
             return id;
         }
         if self.by_metric.len() >= GROUP_CACHE_SERIES {
+            // The addresses listed by step are held only by `by_metric`.
             self.by_metric.clear();
+            self.last_step.clear();
+            self.this_step.clear();
+            self.cursor = 0;
         }
         let mut h = Xxh3Default::new();
         for l in m.iter().filter(|l| member(l)) {
@@ -1055,6 +1096,7 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             };
             groups[i].1.push(s);
         }
+        cache.end_step();
         self.group_cache.insert(cache_key, cache);
         let scalar_param = |p: &Option<Value>| -> QueryResult<f64> {
             match p {
@@ -1431,4 +1473,50 @@ fn finish_vector(v: Vec<Sample>) -> QueryResult<Vec<Sample>> {
 
 fn finish_matrix(m: Vec<Series>) -> QueryResult<Vec<Series>> {
     finish(m, "matrix", |s| (&mut s.metric, &mut s.drop_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::script::{self, Outcome};
+
+    #[test]
+    fn range_aggregations_group_series_that_come_and_go_between_steps() {
+        // Each input series' group is looked for a few places after the last one found in
+        // the step before: series that start, stop (stale) and come back shift the places of
+        // the others, six of them at once (further than the look ahead).
+        let results = script::run(
+            r#"
+load 1m
+  m{g="a", i="1"} 1 1 1 1 1 1
+  m{g="a", i="10"} 1 stale _ _ _ 1
+  m{g="a", i="11"} 1 stale _ _ _ 1
+  m{g="a", i="12"} 1 stale _ _ _ 1
+  m{g="a", i="13"} 1 stale _ _ _ 1
+  m{g="a", i="14"} 1 stale _ _ _ 1
+  m{g="a", i="15"} 1 stale _ _ _ 1
+  m{g="a", i="2"} _ _ 2 2 stale 2
+  m{g="a", i="5"} 5 5 stale _ 5 5
+  m{g="b", i="3"} 3 stale 3 stale 3 3
+  m{g="b", i="4"} _ 4 4 4 stale _
+
+eval range from 0 to 5m step 1m sum by (g) (m)
+  {g="a"} 12 6 3 3 6 14
+  {g="b"} 3 4 7 4 3 3
+
+eval range from 0 to 5m step 1m count by (g) (m)
+  {g="a"} 8 2 2 2 2 9
+  {g="b"} 1 1 2 1 1 1
+
+eval range from 0 to 5m step 1m max by (i) (m{i=~"[2-5]"})
+  {i="2"} _ _ 2 2 _ 2
+  {i="3"} 3 _ 3 _ 3 3
+  {i="4"} _ 4 4 4 _ _
+  {i="5"} 5 5 _ _ 5 5
+"#,
+        );
+        assert_eq!(results.len(), 3);
+        for r in results {
+            assert_eq!(r.outcome, Outcome::Pass, "line {}: {}", r.line, r.query);
+        }
+    }
 }
