@@ -309,29 +309,28 @@ impl CentralArgs {
         if self.out_of_order_window * 2 > self.block_duration {
             anyhow::bail!(
                 "--out-of-order-window ({}) must be at most half of --block-duration ({})",
-                humantime::format_duration(self.out_of_order_window),
-                humantime::format_duration(self.block_duration)
+                duration_text(self.out_of_order_window),
+                duration_text(self.block_duration)
             );
         }
         if self.retention < self.block_duration {
             anyhow::bail!("--retention must be at least --block-duration");
         }
-        let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
         let max_block_duration = self.max_block_duration.unwrap_or_else(|| {
             StorageOptions::default_max_block_duration(self.retention, self.block_duration)
         });
         if max_block_duration < self.block_duration {
             anyhow::bail!(
                 "--max-block-duration ({}) must be at least --block-duration ({})",
-                d(max_block_duration),
-                d(self.block_duration)
+                duration_text(max_block_duration),
+                duration_text(self.block_duration)
             );
         }
         if self.max_block_duration.is_some() && max_block_duration > self.retention {
             anyhow::bail!(
                 "--max-block-duration ({}) must be at most --retention ({}): a block is deleted whole, so a longer one would keep its oldest samples for more than twice the retention",
-                d(max_block_duration),
-                d(self.retention)
+                duration_text(max_block_duration),
+                duration_text(self.retention)
             );
         }
         let flags = [
@@ -339,18 +338,27 @@ impl CentralArgs {
             ("data-dir", self.data_dir.display().to_string()),
             ("az", self.az.clone()),
             ("peer-url", self.peer_url.clone().unwrap_or_default()),
-            ("backfill-interval", d(self.backfill_interval)),
-            ("backfill-lookback", d(self.backfill_lookback)),
-            ("backfill-settle", d(self.backfill_settle)),
-            ("maintenance-interval", d(self.maintenance_interval)),
-            ("block-duration", d(self.block_duration)),
-            ("max-block-duration", d(max_block_duration)),
-            ("retention", d(self.retention)),
-            ("out-of-order-window", d(self.out_of_order_window)),
+            ("backfill-interval", duration_text(self.backfill_interval)),
+            ("backfill-lookback", duration_text(self.backfill_lookback)),
+            ("backfill-settle", duration_text(self.backfill_settle)),
+            (
+                "maintenance-interval",
+                duration_text(self.maintenance_interval),
+            ),
+            ("block-duration", duration_text(self.block_duration)),
+            ("max-block-duration", duration_text(max_block_duration)),
+            ("retention", duration_text(self.retention)),
+            (
+                "out-of-order-window",
+                duration_text(self.out_of_order_window),
+            ),
             ("read-sample-limit", self.read_sample_limit.to_string()),
-            ("query-timeout", d(self.query_timeout)),
+            ("query-timeout", duration_text(self.query_timeout)),
             ("query-max-samples", self.query_max_samples.to_string()),
-            ("query-lookback-delta", d(self.query_lookback_delta)),
+            (
+                "query-lookback-delta",
+                duration_text(self.query_lookback_delta),
+            ),
             (
                 "rule-file",
                 self.rule_files
@@ -359,9 +367,12 @@ impl CentralArgs {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            ("evaluation-interval", d(self.evaluation_interval)),
+            (
+                "evaluation-interval",
+                duration_text(self.evaluation_interval),
+            ),
             ("alertmanager-url", self.alertmanager_urls.join(",")),
-            ("rules-resend-delay", d(self.rules_resend_delay)),
+            ("rules-resend-delay", duration_text(self.rules_resend_delay)),
             (
                 "notify-config",
                 self.notify_config
@@ -371,7 +382,7 @@ impl CentralArgs {
             ),
             (
                 "notify-peer-check-interval",
-                d(self.notify_peer_check_interval),
+                duration_text(self.notify_peer_check_interval),
             ),
         ]
         .into_iter()
@@ -463,6 +474,11 @@ impl CentralArgs {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+/// A duration as Prometheus prints one (`60d`, `1d12h`, `2w`), for flags and messages.
+fn duration_text(d: std::time::Duration) -> String {
+    strata_wire::duration::format_duration_ms(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -573,8 +589,8 @@ fn try_main() -> anyhow::Result<()> {
                     config.az,
                     config.listen,
                     config.storage.data_dir.display(),
-                    humantime::format_duration(config.storage.retention),
-                    humantime::format_duration(config.storage.max_block_duration),
+                    duration_text(config.storage.retention),
+                    duration_text(config.storage.max_block_duration),
                     groups.len(),
                     receivers.len()
                 );

@@ -51,7 +51,8 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
 }
 
 /// A duration as Prometheus prints one (`model.Duration.String`): the largest units first,
-/// zero parts left out, `0s` for zero; `90s` is `1m30s`, a day is `1d`.
+/// zero parts left out, `0s` for zero; `90s` is `1m30s`, a day is `1d`. Years and weeks only
+/// when they are exact, since `90d` reads more easily than `12w6d`.
 pub fn format_duration_ms(ms: i64) -> String {
     if ms == 0 {
         return "0s".into();
@@ -63,7 +64,8 @@ pub fn format_duration_ms(ms: i64) -> String {
     }
     for (unit, size) in UNITS {
         let size = size as u64;
-        if rest >= size {
+        let exact_only = matches!(unit, "y" | "w");
+        if rest >= size && (!exact_only || rest.is_multiple_of(size)) {
             out.push_str(&format!("{}{unit}", rest / size));
             rest %= size;
         }
@@ -92,6 +94,10 @@ mod tests {
             (90_000, "1m30s"),
             (86_400_000, "1d"),
             (1_500, "1s500ms"),
+            (14 * 86_400_000, "2w"),
+            (60 * 86_400_000, "60d"),
+            (365 * 86_400_000, "1y"),
+            (366 * 86_400_000, "366d"),
         ] {
             assert_eq!(format_duration_ms(ms), text);
             assert_eq!(parse_duration_ms(text), Ok(ms));
