@@ -473,12 +473,12 @@ impl CentralArgs {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 /// A duration as Prometheus prints one (`60d`, `1d12h`, `2w`), for flags and messages.
 fn duration_text(d: std::time::Duration) -> String {
     strata_wire::duration::format_duration_ms(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
