@@ -184,26 +184,26 @@ async fn node_exporter_through_edge_reaches_victoria_metrics_as_prometheus_scrap
     .await;
     // The rest of a scrape may still be in a later batch or in VictoriaMetrics' buffers, and
     // Prometheus' own first scrape may come later: compare until they agree, for a minute.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let from_edge = loop {
-        let from_edge = series_of(vm.base()).await;
+    let (vm_base, prom_base) = (&vm.base(), &prom.base());
+    let from_edge = until_ok(Duration::from_secs(60), || async move {
+        let from_edge = series_of(vm_base.clone()).await;
         for s in from_edge.as_array().unwrap() {
             assert_eq!(s["region"], "cn-hangzhou", "{s}");
             assert_eq!(s["cell"], "hz-07", "{s}");
         }
         let from_edge = label_sets(&from_edge, &["region", "cell"]);
-        let from_prometheus = label_sets(&series_of(prom.base()).await, &[]);
+        let from_prometheus = label_sets(&series_of(prom_base.clone()).await, &[]);
         let only_edge: Vec<_> = from_edge.difference(&from_prometheus).collect();
         let only_prom: Vec<_> = from_prometheus.difference(&from_edge).collect();
         if only_edge.is_empty() && only_prom.is_empty() {
-            break from_edge;
+            Ok(from_edge)
+        } else {
+            Err(format!(
+                "label sets differ\nonly from strata edge: {only_edge:?}\nonly in Prometheus: {only_prom:?}"
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "label sets differ\nonly from strata edge: {only_edge:?}\nonly in Prometheus: {only_prom:?}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    })
+    .await;
     assert!(
         from_edge
             .iter()

@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use support::{start_central, start_prometheus, start_victoria_metrics};
+use support::{start_central, start_prometheus, start_victoria_metrics, until_ok};
 
 const AT: &str = "2026-11-01T00:00:00Z";
 const FLEET: [&str; 10] = [
@@ -117,8 +117,8 @@ async fn the_same_history_gives_the_same_report_from_central_prometheus_and_vict
     // VictoriaMetrics makes what it took searchable when it next flushes its buffers, seconds
     // later on a busy machine: the reports are compared until they agree, for a minute.
     for (name, peer) in [("Prometheus", &prometheus), ("VictoriaMetrics", &vm)] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
+        let (json, decisions) = (&json, &decisions);
+        until_ok(std::time::Duration::from_secs(60), || async move {
             let other = decisions(&report(&peer.base(), "json"));
             let differences: Vec<String> = json
                 .lines()
@@ -128,15 +128,15 @@ async fn the_same_history_gives_the_same_report_from_central_prometheus_and_vict
                 .map(|(i, (a, b))| format!("line {}: central {a:?}, {name} {b:?}", i + 1))
                 .collect();
             if differences.is_empty() && json.lines().count() == other.lines().count() {
-                break;
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} gives another report than central from the same history:\n{}",
+                    differences.join("\n")
+                ))
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name} gives another report than central from the same history:\n{}",
-                differences.join("\n")
-            );
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        }
+        })
+        .await;
     }
     strata(&[
         "planner",

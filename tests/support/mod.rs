@@ -260,6 +260,23 @@ pub async fn count_samples_promql(base: &str, range: &str) -> usize {
         .sum()
 }
 
+/// Polls `attempt` every half second until it gives `Ok`, and returns what it gave; fails
+/// with the last `Err` once `limit` has passed. For what a peer or a queue settles to.
+pub async fn until_ok<T, F, Fut>(limit: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) => assert!(Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Polls `count` until it returns `want` (or 60 s pass); returns the last count.
 pub async fn eventually<F, Fut>(want: usize, mut count: F) -> usize
 where
