@@ -593,7 +593,7 @@ async fn aggregation_outputs_equal_prometheus_over_the_same_raw_data() {
     let config = format!(
         r#"
 stream_aggregation:
-  lateness: 5s
+  lateness: 30s
   rules:
     - match: 'agg_test_total{{job=~"j.*"}}'
       interval: 10s
@@ -613,6 +613,7 @@ remote_write:
     // not). One counter resets halfway.
     let mut values = [1000.0f64; 8];
     let mut rng = 12345u64;
+    let mut last_ts = 0;
     for step in 0..45 {
         let ts = (now_ms() / 1000) * 1000 + 437;
         let mut timeseries = Vec::new();
@@ -633,13 +634,50 @@ remote_write:
         }
         let (status, text) = post_write(&write, None, body(timeseries)).await;
         assert_eq!(status, 204, "{text}");
+        last_ts = ts;
         let next = (ts / 1000 + 1) * 1000 + 437;
         tokio::time::sleep(Duration::from_millis((next - now_ms()).max(0) as u64)).await;
     }
-    // Let the last windows close (lateness 5s, a flush every second) and reach Prometheus.
-    tokio::time::sleep(Duration::from_secs(20)).await;
-
     let base = prom.base();
+    // A sample is late, and left out of its window, when it arrives after the window closed.
+    // The lateness is far above any stall of a loaded machine, so every sample must count.
+    // Wait for the last window (lateness 30s, a flush every second) to reach Prometheus.
+    let last_end = (last_ts / 10_000 + 1) * 10_000;
+    let outputs = [
+        "increase",
+        "rate",
+        "sum",
+        "count",
+        "avg",
+        "min",
+        "max",
+        "quantiles",
+    ];
+    until_ok(Duration::from_secs(90), || async {
+        let mut done = 0;
+        for output in outputs {
+            let name = format!("agg_test_total:10s_without_pod_{output}");
+            done += raw_series(&base, &name)
+                .await
+                .values()
+                .filter(|points| points.last().is_some_and(|&(t, _)| t >= last_end))
+                .count();
+        }
+        // Seven outputs for each of two jobs, and two quantiles for each job.
+        match done {
+            18 => Ok(()),
+            _ => Err(format!(
+                "{done} of 18 output series reached the window ending at {last_end}"
+            )),
+        }
+    })
+    .await;
+    let status = get_json(
+        &format!("{}/api/v1/status/aggregation", cascade.base()),
+        &[],
+    )
+    .await;
+    assert_eq!(status["data"][0]["late"], 0, "{status}");
     let checks = [
         (
             "increase",
@@ -707,12 +745,6 @@ remote_write:
         }
     }
     println!("aggregation: {compared} output samples equal Prometheus's");
-    let status = get_json(
-        &format!("{}/api/v1/status/aggregation", cascade.base()),
-        &[],
-    )
-    .await;
-    assert_eq!(status["data"][0]["late"], 0, "{status}");
 }
 
 /// Aggregated output an in-test upstream received: (series, timestamp) → value.
