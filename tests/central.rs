@@ -221,7 +221,7 @@ async fn damaged_wal_and_block_are_reported_and_the_rest_is_served() {
     // Wait until the head has been cut at every full minute: 5 minutes of data leave the last
     // one in the head. How many blocks that takes depends on how much had arrived at each
     // cut (a cut writes the largest compaction windows that fit).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while status(&base).await["headStats"]["minTime"].as_i64() < Some(4 * 60_000) {
         assert!(
             Instant::now() < deadline,
@@ -229,9 +229,11 @@ async fn damaged_wal_and_block_are_reported_and_the_rest_is_served() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // A compaction may still be replacing the cut blocks; wait until no two blocks overlap, so
-    // that the damaged block's range is held nowhere else.
+    // A compaction may still be replacing the cut blocks, or merging neighbours; wait until no
+    // two blocks overlap and the list has held for a second (several maintenance passes), so
+    // that the damaged block's range is held nowhere else and no merge replaces it.
     let data = dir.path().join("central");
+    let mut listed: Option<(Vec<(i64, i64)>, Instant)> = None;
     loop {
         // Read leniently: a replaced block's directory may go while it is listed.
         let mut ranges: Vec<(i64, i64)> = std::fs::read_dir(data.join("blocks"))
@@ -245,8 +247,14 @@ async fn damaged_wal_and_block_are_reported_and_the_rest_is_served() {
             })
             .collect();
         ranges.sort();
-        if !ranges.is_empty() && ranges.windows(2).all(|w| w[0].1 < w[1].0) {
-            break;
+        let apart = !ranges.is_empty() && ranges.windows(2).all(|w| w[0].1 < w[1].0);
+        match &listed {
+            Some((before, since)) if apart && *before == ranges => {
+                if since.elapsed() >= Duration::from_secs(1) {
+                    break;
+                }
+            }
+            _ => listed = Some((ranges.clone(), Instant::now())),
         }
         assert!(
             Instant::now() < deadline,
@@ -448,7 +456,7 @@ async fn queries_stop_when_their_client_goes_or_their_time_is_up() {
         .send()
         .await;
     assert!(gone.is_err(), "the heavy query answered within 500 ms");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while query_outcomes(&base).await.get("canceled").copied() != Some(1.0) {
         assert!(
             Instant::now() < deadline,
@@ -468,6 +476,7 @@ async fn queries_stop_when_their_client_goes_or_their_time_is_up() {
         resp["error"], "query timed out in query execution",
         "{resp}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // The heavy query runs for minutes: an answer within a minute is the timeout's doing.
+    assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(query_outcomes(&base).await.get("timeout"), Some(&1.0));
 }

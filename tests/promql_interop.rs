@@ -244,16 +244,15 @@ remote_write:
         .as_secs_f64();
     let t = (now - 5.0).floor() + 0.5;
     let all = "{job=~\".+\"}[40s]";
-    let want = ask(&prom.base(), "query", &instant(all, t)).await;
-    let mut got = ask(&central.base(), "query", &instant(all, t)).await;
-    for _ in 0..40 {
-        if same(all, &want, &got, false).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        got = ask(&central.base(), "query", &instant(all, t)).await;
-    }
-    same(all, &want, &got, false).expect("the central holds every sample Prometheus scraped");
+    // Both are asked again until they agree: a stalled Prometheus may still be appending
+    // scrapes before t, and remote-write may still be delivering them to the central.
+    until_ok(Duration::from_secs(60), || async {
+        let want = ask(&prom.base(), "query", &instant(all, t)).await;
+        let got = ask(&central.base(), "query", &instant(all, t)).await;
+        same(all, &want, &got, false)
+            .map_err(|e| format!("the central holds every sample Prometheus scraped: {e}"))
+    })
+    .await;
 
     // 2.x/3.x difference: 2.x drops the metric name inside `count_over_time`, so the series of
     // different metrics collide before `sum` sees them; 3.x drops names at the end.

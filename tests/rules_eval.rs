@@ -95,7 +95,7 @@ async fn rules_record_and_alert_through_a_real_alertmanager_and_reload() {
             "--external-label",
             "az=az-a",
             "--query-lookback-delta",
-            "5s",
+            "60s",
         ],
     )
     .await;

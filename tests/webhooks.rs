@@ -29,15 +29,17 @@ const RULES: &str = "groups:
       summary: '{{ $labels.instance }} at {{ $value }}'
 ";
 
-/// Group every second with one group per alert name; a repeat interval longer than the test,
-/// so every notification is due to a change.
+/// One group per alert name, notified a second after it starts and then at most every 5 s (far
+/// apart enough that a late delivery on a loaded machine is not taken for two in one
+/// interval); a repeat interval longer than the test, so every notification is due to a
+/// change.
 fn notify_config(hook: &str) -> String {
     format!(
         "route:
   receiver: team.hook
   group_by: [alertname]
   group_wait: 1s
-  group_interval: 2s
+  group_interval: 5s
   repeat_interval: 1h
 receivers:
   - name: team.hook
@@ -163,13 +165,13 @@ async fn start_az(
         "--notify-config".to_string(),
         notify.display().to_string(),
         "--notify-peer-check-interval".to_string(),
-        "500ms".to_string(),
+        "3s".to_string(),
         "--rules-resend-delay".to_string(),
         "1s".to_string(),
         "--rules-resolved-retention".to_string(),
         "5s".to_string(),
         "--query-lookback-delta".to_string(),
-        "3s".to_string(),
+        "60s".to_string(),
         "--external-url".to_string(),
         format!("http://central-{az}.example:9301"),
         "--alertmanager-url".to_string(),
@@ -246,7 +248,7 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     );
     start_writer(vec![port_a, port_b], values.clone());
     let set = |instance: &str, v: f64| values[instance].store(v.to_bits(), Ordering::Relaxed);
-    let plenty = Duration::from_secs(20);
+    let plenty = Duration::from_secs(40);
 
     // Both up: az-a, whose name sorts first, sends; az-b holds the same groups and sends
     // nothing.
@@ -345,10 +347,10 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     let killed = Instant::now();
     let m4 = nth_message(&hook, 4, plenty, "c fires with az-a down").await;
     assert_eq!(summary(&m4).0, vec!["a".to_string(), "c".to_string()]);
-    // One group interval (2 s), two failed peer checks (1 s), an evaluation (1 s), and room
-    // for a loaded machine: the gap stays within one group interval of the failover.
+    // One group interval (5 s), two failed peer checks (6 s), an evaluation (1 s), and room
+    // for a loaded machine.
     assert!(
-        killed.elapsed() < Duration::from_secs(15),
+        killed.elapsed() < Duration::from_secs(30),
         "took {:?}",
         killed.elapsed()
     );
@@ -358,12 +360,13 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     // already sent is sent again.
     let mut a = start_az(dir.path(), "az-a", ports_a, &rules, &notify, &am.base()).await;
     wait_sender(&a.base(), "az-a back").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while is_sender(&b.base()).await {
         assert!(Instant::now() < deadline, "az-b still sends with az-a back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Longer than a group interval: a notification sent again would be here.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(hook.posts("/hook").len(), 4, "{:#?}", hook.posts("/hook"));
 
     // The other AZ stops: az-a alone sends the resolution.
@@ -373,17 +376,17 @@ async fn webhooks_get_each_notification_once_from_two_azs_with_either_down() {
     let (firing, resolved) = summary(&m5);
     assert_eq!(firing, vec!["a".to_string()]);
     assert!(resolved.contains(&"c".to_string()), "{m5:#}");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(hook.posts("/hook").len(), 5, "{:#?}", hook.posts("/hook"));
 
     // Every message of the group came in an interval of its own (the first one was retried
-    // 500 ms into its interval, so it is left out). Flushes are due a group interval (2 s)
+    // 500 ms into its interval, so it is left out). Flushes are due a group interval (5 s)
     // after the one before started, and a late delivery shortens the next gap, so the gap
     // checked is half of it.
     let times: Vec<f64> = hook.timed_posts("/hook").iter().map(|(t, _)| *t).collect();
     for pair in times[1..].windows(2) {
         assert!(
-            pair[1] - pair[0] >= 1.0,
+            pair[1] - pair[0] >= 2.5,
             "two notifications in one interval: {times:?}"
         );
     }
