@@ -4,9 +4,10 @@
 //! to an Alertmanager API recorder (as the suite's own server receives them) and to a real
 //! Alertmanager 0.25 from Debian.
 //!
-//! Time runs 15 times faster than in the suite so the cases take minutes, not an hour: a
-//! sample every 1 s (15 s), groups every 2 s (30 s), `for` and the resend delay (1 m → 4 s),
-//! resolved alerts re-sent for 60 s (15 m) and a 20 s lookback (5 m). The suite's rules,
+//! Time runs 7.5 times faster than in the suite so the cases take minutes, not an hour: a
+//! sample every 2 s (15 s), groups every 4 s (30 s), `for` and the resend delay (1 m → 8 s),
+//! resolved alerts re-sent for 120 s (15 m) and a 40 s lookback (5 m). (Faster still leaves
+//! a pending alert a second short of its `for`: a stall of a loaded machine would fire it.) The suite's rules,
 //! samples, labels, annotations and templates are kept as they are. What is checked, with
 //! one group interval and 1 s of slack for timing:
 //! - `/api/v1/alerts` and the `ALERTS` series follow pending → firing → inactive at the
@@ -30,10 +31,10 @@ use strata_wire::{Label, Sample, TimeSeries, WriteRequest};
 use support::{get_json, start_alerting};
 
 /// Real seconds per sample (15 s in the suite); every duration is scaled alike.
-const STEP: f64 = 1.0;
-const INTERVAL: f64 = 2.0;
-const RESEND: f64 = 4.0;
-const RETENTION: f64 = 60.0;
+const STEP: f64 = 2.0;
+const INTERVAL: f64 = 4.0;
+const RESEND: f64 = 8.0;
+const RETENTION: f64 = 120.0;
 /// Timing slack on top of one group interval.
 const SLACK: f64 = 1.0;
 /// Slack for sends, which are timed when the recorder receives them: on top of the
@@ -44,30 +45,30 @@ const STEPS: usize = 200;
 
 const RULES: &str = r#"groups:
 - name: PendingAndFiringAndResolved
-  interval: 2s
+  interval: 4s
   rules:
   - alert: PendingAndFiringAndResolved_SimpleAlert
     expr: '{__name__="alert_generator_test_suite", alertname="PendingAndFiringAndResolved_SimpleAlert", rulegroup="PendingAndFiringAndResolved"} > 10'
-    for: 24s
+    for: 48s
     labels: {foo: bar, rulegroup: PendingAndFiringAndResolved}
     annotations:
       description: SimpleAlert is firing
       summary: 'The value is {{$value}} {{.Value}}'
 - name: PendingAndResolved_AlwaysInactive
-  interval: 2s
+  interval: 4s
   rules:
   - alert: PendingAndResolved_AlwaysInactive_PendingAlert
     expr: '{__name__="alert_generator_test_suite", alertname="PendingAndResolved_AlwaysInactive_PendingAlert", rulegroup="PendingAndResolved_AlwaysInactive"} > 10'
-    for: 12s
+    for: 24s
     labels: {foo: bar, rulegroup: PendingAndResolved_AlwaysInactive}
     annotations: {description: SimpleAlert is firing}
   - alert: PendingAndResolved_AlwaysInactive_InactiveAlert
     expr: '{__name__="alert_generator_test_suite", alertname="PendingAndResolved_AlwaysInactive_InactiveAlert", rulegroup="PendingAndResolved_AlwaysInactive"} > 99'
-    for: 12s
+    for: 24s
     labels: {ba_dum: tss, rulegroup: PendingAndResolved_AlwaysInactive}
     annotations: {description: This should never fire}
 - name: ZeroFor_SmallFor
-  interval: 2s
+  interval: 4s
   rules:
   - alert: ZeroFor_SmallFor_ZeroFor
     expr: '{__name__="alert_generator_test_suite", alertname="ZeroFor_SmallFor_ZeroFor", rulegroup="ZeroFor_SmallFor"} > 10'
@@ -78,17 +79,17 @@ const RULES: &str = r#"groups:
       template_query_test: '{{ define "testtemplate" }}Args are: {{.arg0}} {{.arg1}} {{.arg2}}. {{ with query "alert_generator_test_suite{rulegroup=''ZeroFor_SmallFor'',for=''template''}" }}first_id:{{ . | sortByLabel "id" | first | label "id"}},{{ range $v := sortByLabel "id" .}}{{ . | label "id" }}:{{ . | value }},{{end}}{{end}}{{ end }}{{ template "testtemplate" (args "foo" "bar" 99) }}'
   - alert: ZeroFor_SmallFor_SmallFor
     expr: '{__name__="alert_generator_test_suite", alertname="ZeroFor_SmallFor_SmallFor", rulegroup="ZeroFor_SmallFor"} > 13'
-    for: 1s
+    for: 2s
     labels: {ba_dum: tss, rulegroup: ZeroFor_SmallFor}
     annotations:
       description: This should fire after an interval
       template_test: '{{title "this part"}} {{toUpper "is testing"}} {{toLower "THE STRINGS"}}. {{ stripPort "[::1]:6006"}} {{ stripPort "127.0.0.1:4004"}}. {{parseDuration "2h10m15s"}}. {{if match "[0-9]+" "1234"}}{{reReplaceAll "r.*d" "replaced" "rpld text"}}{{end}}. {{if match "[0-9]+$" "1234a"}}WRONG{{end}}.'
 - name: NewAlerts_OrderCheck
-  interval: 2s
+  interval: 4s
   rules:
   - alert: NewAlerts_OrderCheck_Rule1
     expr: '{__name__="alert_generator_test_suite", alertname="NewAlerts_OrderCheck_Rule1", rulegroup="NewAlerts_OrderCheck"} > 10'
-    for: 12s
+    for: 24s
     labels: {foo: bar, rulegroup: NewAlerts_OrderCheck}
     annotations: {description: This should produce more alerts later}
   - alert: NewAlerts_OrderCheck_Rule2
@@ -437,11 +438,11 @@ async fn the_alert_generator_compliance_cases_pass() {
         "['...']",
         &[
             "--rules-resend-delay",
-            "4s",
+            "8s",
             "--rules-resolved-retention",
-            "60s",
+            "120s",
             "--query-lookback-delta",
-            "20s",
+            "40s",
         ],
     )
     .await;
@@ -644,9 +645,9 @@ fn check_sent(e: &Expected, sent: &[(f64, Value)], zero: f64, failures: &mut Vec
         }
         for w in firing.windows(2) {
             let gap = w[1] - w[0];
-            // A send delayed shortens the gap after it, yet never to one interval: an alert
-            // re-sent at every evaluation still fails.
-            if !(RESEND - 1.5..=RESEND + late).contains(&gap) {
+            // A send delayed shortens the gap after it, yet never to one interval (4 s): an
+            // alert re-sent at every evaluation still fails.
+            if !(RESEND - SEND_SLACK - 1.0..=RESEND + late).contains(&gap) {
                 fail(format!("re-sent after {gap:.1}s at {:.1}s", w[1]));
             }
         }
