@@ -169,6 +169,14 @@ impl GroupCache {
             self.this_step.clear();
             self.cursor = 0;
         }
+        let id = self.key_by_labels(m, member);
+        self.by_metric.insert(addr, (m.clone(), id));
+        id
+    }
+
+    /// The index in `keys` of the group of `m`, whose labels `member` selects, found by the
+    /// group's labels (added when new).
+    fn key_by_labels(&mut self, m: &Metric, member: impl Fn(&Label) -> bool) -> usize {
         let mut h = Xxh3Default::new();
         for l in m.iter().filter(|l| member(l)) {
             h.update(l.name.as_bytes());
@@ -181,14 +189,12 @@ impl GroupCache {
             .iter()
             .copied()
             .find(|&k| m.iter().filter(|l| member(l)).eq(self.keys[k].iter()));
-        let id = found.unwrap_or_else(|| {
+        found.unwrap_or_else(|| {
             self.keys
                 .push(m.iter().filter(|l| member(l)).cloned().collect());
             candidates.push(self.keys.len() - 1);
             self.keys.len() - 1
-        });
-        self.by_metric.insert(addr, (m.clone(), id));
-        id
+        })
     }
 }
 
@@ -1072,9 +1078,15 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 .collect()
         };
         // Samples are grouped in order of first appearance. The group of each input series
-        // is remembered across the steps of a range query.
+        // is remembered across the steps of a range query or subquery; an instant query
+        // evaluates the aggregation once, and finds each group by its labels.
         let cache_key = a as *const _ as usize;
-        let mut cache = self.group_cache.remove(&cache_key).unwrap_or_default();
+        let remember = self.is_range() || self.subquery_depth > 0;
+        let mut cache = if remember {
+            self.group_cache.remove(&cache_key).unwrap_or_default()
+        } else {
+            GroupCache::default()
+        };
         let mut groups: Vec<(Metric, Vec<Sample>)> = Vec::new();
         let mut slots: Vec<usize> = vec![usize::MAX; cache.keys.len()];
         for s in input {
@@ -1084,7 +1096,12 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
                 }
                 0
             } else {
-                let id = cache.key_of(&s.metric, |l| grouped(&l.name, by, &names));
+                let member = |l: &Label| grouped(&l.name, by, &names);
+                let id = if remember {
+                    cache.key_of(&s.metric, member)
+                } else {
+                    cache.key_by_labels(&s.metric, member)
+                };
                 if id >= slots.len() {
                     slots.resize(id + 1, usize::MAX);
                 }
@@ -1096,8 +1113,10 @@ impl<'a, S: Storage + ?Sized> Evaluator<'a, S> {
             };
             groups[i].1.push(s);
         }
-        cache.end_step();
-        self.group_cache.insert(cache_key, cache);
+        if remember {
+            cache.end_step();
+            self.group_cache.insert(cache_key, cache);
+        }
         let scalar_param = |p: &Option<Value>| -> QueryResult<f64> {
             match p {
                 Some(Value::Scalar(v)) => Ok(*v),
@@ -1478,6 +1497,67 @@ fn finish_matrix(m: Vec<Series>) -> QueryResult<Vec<Series>> {
 #[cfg(test)]
 mod tests {
     use super::super::script::{self, Outcome};
+    use super::*;
+    use crate::head::SeriesData;
+
+    /// Every selector gets the same series.
+    struct Fixed(Vec<SeriesData>);
+
+    impl Storage for Fixed {
+        fn select(&self, _: &[Matcher], _: i64, _: i64) -> crate::Result<Vec<SeriesData>> {
+            Ok(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn only_aggregations_evaluated_again_remember_their_groups() {
+        let series = (0..4)
+            .map(|i| SeriesData {
+                labels: vec![
+                    Label::new("__name__", "m"),
+                    Label::new("g", if i % 2 == 0 { "a" } else { "b" }),
+                    Label::new("i", i.to_string()),
+                ],
+                samples: vec![(0, 1.0), (30_000, 1.0), (60_000, 1.0)],
+            })
+            .collect();
+        let storage = Fixed(series);
+        let opts = Options::default();
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let parse = |q: &str| promql_parser::parser::parse(q).unwrap();
+        let sum = parse("sum by (g) (m)");
+        let mut instant = Evaluator::new(&storage, &opts, 60_000, 60_000, 0, deadline);
+        let Value::Vector(v) = instant.instant(&sum).unwrap().0 else {
+            panic!("not a vector")
+        };
+        let sums: Vec<(String, f64)> = v.iter().map(|s| (render(&s.metric), s.v)).collect();
+        assert_eq!(
+            sums,
+            [
+                ("{g=\"a\"}".to_string(), 2.0),
+                ("{g=\"b\"}".to_string(), 2.0)
+            ]
+        );
+        assert!(
+            instant.group_cache.is_empty(),
+            "evaluated once: nothing kept"
+        );
+        let mut range = Evaluator::new(&storage, &opts, 0, 60_000, 30_000, deadline);
+        range.range(&sum).unwrap();
+        assert_eq!(
+            range.group_cache.len(),
+            1,
+            "a range query's steps share them"
+        );
+        let sub = parse("max_over_time(sum by (g) (m)[1m:30s])");
+        let mut instant = Evaluator::new(&storage, &opts, 60_000, 60_000, 0, deadline);
+        instant.instant(&sub).unwrap();
+        assert_eq!(
+            instant.group_cache.len(),
+            1,
+            "a subquery's steps share them"
+        );
+    }
 
     #[test]
     fn range_aggregations_group_series_that_come_and_go_between_steps() {
