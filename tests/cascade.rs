@@ -639,45 +639,6 @@ remote_write:
         tokio::time::sleep(Duration::from_millis((next - now_ms()).max(0) as u64)).await;
     }
     let base = prom.base();
-    // A sample is late, and left out of its window, when it arrives after the window closed.
-    // The lateness is far above any stall of a loaded machine, so every sample must count.
-    // Wait for the last window (lateness 30s, a flush every second) to reach Prometheus.
-    let last_end = (last_ts / 10_000 + 1) * 10_000;
-    let outputs = [
-        "increase",
-        "rate",
-        "sum",
-        "count",
-        "avg",
-        "min",
-        "max",
-        "quantiles",
-    ];
-    until_ok(Duration::from_secs(90), || async {
-        let mut done = 0;
-        for output in outputs {
-            let name = format!("agg_test_total:10s_without_pod_{output}");
-            done += raw_series(&base, &name)
-                .await
-                .values()
-                .filter(|points| points.last().is_some_and(|&(t, _)| t >= last_end))
-                .count();
-        }
-        // Seven outputs for each of two jobs, and two quantiles for each job.
-        match done {
-            18 => Ok(()),
-            _ => Err(format!(
-                "{done} of 18 output series reached the window ending at {last_end}"
-            )),
-        }
-    })
-    .await;
-    let status = get_json(
-        &format!("{}/api/v1/status/aggregation", cascade.base()),
-        &[],
-    )
-    .await;
-    assert_eq!(status["data"][0]["late"], 0, "{status}");
     let checks = [
         (
             "increase",
@@ -705,6 +666,40 @@ remote_write:
             "max without (pod) (max_over_time(agg_test_total[10s]))",
         ),
     ];
+    // A sample is late, and left out of its window, when it arrives after the window closed.
+    // The lateness is far above any stall of a loaded machine, so every sample must count.
+    // Wait for the last window (lateness 30s, a flush every second) to reach Prometheus.
+    let last_end = (last_ts / 10_000 + 1) * 10_000;
+    // The outputs compared with Prometheus's queries, and the quantiles.
+    let outputs = checks.map(|(output, _)| output);
+    let outputs = outputs.iter().chain(&["quantiles"]);
+    until_ok(Duration::from_secs(90), || async {
+        let mut done = 0;
+        for output in outputs.clone() {
+            let name = format!("agg_test_total:10s_without_pod_{output}");
+            done += raw_series(&base, &name)
+                .await
+                .values()
+                .filter(|points| points.last().is_some_and(|&(t, _)| t >= last_end))
+                .count();
+        }
+        // One series of each output for each of two jobs, and two quantiles for each job.
+        let want = 2 * checks.len() + 2 * 2;
+        if done == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "{done} of {want} output series reached the window ending at {last_end}"
+            ))
+        }
+    })
+    .await;
+    let status = get_json(
+        &format!("{}/api/v1/status/aggregation", cascade.base()),
+        &[],
+    )
+    .await;
+    assert_eq!(status["data"][0]["late"], 0, "{status}");
     let mut compared = 0;
     for (output, expr) in checks {
         let name = format!("agg_test_total:10s_without_pod_{output}");
